@@ -1,0 +1,102 @@
+"""Turn one raw webdataset sample into its samples row and, if it failed, its errors row.
+
+Input: `RawSample` (from audit.tar_samples) and `IngestLimits`.
+Output: `(sample_row, error_row | None)` as dicts matching schemas.SAMPLES / schemas.ERRORS.
+Failure rows: the first problem found decides the outcome, so a failed sample has exactly
+one errors row. Checks, in order, each with its stage:
+  read    — reader problems (duplicate key, truncated tar, unsafe name, oversized member),
+            no image member (MissingImage);
+  decode  — audit.image_decode rejections (corrupt, bomb, too small, ...);
+  caption — MissingCaption, NonUtf8Caption, CaptionHasNul, CaptionTooLong, EmptyCaption;
+  meta    — InvalidMeta (.json not an object, not UTF-8, too deeply nested).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from audit.image_decode import ImageLimits, ImageRejected, decode_image
+from audit.tar_samples import RawSample
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    image: ImageLimits = field(default_factory=ImageLimits)
+    max_member_bytes: int = 64 << 20
+    require_caption: bool = True
+    max_caption_chars: int = 8192
+
+
+class SampleRejected(Exception):
+    def __init__(self, stage: str, error_type: str, message: str):
+        super().__init__(message)
+        self.stage, self.error_type, self.message = stage, error_type, message
+
+
+def decode_caption(data: bytes | None, limits: IngestLimits) -> str | None:
+    """Strict UTF-8 caption text, BOM and surrounding whitespace removed."""
+    if data is None:
+        if limits.require_caption:
+            raise SampleRejected("caption", "MissingCaption", "the sample has no .txt caption")
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SampleRejected("caption", "NonUtf8Caption",
+                             f"caption is not valid UTF-8 (byte {e.start}: {data[e.start:e.start + 4]!r})") from None
+    text = text.removeprefix("\ufeff").strip()
+    if "\x00" in text:
+        raise SampleRejected("caption", "CaptionHasNul", "caption contains NUL characters")
+    if len(text) > limits.max_caption_chars:
+        raise SampleRejected("caption", "CaptionTooLong",
+                             f"caption has {len(text)} characters, over {limits.max_caption_chars}")
+    if not text and limits.require_caption:
+        raise SampleRejected("caption", "EmptyCaption", "caption is empty")
+    return text
+
+
+def decode_meta(data: bytes | None) -> tuple[str | None, dict]:
+    """(verbatim json text, parsed object); a missing .json is allowed."""
+    if data is None:
+        return None, {}
+    try:
+        text = data.decode("utf-8")
+        obj = json.loads(text)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise SampleRejected("meta", "InvalidMeta", f".json is not valid UTF-8 JSON: {str(e)[:200]}") from None
+    if not isinstance(obj, dict):
+        raise SampleRejected("meta", "InvalidMeta", f".json is a {type(obj).__name__}, not an object")
+    return text, obj
+
+
+def validate_sample(raw: RawSample, shard: str, run_id: str, limits: IngestLimits) -> tuple[dict, dict | None]:
+    row: dict = {"run_id": run_id, "shard": shard, "key": raw.key, "status": "ok", "error": None}
+    try:
+        if raw.problems:
+            raise SampleRejected("read", *raw.problems[0])
+        ext = next((e for e in IMAGE_EXTS if e in raw.files), None)
+        if ext is None:
+            raise SampleRejected("read", "MissingImage",
+                                 f"no image member ({', '.join(IMAGE_EXTS)}); found {sorted(raw.files) or 'nothing'}")
+        data = raw.files[ext]
+        row.update(image_ext=ext, image_bytes=len(data), image_offset=raw.offsets.get(ext),
+                   byte_hash=hashlib.sha256(data).hexdigest())
+        meta_text, meta = decode_meta(raw.files.get("json"))
+        row["meta_json"] = meta_text
+        row["url"] = meta.get("url") if isinstance(meta.get("url"), str) else None
+        row["caption"] = decode_caption(raw.files.get("txt"), limits)
+        try:
+            img = decode_image(data, limits.image)
+        except ImageRejected as e:
+            raise SampleRejected("decode", e.error_type, e.message) from None
+        row.update(image_format=img.format, width=img.width, height=img.height, pixel_hash=img.pixel_hash)
+        return row, None
+    except SampleRejected as e:
+        row["status"], row["error"] = "failed", f"{e.error_type}: {e.message}"
+        error = {"run_id": run_id, "stage": e.stage, "shard": shard, "key": raw.key,
+                 "error_type": e.error_type, "message": e.message}
+        return row, error

@@ -1,0 +1,90 @@
+"""Ingest one shard: read every sample, validate it, count, and reconcile.
+
+Input: the shard id, its URI and an `opener(uri) -> binary file` (Beam's FileSystems.open in
+the pipeline, `open` in plain code), plus `IngestLimits`.
+Output: `ShardResult` with the samples rows (one per input sample), the errors rows (one per
+failed sample, plus one shard-level row when the tar is truncated or unreadable) and the
+shards row. `check()` raises if the counts do not reconcile, which would be a bug.
+Failure rows: an unopenable URI is a shard-level 'unreadable' row, never an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable, Iterator
+
+from audit.sample_validation import IngestLimits, validate_sample
+from audit.tar_samples import RawSample, TarSamples
+
+Opener = Callable[[str], BinaryIO]
+
+
+def open_binary(uri: str) -> BinaryIO:
+    """Default opener for plain (non-Beam) use: a local path, read as bytes."""
+    return open(uri, "rb")
+
+
+@dataclass
+class ShardResult:
+    shard: dict
+    samples: list[dict] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+
+    def check(self) -> None:
+        s = self.shard
+        n_ok = sum(r["status"] == "ok" for r in self.samples)
+        failed_keys = sorted(r["key"] for r in self.samples if r["status"] == "failed")
+        error_keys = sorted(e["key"] for e in self.errors if e["key"] is not None)
+        if not (s["n_inputs"] == len(self.samples) == s["n_ok"] + s["n_failed"] and s["n_ok"] == n_ok
+                and failed_keys == error_keys):
+            raise AssertionError(f"shard {s['shard']}: counts do not reconcile: {s}")
+
+
+def read_expected_count(stats_uri: str, opener: Opener) -> int | None:
+    """img2dataset's NNNNN_stats.json 'successes', or None when absent or unreadable."""
+    try:
+        with opener(stats_uri) as f:
+            return int(json.loads(f.read())["successes"])
+    except Exception:  # a missing or odd stats file only means we have nothing to compare
+        return None
+
+
+def iter_validated(raw_samples: Iterator[RawSample], shard: str, run_id: str, limits: IngestLimits):
+    for raw in raw_samples:
+        yield raw, validate_sample(raw, shard, run_id, limits)
+
+
+def ingest_shard(shard: str, uri: str, run_id: str, opener: Opener = open_binary,
+                 limits: IngestLimits = IngestLimits(), on_sample: Callable | None = None) -> ShardResult:
+    """Read and validate every sample of one shard. `on_sample(raw, row)` sees each ok sample."""
+    t0 = time.perf_counter()
+    result = ShardResult(shard={})
+    status, error, nbytes = "complete", None, 0
+    try:
+        with opener(uri) as f:
+            reader = TarSamples(f, max_member_bytes=limits.max_member_bytes)
+            for raw, (row, err) in iter_validated(iter(reader), shard, run_id, limits):
+                result.samples.append(row)
+                if err is not None:
+                    result.errors.append(err)
+                elif on_sample is not None:
+                    on_sample(raw, row)
+            status, error, nbytes = reader.status, reader.error, reader.bytes_read
+    except OSError as e:
+        status, error = "unreadable", f"cannot open {uri}: {e}"
+    if status != "complete":
+        result.errors.append({"run_id": run_id, "stage": "read", "shard": shard, "key": None,
+                              "error_type": "TruncatedShard" if status == "truncated" else "UnreadableShard",
+                              "message": error})
+    n_ok = sum(r["status"] == "ok" for r in result.samples)
+    stats_uri = uri[: -len(".tar")] + "_stats.json" if uri.endswith(".tar") else None
+    result.shard = {
+        "run_id": run_id, "shard": shard, "uri": uri, "status": status, "error": error,
+        "n_inputs": len(result.samples), "n_ok": n_ok, "n_failed": len(result.samples) - n_ok,
+        "n_expected": read_expected_count(stats_uri, opener) if stats_uri else None,
+        "tar_bytes": nbytes, "seconds": time.perf_counter() - t0,
+    }
+    result.check()
+    return result

@@ -1,0 +1,150 @@
+"""Read webdataset samples from one tar, safely, without extracting anything to disk.
+
+Input: a readable binary file object of a tar (seekable; a non-seekable one is buffered).
+Output: `RawSample`s in tar order, one per run of consecutive members sharing a key
+(webdataset's grouping: key = member name up to the first '.' of its base name), then the
+shard verdict on the reader (`status`, `error`).
+
+Failure rows: nothing raises for bad content. Problems are attached to the sample they hit
+(`RawSample.problems`) and become its errors row downstream:
+  DuplicateKey (same extension twice in a group, or a key that reappears later in the tar),
+  MemberTooLarge, UnsafeMemberName (absolute or '..' paths), UnsupportedMember (links,
+  devices), TruncatedShard (the tar ended inside this sample).
+Shard-level verdicts: 'complete', 'truncated' (the samples read so far are kept) or
+'unreadable' (not a tar at all: no samples).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+from dataclasses import dataclass, field
+from typing import BinaryIO, Iterator
+
+_KEY_EXT = re.compile(r"^((?:.*/|)[^./][^.]*)\.([^/]*)$")
+_END_OF_ARCHIVE = 2 * tarfile.BLOCKSIZE
+
+
+@dataclass
+class RawSample:
+    """The members of one sample: extension (lower case) -> bytes, plus where they lie."""
+
+    key: str
+    files: dict[str, bytes] = field(default_factory=dict)
+    offsets: dict[str, int] = field(default_factory=dict)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    def problem(self, error_type: str, message: str) -> None:
+        self.problems.append((error_type, message))
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """'dir/000012.jpg' -> ('dir/000012', 'jpg'); a name without extension -> (name, '')."""
+    name = name[2:] if name.startswith("./") else name
+    m = _KEY_EXT.match(name)
+    return (m.group(1), m.group(2).lower()) if m else (name, "")
+
+
+def _is_unsafe(name: str) -> bool:
+    parts = name.replace("\\", "/").split("/")
+    return name.startswith(("/", "\\")) or ".." in parts or "\x00" in name
+
+
+class TarSamples:
+    """Iterate the samples of one tar. After iteration, `status`/`error`/`bytes_read` are set."""
+
+    def __init__(self, fileobj: BinaryIO, max_member_bytes: int = 64 << 20):
+        if not _seekable(fileobj):
+            fileobj = io.BytesIO(fileobj.read())
+        self._f = fileobj
+        self.max_member_bytes = max_member_bytes
+        self.status = "complete"
+        self.error: str | None = None
+        self.bytes_read = 0
+
+    def __iter__(self) -> Iterator[RawSample]:
+        try:
+            tf = tarfile.open(fileobj=self._f, mode="r:")
+        except (tarfile.TarError, OSError, EOFError, ValueError) as e:
+            self.status, self.error = "unreadable", f"not a readable tar: {e}"
+            return
+        seen: set[str] = set()
+        current: RawSample | None = None
+        while True:
+            try:
+                member = tf.next()
+            except (tarfile.TarError, OSError, EOFError, ValueError) as e:
+                self._truncated(current, f"tar ended early: {e}")
+                break
+            tf.members.clear()  # keep memory flat on large shards
+            if member is None:
+                self._check_end(tf, current)
+                break
+            if member.isdir():
+                continue
+            key, ext = split_member_name(member.name)
+            if current is None or key != current.key:
+                if current is not None:
+                    yield current
+                current = RawSample(key)
+                if key in seen:
+                    current.problem("DuplicateKey", f"key {key!r} appears again later in the tar")
+                seen.add(key)
+            try:
+                self._add_member(tf, member, current, ext)
+            except (tarfile.TarError, OSError, EOFError) as e:
+                self._truncated(current, f"tar ended inside member {member.name!r}: {e}")
+                break
+        if current is not None:
+            yield current
+        try:
+            self.bytes_read = self._f.tell()
+        except OSError:
+            pass
+
+    def _add_member(self, tf: tarfile.TarFile, m: tarfile.TarInfo, s: RawSample, ext: str) -> None:
+        if _is_unsafe(m.name):
+            s.problem("UnsafeMemberName", f"member name {m.name!r} is absolute or escapes the folder")
+            return
+        if not m.isfile():
+            s.problem("UnsupportedMember", f"member {m.name!r} is a link or device, not a file")
+            return
+        if not ext:
+            s.problem("MissingExtension", f"member {m.name!r} has no extension")
+            return
+        if ext in s.files or ext in s.offsets:
+            s.problem("DuplicateKey", f"member {m.name!r} appears twice for key {s.key!r}")
+            return
+        if m.size > self.max_member_bytes:
+            s.offsets[ext] = m.offset_data
+            s.problem("MemberTooLarge",
+                      f"member {m.name!r} is {m.size} bytes, over the limit of {self.max_member_bytes}")
+            return
+        data = tf.extractfile(m).read()
+        s.files[ext] = data
+        s.offsets[ext] = m.offset_data
+
+    def _truncated(self, current: RawSample | None, message: str) -> None:
+        self.status, self.error = "truncated", message
+        if current is not None:
+            current.problem("TruncatedShard", f"the tar ended inside this sample ({message})")
+
+    def _check_end(self, tf: tarfile.TarFile, current: RawSample | None) -> None:
+        """A whole tar ends in two zero blocks; anything else means it was cut short."""
+        try:
+            self._f.seek(tf.offset)
+            tail = self._f.read(_END_OF_ARCHIVE)
+        except OSError as e:
+            tail, e_msg = b"", str(e)
+        else:
+            e_msg = ""
+        if len(tail) < _END_OF_ARCHIVE or tail.strip(b"\0"):
+            self._truncated(current, f"no end-of-archive marker at byte {tf.offset} {e_msg}".strip())
+
+
+def _seekable(f) -> bool:
+    try:
+        return bool(f.seekable())
+    except (AttributeError, OSError, ValueError):
+        return False

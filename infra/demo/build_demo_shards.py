@@ -1,0 +1,414 @@
+"""Build LAION-style demo webdataset shards from real public-domain clipart.
+
+Standalone (stdlib + pyarrow + img2dataset; no ShardGuard imports). Steps:
+
+1. ``apt-get download openclipart-png openclipart-svg`` (Debian, public domain)
+   into the work dir -- nothing is installed -- and ``dpkg-deb -x`` them.
+   ``--debs-dir`` reuses already downloaded .deb files, ``--work DIR`` caches
+   downloads/extraction between runs (default: a temp dir, deleted at the end).
+2. Index every PNG under usr/share/openclipart/png/<category>/..., hash it
+   (sha256) and caption it with the dc:title of the matching SVG (fallback:
+   a caption derived from the file name; see the ``caption_source`` column).
+3. Select ``--count`` images with seed ``--seed``: first whole groups of the
+   package's real exact duplicates (identical PNG bytes; Debian stores most of
+   them as symlinks, but they are served as separate files with identical
+   bytes), then "near duplicate" groups (same specific dc:title, different
+   bytes), then a category-stratified fill. PNGs above ``--max-pixels`` are
+   skipped (img2dataset's alpha matting makes float64 copies of the full-size
+   image: a 600 Mpx poster would need >15 GB of RAM).
+4. Write a URL list parquet (url, caption, category, source_path,
+   caption_source, source_sha256) with url = http://127.0.0.1:PORT/<png path>.
+5. Serve the original, unmodified PNG tree with ``python -m http.server`` on
+   127.0.0.1 (always stopped by pid) and run the real ``img2dataset.download``
+   to produce webdataset shards: NNNNN.tar (key.jpg/.txt/.json), NNNNN.parquet,
+   NNNNN_stats.json. img2dataset alpha-mats RGBA/LA/transparent-palette PNGs
+   onto WHITE before JPEG encoding, so transparent clipart is not blackened.
+   resize_mode keep_ratio_largest: longest side scaled to --image-size, no
+   padding, so every image is <= 256x256 (keep_ratio would scale the SHORTEST
+   side to 256 and leave long banners far bigger).
+6. Copy only shards/parquets/stats into ``--out`` and write ``--out``/README.md.
+
+Committed sample (about 1000 images, 4 shards, < 15 MB)::
+
+    .venv/bin/python infra/demo/build_demo_shards.py --out infra/demo/sample \\
+        --count 1000 --shard-size 250
+
+Bigger runs: ``--count 0`` takes every indexed image (~8100 in 0.18+dfsg-19),
+e.g. ``--count 0 --shard-size 1000 --work /tmp/oc --out /tmp/oc-shards``.
+"""
+from __future__ import annotations
+
+import argparse, collections, contextlib, glob, hashlib, json, os, random, re
+import shlex, shutil, socket, subprocess, sys, tarfile, tempfile, time
+import urllib.parse, urllib.request
+import xml.etree.ElementTree as ET
+
+PACKAGES = ("openclipart-png", "openclipart-svg")
+PNG_SUB, SVG_SUB = "usr/share/openclipart/png", "usr/share/openclipart/svg"
+DC_TITLE = "{http://purl.org/dc/elements/1.1/}title"
+SHARD_FILE = re.compile(r"\d+(\.tar|\.parquet|_stats\.json)")
+T0 = time.time()
+
+
+def log(msg: str) -> None:
+    print(f"[demo {time.time() - T0:6.1f}s] {msg}", flush=True)
+
+
+def die(msg: str) -> None:
+    sys.exit(f"build_demo_shards: error: {msg}")
+
+
+def fetch_debs(work: str, debs_dir: str | None) -> dict[str, str]:
+    """Return {package: .deb path}, downloading with ``apt-get download`` if needed."""
+    src = debs_dir or os.path.join(work, "debs")
+    os.makedirs(src, exist_ok=True)
+    found = lambda: {p: sorted(glob.glob(os.path.join(src, f"{p}_*.deb")))[-1:] for p in PACKAGES}
+    debs = found()
+    if debs_dir and not all(debs.values()):
+        die(f"--debs-dir {debs_dir} lacks {[p for p, d in debs.items() if not d]} (.deb files)")
+    if not all(debs.values()):
+        if not shutil.which("apt-get"):
+            die("apt-get not found: run on Debian/Ubuntu or pass --debs-dir with "
+                "openclipart-png_*.deb and openclipart-svg_*.deb")
+        log(f"apt-get download {' '.join(PACKAGES)} -> {src}")
+        cmd = ["apt-get", "download", *PACKAGES]
+        res = subprocess.run(cmd, cwd=src, capture_output=True, text=True)
+        if res.returncode != 0 and os.geteuid() == 0:
+            log("apt-get download failed; running apt-get update (we are root) and retrying")
+            subprocess.run(["apt-get", "update"], capture_output=True)
+            res = subprocess.run(cmd, cwd=src, capture_output=True, text=True)
+        if res.returncode != 0:
+            die(f"apt-get download failed:\n{res.stderr.strip()}\nIf the package lists are "
+                "missing, run `sudo apt-get update` first (or pass --debs-dir).")
+        debs = found()
+    return {p: d[0] for p, d in debs.items()}
+
+
+def extract(debs: dict[str, str], work: str) -> str:
+    """dpkg-deb -x every .deb into work/root (cached by a marker file)."""
+    if not shutil.which("dpkg-deb"):
+        die("dpkg-deb not found (package dpkg); it is needed to unpack the .deb files")
+    root = os.path.join(work, "root")
+    marker = os.path.join(root, ".extracted-" + hashlib.sha1(
+        "|".join(os.path.basename(d) for d in debs.values()).encode()).hexdigest()[:12])
+    if not os.path.exists(marker):
+        shutil.rmtree(root, ignore_errors=True)
+        for deb in debs.values():
+            log(f"dpkg-deb -x {os.path.basename(deb)}")
+            subprocess.run(["dpkg-deb", "-x", deb, root], check=True)
+        open(marker, "w").close()
+    return root
+
+
+def deb_field(deb: str, field: str) -> str:
+    return subprocess.run(["dpkg-deb", "-f", deb, field], capture_output=True,
+                          text=True).stdout.strip()
+
+
+def svg_title(path: str) -> str | None:
+    """dc:title of the SVG's cc:Work (not the creator/publisher Agent titles)."""
+    try:
+        for _, el in ET.iterparse(path, events=("end",)):
+            if el.tag.rsplit("}", 1)[-1] == "Work":  # cc ns varies between files
+                title = el.find(DC_TITLE)
+                text = " ".join((title.text or "").split()) if title is not None else ""
+                return text or None
+            if el.tag.rsplit("}", 1)[-1] == "metadata":
+                return None
+    except (ET.ParseError, OSError, UnicodeError):
+        return None
+    return None
+
+
+def name_caption(rel: str) -> str:
+    stem = os.path.splitext(os.path.basename(rel))[0]
+    stem = re.sub(r"[_-]+\d*$", "", stem) or stem
+    return " ".join(re.split(r"[_\-\s]+", stem)).strip()
+
+
+def index(root: str, max_pixels: int) -> tuple[list[dict], int]:
+    """One record per PNG (symlinks included, read through) with sha256 and caption."""
+    png_root, svg_root = os.path.join(root, PNG_SUB), os.path.join(root, SVG_SUB)
+    if not os.path.isdir(png_root):
+        die(f"{png_root} missing: is this really openclipart-png?")
+    entries, skipped = [], 0
+    for d, dirs, files in os.walk(png_root):
+        dirs.sort()
+        for f in sorted(files):
+            rel = os.path.relpath(os.path.join(d, f), png_root)
+            if not f.lower().endswith(".png") or os.sep not in rel:
+                continue
+            with open(os.path.join(png_root, rel), "rb") as fh:
+                data = fh.read()
+            w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+            if w * h > max_pixels:
+                skipped += 1
+                continue
+            title = svg_title(os.path.join(svg_root, rel[:-4] + ".svg"))
+            entries.append(dict(
+                rel=rel, category=rel.split(os.sep)[0], sha256=hashlib.sha256(data).hexdigest(),
+                caption=title or name_caption(rel),
+                caption_source="svg_dc_title" if title else "file_name"))
+    return entries, skipped
+
+
+def select(entries: list[dict], count: int, seed: int, dup_frac: float,
+           near_frac: float, max_group: int) -> list[dict]:
+    """Deterministic selection: duplicate groups first, then a stratified fill."""
+    rng = random.Random(seed)
+    if count <= 0 or count >= len(entries):
+        chosen = list(entries)
+    else:
+        by_sha, by_title = collections.defaultdict(list), collections.defaultdict(dict)
+        for e in entries:
+            by_sha[e["sha256"]].append(e)
+            if e["caption_source"] == "svg_dc_title":
+                by_title[e["caption"].lower()].setdefault(e["sha256"], e)
+        exact = [g for g in by_sha.values() if len(g) > 1]
+        # near duplicates: a *specific* title (2-3 distinct images) shared by different bytes;
+        # generic collection titles ("Etiquette Icons", 400+ images) are not near duplicates
+        near = [list(g.values()) for g in by_title.values() if 2 <= len(g) <= 3]
+        picked: dict[str, dict] = {}
+        for groups, budget in ((exact, int(count * dup_frac)), (near, int(count * near_frac))):
+            rng.shuffle(groups)
+            used = 0
+            for g in groups:
+                g = rng.sample(g, max_group) if len(g) > max_group else g
+                new = [e for e in g if e["rel"] not in picked]
+                if len(new) >= 2 and used + len(new) <= budget:
+                    picked.update((e["rel"], e) for e in new)
+                    used += len(new)
+        by_cat = collections.defaultdict(list)
+        for e in entries:
+            if e["rel"] not in picked:
+                by_cat[e["category"]].append(e)
+        keyed = []  # proportional stratification: interleave shuffled categories by rank/size
+        for cat in sorted(by_cat):
+            rest = by_cat[cat]
+            rng.shuffle(rest)
+            keyed += [((i + rng.random()) / len(rest), e["rel"], e) for i, e in enumerate(rest)]
+        keyed.sort(key=lambda k: k[:2])
+        chosen = list(picked.values()) + [k[2] for k in keyed[: count - len(picked)]]
+    rng.shuffle(chosen)  # spread duplicate groups over shards, like a real crawl
+    return chosen
+
+
+def dup_groups(keys) -> int:
+    """Number of values that occur more than once."""
+    return sum(1 for n in collections.Counter(keys).values() if n > 1)
+
+
+def near_groups(rows: list[dict]) -> int:
+    shas = collections.defaultdict(set)
+    for r in rows:
+        if r["caption_source"] == "svg_dc_title":
+            shas[r["caption"].lower()].add(r["sha256"])
+    return sum(1 for s in shas.values() if 2 <= len(s) <= 3)
+
+
+@contextlib.contextmanager
+def serve(directory: str, logfile: str):
+    """Serve directory on 127.0.0.1:<free port> in a subprocess; always stop it by pid."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(logfile, "w") as lf:
+        proc = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+                                 str(port), "--directory", directory], stdout=lf, stderr=lf)
+    log(f"http.server pid {proc.pid} serving {directory} on 127.0.0.1:{port}")
+    try:
+        for _ in range(100):
+            if proc.poll() is not None:
+                die(f"http.server exited with {proc.returncode}; see {logfile}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            die("http.server did not answer within 10 s")
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log(f"http.server pid {proc.pid} stopped")
+
+
+def write_url_list(rows: list[dict], port: int, path: str) -> None:
+    import pyarrow as pa, pyarrow.parquet as pq
+    cols = collections.defaultdict(list)
+    for r in rows:
+        cols["url"].append(f"http://127.0.0.1:{port}/" + urllib.parse.quote(r["rel"]))
+        cols["caption"].append(r["caption"])
+        cols["category"].append(r["category"])
+        cols["source_path"].append(f"/{PNG_SUB}/{r['rel']}")
+        cols["caption_source"].append(r["caption_source"])
+        cols["source_sha256"].append(r["sha256"])
+    pq.write_table(pa.table(dict(cols)), path)
+
+
+def jpg_digests(out: str) -> list[str]:
+    digests = []
+    for tar in sorted(glob.glob(os.path.join(out, "*.tar"))):
+        with tarfile.open(tar) as tf:
+            digests += [hashlib.sha256(tf.extractfile(m).read()).hexdigest()
+                        for m in tf if m.name.endswith(".jpg")]
+    return digests
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True, help="output dir for shards + README.md")
+    ap.add_argument("--count", type=int, default=1000, help="images to select; 0 = all")
+    ap.add_argument("--shard-size", type=int, default=250)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", help="work/cache dir (default: temp dir, removed afterwards)")
+    ap.add_argument("--debs-dir", help="dir with already downloaded openclipart-{png,svg}_*.deb")
+    ap.add_argument("--image-size", type=int, default=256)
+    ap.add_argument("--resize-mode", default="keep_ratio_largest")
+    ap.add_argument("--quality", type=int, default=85, help="JPEG encode_quality")
+    ap.add_argument("--dup-fraction", type=float, default=0.15, help="budget: exact dup groups")
+    ap.add_argument("--near-dup-fraction", type=float, default=0.05, help="budget: title dups")
+    ap.add_argument("--max-group", type=int, default=6, help="max members taken per dup group")
+    ap.add_argument("--max-pixels", type=int, default=20_000_000, help="skip bigger PNGs")
+    args = ap.parse_args()
+
+    work = os.path.abspath(args.work or tempfile.mkdtemp(prefix="shardguard-demo-"))
+    os.makedirs(work, exist_ok=True)
+    try:
+        build(args, work)
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def build(args: argparse.Namespace, work: str) -> None:
+    debs = fetch_debs(work, args.debs_dir)
+    versions = {p: deb_field(d, "Version") for p, d in debs.items()}
+    log(f"packages: {versions}")
+    root = extract(debs, work)
+
+    log("indexing PNGs (sha256) and SVG dc:title captions")
+    entries, skipped = index(root, args.max_pixels)
+    n_title = sum(e["caption_source"] == "svg_dc_title" for e in entries)
+    log(f"indexed {len(entries)} PNGs in {len({e['category'] for e in entries})} categories "
+        f"({n_title} with dc:title, {skipped} skipped > {args.max_pixels} px); "
+        f"{dup_groups(e['sha256'] for e in entries)} exact-duplicate groups in the package")
+    rows = select(entries, args.count, args.seed, args.dup_fraction,
+                  args.near_dup_fraction, args.max_group)
+    sel_dups = dup_groups(r["sha256"] for r in rows)
+    log(f"selected {len(rows)} images: {sel_dups} exact-duplicate groups "
+        f"({sum(n for n in collections.Counter(r['sha256'] for r in rows).values() if n > 1)} "
+        f"images), {near_groups(rows)} same-title near-duplicate groups")
+
+    import img2dataset  # heavy import (cv2, albumentations), only when needed
+    os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+    i2d_out, url_list = os.path.join(work, "i2d_out"), os.path.join(work, "url_list.parquet")
+    t_dl = time.time()
+    with serve(os.path.join(root, PNG_SUB), os.path.join(work, "http.log")) as port:
+        write_url_list(rows, port, url_list)
+        log(f"wrote {url_list}; running img2dataset {img2dataset.__name__}.download")
+        img2dataset.download(
+            url_list=url_list, output_folder=i2d_out, input_format="parquet",
+            url_col="url", caption_col="caption",
+            save_additional_columns=["category", "source_path"],
+            output_format="webdataset", image_size=args.image_size,
+            resize_mode=args.resize_mode, encode_format="jpg", encode_quality=args.quality,
+            number_sample_per_shard=args.shard_size, processes_count=2, thread_count=16,
+            retries=1, timeout=10, disable_all_reencoding=False, enable_wandb=False,
+            distributor="multiprocessing", incremental_mode="overwrite")
+    t_dl = time.time() - t_dl
+
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    for f in os.listdir(out):  # only our own previous outputs
+        if SHARD_FILE.fullmatch(f) or f == "README.md":
+            os.remove(os.path.join(out, f))
+    kept, dropped = [], []
+    for f in sorted(os.listdir(i2d_out)):
+        (kept if SHARD_FILE.fullmatch(f) else dropped).append(f)
+        if SHARD_FILE.fullmatch(f):
+            shutil.copy2(os.path.join(i2d_out, f), os.path.join(out, f))
+    log(f"kept {len(kept)} files in {out}; dropped img2dataset extras: {dropped or 'none'}")
+
+    stats = [json.load(open(os.path.join(out, f))) for f in kept if f.endswith("_stats.json")]
+    total = {k: sum(s.get(k, 0) for s in stats)
+             for k in ("count", "successes", "failed_to_download", "failed_to_resize")}
+    errors = collections.Counter()
+    for s in stats:
+        errors.update(s.get("status_dict", {}))
+    import pyarrow.parquet as pq
+    meta = [r for f in kept if f.endswith(".parquet")
+            for r in pq.read_table(os.path.join(out, f)).to_pylist()]
+    ok = [m for m in meta if m["status"] == "success"]
+    src_dups, jpg_dups = dup_groups(m["sha256"] for m in ok), dup_groups(jpg_digests(out))
+    write_readme(args, out, debs, versions, total, errors, len(stats), src_dups, jpg_dups,
+                 near_groups(rows), skipped, len(entries), t_dl, dropped)
+    size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
+    log(f"done: {total['successes']}/{total['count']} images in {len(stats)} shards, "
+        f"{size / 2**20:.2f} MiB; exact-dup groups: {src_dups} by source PNG sha256, "
+        f"{jpg_dups} by output JPEG bytes; errors: {dict(errors)}")
+
+
+def write_readme(args, out, debs, versions, total, errors, n_shards, src_dups, jpg_dups,
+                 near, skipped, indexed, t_dl, dropped) -> None:
+    files = sorted(f for f in os.listdir(out) if SHARD_FILE.fullmatch(f))
+    size = sum(os.path.getsize(os.path.join(out, f)) for f in files)
+    script = os.path.relpath(os.path.abspath(sys.argv[0]))
+    rate = total["successes"] / max(total["count"], 1)
+    text = f"""# ShardGuard demo sample (generated -- do not edit by hand)
+
+LAION-style webdataset shards made by the real img2dataset
+({_version("img2dataset")}) from real public-domain clipart, via
+`{script}`. The PNGs were served unmodified by a local `http.server`.
+
+## Source
+| package | version | .deb |
+|---|---|---|
+""" + "".join(f"| {p} | {versions[p]} | {os.path.basename(d)} |\n" for p, d in debs.items()) + f"""
+Homepage: {deb_field(debs['openclipart-png'], 'Homepage')}. License: **public domain**
+(Open Clip Art Library; Creative Commons Public Domain Dedication, see
+/usr/share/doc/openclipart-png/copyright in the package).
+Captions are the SVG's `dc:title` (else a file-name-derived caption); `category`
+is the first folder under `{PNG_SUB}/`; `source_path` is the package path.
+
+## Command
+```
+{shlex.join([".venv/bin/python", script] + sys.argv[1:])}
+```
+img2dataset: input_format=parquet, output_format=webdataset,
+image_size={args.image_size}, resize_mode={args.resize_mode} (longest side =
+{args.image_size}, no padding), encode_format=jpg, encode_quality={args.quality},
+number_sample_per_shard={args.shard_size}, processes_count=2, thread_count=16,
+retries=1, timeout=10, save_additional_columns=[category, source_path].
+Transparent PNGs are alpha-matted onto white by img2dataset itself.
+
+## Contents
+- images: {total['successes']} of {total['count']} URLs (success rate {rate:.1%});
+  failures: failed_to_download={total['failed_to_download']},
+  failed_to_resize={total['failed_to_resize']}; status counts: {dict(errors)}
+- shards: {n_shards} (`NNNNN.tar` with key.jpg/.txt/.json, `NNNNN.parquet`,
+  `NNNNN_stats.json`); total size {size / 2**20:.2f} MiB
+- exact-duplicate groups (the package's real duplicates): {src_dups} by source
+  PNG sha256 (`sha256` field), {jpg_dups} by identical output JPEG bytes
+- same-title near-duplicate groups (2-3 different images sharing a specific
+  dc:title): {near}
+- selection: seed {args.seed}, {indexed} PNGs indexed, {skipped} PNGs over
+  {args.max_pixels} px skipped, img2dataset extras removed: {dropped or 'none'};
+  download+encode took {t_dl:.0f} s
+"""
+    with open(os.path.join(out, "README.md"), "w") as fh:
+        fh.write(text)
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+    return f"v{version(dist)}"
+
+
+if __name__ == "__main__":
+    main()

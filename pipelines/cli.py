@@ -1,0 +1,142 @@
+"""The `shardguard` command.
+
+  shardguard run    --input PATTERN --out DIR [--config job.yaml] [Beam flags ...]
+  shardguard sql    --out DIR "SELECT ..." [--format table|csv|json]
+  shardguard tables [--out DIR]
+
+Exit codes: 0 success; 1 error (bad input pattern, bad config, missing store, SQL error);
+2 usage error; 3 the output folder is locked by another run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import sys
+
+EXAMPLES_RUN = """examples:
+  shardguard run --input 'shards/{00000..00003}.tar' --out demo-out
+  shardguard run --input gs://bucket/laion/ --out /data/audit --config infra/job.yaml \\
+      --runner DirectRunner --direct_num_workers 2 --direct_running_mode multi_processing
+Any flag shardguard does not know is passed to Beam unchanged."""
+
+EXAMPLES_SQL = """examples:
+  shardguard sql --out demo-out "SELECT status, count(*) FROM samples GROUP BY ALL"
+  shardguard sql --out demo-out --format csv "SELECT * FROM errors" > errors.csv"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shardguard", description="Audit and clean LAION-style image-text shards.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="ingest shards and write the audit tables", epilog=EXAMPLES_RUN,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("--input", required=True, help="shard URI pattern: folder, glob, {a..b} braces, comma list")
+    r.add_argument("--out", required=True, help="output folder for tables and audit.duckdb")
+    r.add_argument("--config", help="job YAML (see infra/job.yaml)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    s = sub.add_parser("sql", help="query the audit store read-only", epilog=EXAMPLES_SQL,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--out", required=True, help="output folder of a run")
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.add_argument("query", help="one SQL statement")
+    t = sub.add_parser("tables", help="list the audit tables and their documented columns")
+    t.add_argument("--out", help="also count rows in this output folder")
+    return p
+
+
+def format_table(cols: list[str], rows: list[tuple], max_width: int = 60) -> str:
+    def cell(v) -> str:
+        s = "NULL" if v is None else str(v)
+        s = s.replace("\n", " ")
+        return s if len(s) <= max_width else s[: max_width - 1] + "…"
+    cells = [[cell(v) for v in r] for r in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
+    line = lambda vals: " | ".join(v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
+    out = [line(cols), "-+-".join("-" * w for w in widths)] + [line(r) for r in cells]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    return "\n".join(out)
+
+
+def _cmd_run(args, beam_args) -> int:
+    from pipelines.config import load_config
+    from pipelines.job import run_ingest
+
+    config = load_config(args.config)
+    if args.quiet:
+        config.progress_seconds = 0
+    summary = run_ingest(args.input, args.out, config, beam_args)
+    print(f"run {summary.run_id}: {summary.n_shards_matched} shards matched, "
+          f"{summary.n_shards_skipped} skipped (already complete), {len(summary.shards)} processed")
+    print(f"samples: {summary.n_inputs} in = {summary.n_ok} ok + {summary.n_failed} failed "
+          f"({summary.wall_seconds:.1f}s, {summary.n_inputs / max(summary.wall_seconds, 1e-9):.0f} samples/s)")
+    bad = [s for s in summary.shards if s["status"] != "complete"]
+    for s in bad:
+        print(f"  shard {s['shard']}: {s['status']}: {s['error']}")
+    print(f"tables:   {summary.out}/<table>/run={summary.run_id}/")
+    print(f"store:    {summary.out}/audit.duckdb")
+    print(f'query:    shardguard sql --out {summary.out} "SELECT status, count(*) FROM samples GROUP BY ALL"')
+    return 0
+
+
+def _cmd_sql(args) -> int:
+    from audit.store import query
+
+    cols, rows = query(args.out, args.query)
+    if args.format == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(cols)
+        w.writerows(rows)
+    elif args.format == "json":
+        print(json.dumps([dict(zip(cols, r)) for r in rows], default=str, ensure_ascii=False, indent=1))
+    else:
+        print(format_table(cols, rows))
+    return 0
+
+
+def _cmd_tables(args) -> int:
+    from schemas import TABLES
+
+    counts = {}
+    if args.out:
+        from audit.store import query
+        for name in TABLES:
+            counts[name] = query(args.out, f"SELECT count(*) FROM {name}")[1][0][0]
+    for spec in TABLES.values():
+        n = f" ({counts[spec.name]} rows)" if spec.name in counts else ""
+        print(f"{spec.name} v{spec.version}{n}: {spec.doc}")
+        for name, type_, doc in spec.describe():
+            print(f"  {name:<20} {type_:<24} {doc}")
+        print()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args, rest = _parser().parse_known_args(argv)
+    if args.command != "run" and rest:
+        _parser().error(f"unrecognized arguments: {' '.join(rest)}")
+    from audit.output_dir import OutputLocked
+
+    try:
+        if args.command == "run":
+            return _cmd_run(args, rest)
+        if args.command == "sql":
+            return _cmd_sql(args)
+        return _cmd_tables(args)
+    except OutputLocked as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except (ValueError, FileNotFoundError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # duckdb errors: show the message, not a traceback
+        if type(e).__module__.startswith("duckdb") or e.__class__.__name__.endswith("Exception"):
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The ingest job: match shards, skip completed ones, run the Beam pipeline, record the run.
+
+Input: an --input pattern, an output folder, a JobConfig and Beam pipeline flags (passed
+through unchanged: --runner, --direct_num_workers, --direct_running_mode, ...).
+Output: `RunSummary`; side effects: the per-shard tables, the runs row, OUT/audit.duckdb.
+Failure: `OutputLocked` when another run holds OUT; `ValueError` for an input that matches
+no shard. Bad samples never fail the job: they are rows (see pipelines.ingest).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from audit import atomic_files, store
+from audit.output_dir import OutputDir
+from pipelines.config import JobConfig
+from pipelines.ingest import STAGE, IngestShards
+from pipelines.progress import ProgressMonitor
+from pipelines.shard_uris import expand_input
+from schemas import RUNS, TABLES
+
+log = logging.getLogger("shardguard.job")
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    out: str
+    n_shards_matched: int
+    n_shards_skipped: int
+    shards: list[dict] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    @property
+    def n_inputs(self) -> int:
+        return sum(s["n_inputs"] for s in self.shards)
+
+    @property
+    def n_ok(self) -> int:
+        return sum(s["n_ok"] for s in self.shards)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(s["n_failed"] for s in self.shards)
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def shardguard_version() -> str:
+    try:
+        return version("shardguard")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def pipeline_options(beam_args: list[str]) -> PipelineOptions:
+    opts = PipelineOptions(beam_args)
+    std = opts.view_as(StandardOptions)
+    std.runner = std.runner or "DirectRunner"
+    return opts
+
+
+def run_ingest(input_pattern: str, out_root: str, config: JobConfig | None = None,
+               beam_args: list[str] | None = None) -> RunSummary:
+    config = config or JobConfig()
+    out = OutputDir(out_root)
+    out.lock()
+    try:
+        return _run_locked(input_pattern, out, config, beam_args or [])
+    finally:
+        out.unlock()
+
+
+def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args: list[str]) -> RunSummary:
+    t0, started = time.perf_counter(), datetime.now(timezone.utc)
+    atomic_files.remove_stale_temps(out.root)
+    shards = expand_input(input_pattern)
+    todo = [(sid, uri) for sid, uri in shards if not out.is_complete(STAGE, sid)]
+    run_id = new_run_id()
+    summary = RunSummary(run_id, str(out.root), len(shards), len(shards) - len(todo))
+    log.info("run %s: %d shards matched, %d already complete, %d to do",
+             run_id, len(shards), summary.n_shards_skipped, len(todo))
+    opts = pipeline_options(beam_args)
+    if todo:
+        with ProgressMonitor(out.root / "_manifest" / STAGE, run_id, len(todo), config.progress_seconds):
+            p = beam.Pipeline(options=opts)
+            _ = (p | "Shards" >> beam.Create(todo)
+                   | "Ingest" >> IngestShards(str(out.root), run_id, config.ingest))
+            p.run().wait_until_finish()
+    summary.shards = [m for m in out.markers(STAGE) if m.get("run_id") == run_id]
+    missing = {sid for sid, _ in todo} - {m["shard"] for m in summary.shards}
+    if missing:
+        raise RuntimeError(f"run {run_id}: the pipeline finished but {len(missing)} shards have no "
+                           f"completion marker: {sorted(missing)[:5]}")
+    summary.wall_seconds = time.perf_counter() - t0
+    out.write_run_table(RUNS, run_id, [{
+        "run_id": run_id, "job": "ingest", "status": "succeeded", "input_pattern": input_pattern,
+        "started_at": started, "finished_at": datetime.now(timezone.utc),
+        "runner": str(opts.view_as(StandardOptions).runner), "shardguard_version": shardguard_version(),
+        "config_json": config.to_json(), "n_shards_matched": summary.n_shards_matched,
+        "n_shards_skipped": summary.n_shards_skipped, "n_shards_processed": len(summary.shards),
+        "n_inputs": summary.n_inputs, "n_ok": summary.n_ok, "n_failed": summary.n_failed,
+        "wall_seconds": summary.wall_seconds,
+    }])
+    store.refresh_views(out, TABLES)
+    return summary

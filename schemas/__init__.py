@@ -1,0 +1,12 @@
+"""The contract: every audit table, declared once with documented fields.
+
+`TABLES` maps table name -> TableSpec. Writers, the DuckDB views and `shardguard tables`
+all read from here.
+"""
+
+from schemas.core import ERRORS, RUNS, SAMPLES, SHARDS
+from schemas.declare import TableSpec, column, table
+
+TABLES: dict[str, TableSpec] = {t.name: t for t in (RUNS, SHARDS, SAMPLES, ERRORS)}
+
+__all__ = ["TABLES", "TableSpec", "column", "table", "RUNS", "SHARDS", "SAMPLES", "ERRORS"]
