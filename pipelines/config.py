@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from audit.embedder_specs import EmbedConfig
 from audit.image_decode import ImageLimits
 from audit.sample_validation import IngestLimits
 
@@ -22,6 +23,7 @@ from audit.sample_validation import IngestLimits
 @dataclass
 class JobConfig:
     ingest: IngestLimits = field(default_factory=IngestLimits)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
     progress_seconds: float = 5.0
 
     def to_json(self) -> str:
@@ -52,6 +54,14 @@ def _build(cls, values: dict, where: str):
     return cls(**kwargs)
 
 
+def with_overrides(config: JobConfig, section: str, **values) -> JobConfig:
+    """A copy of `config` with some keys of one section replaced (flags win over YAML)."""
+    values = {k: v for k, v in values.items() if v is not None}
+    if not values:
+        return config
+    return dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), **values)})
+
+
 def load_config(path: str | Path | None = None) -> JobConfig:
     if path is None:
         return JobConfig()
@@ -60,4 +70,4 @@ def load_config(path: str | Path | None = None) -> JobConfig:
     return _build(JobConfig, values, str(path))
 
 
-__all__ = ["JobConfig", "IngestLimits", "ImageLimits", "load_config"]
+__all__ = ["JobConfig", "IngestLimits", "ImageLimits", "EmbedConfig", "load_config", "with_overrides"]

@@ -9,6 +9,7 @@ no shard. Bad samples never fail the job: they are rows (see pipelines.ingest).
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -20,8 +21,10 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from audit import atomic_files, store
+from audit.embedder_specs import plan_embedders
 from audit.output_dir import OutputDir
 from pipelines.config import JobConfig
+from pipelines.embed import EmbedShards, stage as embed_stage
 from pipelines.ingest import STAGE, IngestShards
 from pipelines.progress import ProgressMonitor
 from pipelines.shard_uris import expand_input
@@ -38,6 +41,8 @@ class RunSummary:
     n_shards_skipped: int
     shards: list[dict] = field(default_factory=list)
     wall_seconds: float = 0.0
+    embeddings: dict[str, dict] = field(default_factory=dict)  # model id -> totals of this run
+    notes: list[str] = field(default_factory=list)
 
     @property
     def n_inputs(self) -> int:
@@ -86,31 +91,45 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
     atomic_files.remove_stale_temps(out.root)
     shards = expand_input(input_pattern)
     todo = [(sid, uri) for sid, uri in shards if not out.is_complete(STAGE, sid)]
+    specs, notes = plan_embedders(config.embed)
+    model_ids = [m for spec in specs for m in spec.model_ids]
+    embed_todo = [(sid, uri) for sid, uri in shards if (sid, uri) not in todo
+                  and any(not out.is_complete(embed_stage(m), sid) for m in model_ids)]
     run_id = new_run_id()
-    summary = RunSummary(run_id, str(out.root), len(shards), len(shards) - len(todo))
+    summary = RunSummary(run_id, str(out.root), len(shards), len(shards) - len(todo), notes=notes)
     log.info("run %s: %d shards matched, %d already complete, %d to do",
              run_id, len(shards), summary.n_shards_skipped, len(todo))
     opts = pipeline_options(beam_args)
-    if todo:
+    if todo or embed_todo:
         with ProgressMonitor(out.root / "_manifest" / STAGE, run_id, len(todo), config.progress_seconds):
             p = beam.Pipeline(options=opts)
-            _ = (p | "Shards" >> beam.Create(todo)
-                   | "Ingest" >> IngestShards(str(out.root), run_id, config.ingest))
+            ingested = (p | "Shards" >> beam.Create(todo)
+                          | "Ingest" >> IngestShards(str(out.root), run_id, config.ingest))
+            if specs:
+                fresh = ingested | "ShardUri" >> beam.Map(lambda s: (s["shard"], s["uri"]))
+                earlier = p | "IngestedEarlier" >> beam.Create(embed_todo)
+                _ = ((fresh, earlier) | "ToEmbed" >> beam.Flatten()
+                     | "Embed" >> EmbedShards(str(out.root), run_id, specs, config.embed))
             p.run().wait_until_finish()
     summary.shards = [m for m in out.markers(STAGE) if m.get("run_id") == run_id]
     missing = {sid for sid, _ in todo} - {m["shard"] for m in summary.shards}
     if missing:
         raise RuntimeError(f"run {run_id}: the pipeline finished but {len(missing)} shards have no "
                            f"completion marker: {sorted(missing)[:5]}")
+    for m in model_ids:
+        done = [r for r in out.markers(embed_stage(m)) if r.get("run_id") == run_id]
+        if done:
+            summary.embeddings[m] = {k: sum(r[k] for r in done) for k in ("n_inputs", "n_ok", "n_failed")}
     summary.wall_seconds = time.perf_counter() - t0
     out.write_run_table(RUNS, run_id, [{
-        "run_id": run_id, "job": "ingest", "status": "succeeded", "input_pattern": input_pattern,
+        "run_id": run_id, "job": "ingest+embed" if specs else "ingest", "status": "succeeded", "input_pattern": input_pattern,
         "started_at": started, "finished_at": datetime.now(timezone.utc),
         "runner": str(opts.view_as(StandardOptions).runner), "shardguard_version": shardguard_version(),
         "config_json": config.to_json(), "n_shards_matched": summary.n_shards_matched,
         "n_shards_skipped": summary.n_shards_skipped, "n_shards_processed": len(summary.shards),
         "n_inputs": summary.n_inputs, "n_ok": summary.n_ok, "n_failed": summary.n_failed,
-        "wall_seconds": summary.wall_seconds,
+        "wall_seconds": summary.wall_seconds, "notes": summary.notes,
+        "embeddings_json": json.dumps(summary.embeddings, sort_keys=True),
     }])
     store.refresh_views(out, TABLES)
     return summary

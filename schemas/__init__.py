@@ -6,7 +6,8 @@ all read from here.
 
 from schemas.core import ERRORS, RUNS, SAMPLES, SHARDS
 from schemas.declare import TableSpec, column, table
+from schemas.embeddings import EMBEDDINGS
 
-TABLES: dict[str, TableSpec] = {t.name: t for t in (RUNS, SHARDS, SAMPLES, ERRORS)}
+TABLES: dict[str, TableSpec] = {t.name: t for t in (RUNS, SHARDS, SAMPLES, ERRORS, EMBEDDINGS)}
 
-__all__ = ["TABLES", "TableSpec", "column", "table", "RUNS", "SHARDS", "SAMPLES", "ERRORS"]
+__all__ = ["TABLES", "TableSpec", "column", "table", "RUNS", "SHARDS", "SAMPLES", "ERRORS", "EMBEDDINGS"]

@@ -29,6 +29,8 @@ RUNS = table(
     column("n_ok", pa.int64(), "Samples that passed ingest."),
     column("n_failed", pa.int64(), "Samples that failed (each has an errors row)."),
     column("wall_seconds", pa.float64(), "Driver wall time of the run."),
+    column("notes", pa.list_(pa.string()), "What the run skipped and why (e.g. CLIP without weights)."),
+    column("embeddings_json", pa.string(), "Per embedding model: vectors written and samples failed, as JSON."),
 )
 
 SHARDS = table(

@@ -9,24 +9,20 @@ Standalone (stdlib + pyarrow + img2dataset; no ShardGuard imports). Steps:
 2. Index every PNG under usr/share/openclipart/png/<category>/..., hash it
    (sha256) and caption it with the dc:title of the matching SVG (fallback:
    a caption derived from the file name; see the ``caption_source`` column).
-3. Select ``--count`` images with seed ``--seed``: first whole groups of the
-   package's real exact duplicates (identical PNG bytes; Debian stores most of
-   them as symlinks, but they are served as separate files with identical
-   bytes), then "near duplicate" groups (same specific dc:title, different
-   bytes), then a category-stratified fill. PNGs above ``--max-pixels`` are
-   skipped (img2dataset's alpha matting makes float64 copies of the full-size
-   image: a 600 Mpx poster would need >15 GB of RAM).
-4. Write a URL list parquet (url, caption, category, source_path,
-   caption_source, source_sha256) with url = http://127.0.0.1:PORT/<png path>.
-5. Serve the original, unmodified PNG tree with ``python -m http.server`` on
-   127.0.0.1 (always stopped by pid) and run the real ``img2dataset.download``
-   to produce webdataset shards: NNNNN.tar (key.jpg/.txt/.json), NNNNN.parquet,
-   NNNNN_stats.json. img2dataset alpha-mats RGBA/LA/transparent-palette PNGs
-   onto WHITE before JPEG encoding, so transparent clipart is not blackened.
-   resize_mode keep_ratio_largest: longest side scaled to --image-size, no
-   padding, so every image is <= 256x256 (keep_ratio would scale the SHORTEST
-   side to 256 and leave long banners far bigger).
-6. Copy only shards/parquets/stats into ``--out`` and write ``--out``/README.md.
+3. Select ``--count`` images (seed ``--seed``): whole groups of the package's
+   real exact duplicates (identical PNG bytes; Debian ships most as symlinks,
+   served as separate files), then near duplicates (same specific dc:title,
+   different bytes), then a category-stratified fill. PNGs over
+   ``--max-pixels`` are skipped: img2dataset's alpha matting makes float64
+   full-size copies (a 600 Mpx poster would need >15 GB of RAM).
+4. Write a URL-list parquet (url, caption, category, source_path, caption_source,
+   source_sha256), url = http://127.0.0.1:PORT/<quoted png path>, serve the
+   unmodified PNG tree with ``python -m http.server`` (stopped by pid) and run
+   the real ``img2dataset.download`` -> NNNNN.tar (key.jpg/.txt/.json),
+   NNNNN.parquet, NNNNN_stats.json, copied to ``--out`` with a README.md.
+   img2dataset alpha-mats transparent PNGs onto WHITE itself (no pre-flattening).
+   resize_mode keep_ratio_largest: longest side -> 256, no padding, so every
+   image is <= 256x256 (keep_ratio would scale the SHORTEST side to 256).
 
 Committed sample (about 1000 images, 4 shards, < 15 MB)::
 
@@ -101,6 +97,7 @@ def extract(debs: dict[str, str], work: str) -> str:
 
 
 def deb_field(deb: str, field: str) -> str:
+    """A control field of a .deb (dpkg-deb -f)."""
     return subprocess.run(["dpkg-deb", "-f", deb, field], capture_output=True,
                           text=True).stdout.strip()
 
@@ -121,6 +118,7 @@ def svg_title(path: str) -> str | None:
 
 
 def name_caption(rel: str) -> str:
+    """Fallback caption: 'foo_bar_baz_01.png' -> 'foo bar baz'."""
     stem = os.path.splitext(os.path.basename(rel))[0]
     stem = re.sub(r"[_-]+\d*$", "", stem) or stem
     return " ".join(re.split(r"[_\-\s]+", stem)).strip()
@@ -186,7 +184,8 @@ def select(entries: list[dict], count: int, seed: int, dup_frac: float,
         for cat in sorted(by_cat):
             rest = by_cat[cat]
             rng.shuffle(rest)
-            keyed += [((i + rng.random()) / len(rest), e["rel"], e) for i, e in enumerate(rest)]
+            keyed += [((i + rng.random()) / len(rest) if i else -1.0, e["rel"], e)
+                      for i, e in enumerate(rest)]  # rank 0: every category is represented
         keyed.sort(key=lambda k: k[:2])
         chosen = list(picked.values()) + [k[2] for k in keyed[: count - len(picked)]]
     rng.shuffle(chosen)  # spread duplicate groups over shards, like a real crawl
@@ -199,6 +198,7 @@ def dup_groups(keys) -> int:
 
 
 def near_groups(rows: list[dict]) -> int:
+    """Specific dc:titles (2-3 distinct images) shared by >= 2 different PNGs."""
     shas = collections.defaultdict(set)
     for r in rows:
         if r["caption_source"] == "svg_dc_title":
@@ -239,19 +239,18 @@ def serve(directory: str, logfile: str):
 
 
 def write_url_list(rows: list[dict], port: int, path: str) -> None:
+    """img2dataset input: one row per selected PNG, url on the local server."""
     import pyarrow as pa, pyarrow.parquet as pq
-    cols = collections.defaultdict(list)
-    for r in rows:
-        cols["url"].append(f"http://127.0.0.1:{port}/" + urllib.parse.quote(r["rel"]))
-        cols["caption"].append(r["caption"])
-        cols["category"].append(r["category"])
-        cols["source_path"].append(f"/{PNG_SUB}/{r['rel']}")
-        cols["caption_source"].append(r["caption_source"])
-        cols["source_sha256"].append(r["sha256"])
-    pq.write_table(pa.table(dict(cols)), path)
+    pq.write_table(pa.table({
+        "url": [f"http://127.0.0.1:{port}/" + urllib.parse.quote(r["rel"]) for r in rows],
+        "caption": [r["caption"] for r in rows], "category": [r["category"] for r in rows],
+        "source_path": [f"/{PNG_SUB}/{r['rel']}" for r in rows],
+        "caption_source": [r["caption_source"] for r in rows],
+        "source_sha256": [r["sha256"] for r in rows]}), path)
 
 
 def jpg_digests(out: str) -> list[str]:
+    """sha256 of every .jpg member of the output tars."""
     digests = []
     for tar in sorted(glob.glob(os.path.join(out, "*.tar"))):
         with tarfile.open(tar) as tf:
@@ -261,6 +260,7 @@ def jpg_digests(out: str) -> list[str]:
 
 
 def main() -> None:
+    """Parse arguments; run build() in a (temporary) work dir."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="output dir for shards + README.md")
     ap.add_argument("--count", type=int, default=1000, help="images to select; 0 = all")
@@ -287,6 +287,7 @@ def main() -> None:
 
 
 def build(args: argparse.Namespace, work: str) -> None:
+    """Run all stages; see the module docstring."""
     debs = fetch_debs(work, args.debs_dir)
     versions = {p: deb_field(d, "Version") for p, d in debs.items()}
     log(f"packages: {versions}")
@@ -300,18 +301,19 @@ def build(args: argparse.Namespace, work: str) -> None:
         f"{dup_groups(e['sha256'] for e in entries)} exact-duplicate groups in the package")
     rows = select(entries, args.count, args.seed, args.dup_fraction,
                   args.near_dup_fraction, args.max_group)
-    sel_dups = dup_groups(r["sha256"] for r in rows)
-    log(f"selected {len(rows)} images: {sel_dups} exact-duplicate groups "
-        f"({sum(n for n in collections.Counter(r['sha256'] for r in rows).values() if n > 1)} "
-        f"images), {near_groups(rows)} same-title near-duplicate groups")
+    sha_n = collections.Counter(r["sha256"] for r in rows)
+    log(f"selected {len(rows)} images: {dup_groups(r['sha256'] for r in rows)} exact-duplicate "
+        f"groups ({sum(n for n in sha_n.values() if n > 1)} images), "
+        f"{near_groups(rows)} same-title near-duplicate groups")
 
     import img2dataset  # heavy import (cv2, albumentations), only when needed
     os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
     i2d_out, url_list = os.path.join(work, "i2d_out"), os.path.join(work, "url_list.parquet")
+    shutil.rmtree(i2d_out, ignore_errors=True)
     t_dl = time.time()
     with serve(os.path.join(root, PNG_SUB), os.path.join(work, "http.log")) as port:
         write_url_list(rows, port, url_list)
-        log(f"wrote {url_list}; running img2dataset {img2dataset.__name__}.download")
+        log(f"wrote {url_list}; running img2dataset.download")
         img2dataset.download(
             url_list=url_list, output_folder=i2d_out, input_format="parquet",
             url_col="url", caption_col="caption",
@@ -320,7 +322,9 @@ def build(args: argparse.Namespace, work: str) -> None:
             resize_mode=args.resize_mode, encode_format="jpg", encode_quality=args.quality,
             number_sample_per_shard=args.shard_size, processes_count=2, thread_count=16,
             retries=1, timeout=10, disable_all_reencoding=False, enable_wandb=False,
-            distributor="multiprocessing", incremental_mode="overwrite")
+            # incremental_mode="overwrite" is broken in 1.47.0 (it deletes the _tmp dir it
+            # has just created -> FileNotFoundError _tmp/N.feather): start from an empty dir
+            distributor="multiprocessing", incremental_mode="incremental")
     t_dl = time.time() - t_dl
 
     out = os.path.abspath(args.out)
@@ -328,86 +332,74 @@ def build(args: argparse.Namespace, work: str) -> None:
     for f in os.listdir(out):  # only our own previous outputs
         if SHARD_FILE.fullmatch(f) or f == "README.md":
             os.remove(os.path.join(out, f))
-    kept, dropped = [], []
-    for f in sorted(os.listdir(i2d_out)):
-        (kept if SHARD_FILE.fullmatch(f) else dropped).append(f)
-        if SHARD_FILE.fullmatch(f):
-            shutil.copy2(os.path.join(i2d_out, f), os.path.join(out, f))
+    produced = sorted(os.listdir(i2d_out))
+    kept = [f for f in produced if SHARD_FILE.fullmatch(f)]
+    dropped = [f for f in produced if f not in kept]
+    for f in kept:
+        shutil.copy2(os.path.join(i2d_out, f), os.path.join(out, f))
     log(f"kept {len(kept)} files in {out}; dropped img2dataset extras: {dropped or 'none'}")
 
-    stats = [json.load(open(os.path.join(out, f))) for f in kept if f.endswith("_stats.json")]
-    total = {k: sum(s.get(k, 0) for s in stats)
-             for k in ("count", "successes", "failed_to_download", "failed_to_resize")}
-    errors = collections.Counter()
-    for s in stats:
-        errors.update(s.get("status_dict", {}))
     import pyarrow.parquet as pq
-    meta = [r for f in kept if f.endswith(".parquet")
-            for r in pq.read_table(os.path.join(out, f)).to_pylist()]
-    ok = [m for m in meta if m["status"] == "success"]
+    stats = [json.load(open(os.path.join(out, f))) for f in kept if f.endswith("_stats.json")]
+    c = {k: sum(s.get(k, 0) for s in stats)
+         for k in ("count", "successes", "failed_to_download", "failed_to_resize")}
+    errors = sum((collections.Counter(s.get("status_dict", {})) for s in stats),
+                 collections.Counter())
+    ok = [m for f in kept if f.endswith(".parquet")
+          for m in pq.read_table(os.path.join(out, f)).to_pylist() if m["status"] == "success"]
     src_dups, jpg_dups = dup_groups(m["sha256"] for m in ok), dup_groups(jpg_digests(out))
-    write_readme(args, out, debs, versions, total, errors, len(stats), src_dups, jpg_dups,
-                 near_groups(rows), skipped, len(entries), t_dl, dropped)
-    size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
-    log(f"done: {total['successes']}/{total['count']} images in {len(stats)} shards, "
-        f"{size / 2**20:.2f} MiB; exact-dup groups: {src_dups} by source PNG sha256, "
-        f"{jpg_dups} by output JPEG bytes; errors: {dict(errors)}")
-
-
-def write_readme(args, out, debs, versions, total, errors, n_shards, src_dups, jpg_dups,
-                 near, skipped, indexed, t_dl, dropped) -> None:
-    files = sorted(f for f in os.listdir(out) if SHARD_FILE.fullmatch(f))
-    size = sum(os.path.getsize(os.path.join(out, f)) for f in files)
+    size = sum(os.path.getsize(os.path.join(out, f)) for f in kept)
     script = os.path.relpath(os.path.abspath(sys.argv[0]))
-    rate = total["successes"] / max(total["count"], 1)
-    text = f"""# ShardGuard demo sample (generated -- do not edit by hand)
+    cmd = shlex.join([".venv/bin/python", script] + sys.argv[1:])
+    from importlib.metadata import version
+    pkg_rows = "".join(f"| {p} | {versions[p]} | {os.path.basename(d)} |\n"
+                       for p, d in debs.items())
+    readme = f"""# ShardGuard demo sample (generated by `{script}`; do not edit)
 
-LAION-style webdataset shards made by the real img2dataset
-({_version("img2dataset")}) from real public-domain clipart, via
-`{script}`. The PNGs were served unmodified by a local `http.server`.
+LAION-style webdataset shards written by the real img2dataset v{version("img2dataset")}
+from real public-domain clipart PNGs, served unmodified by a local `http.server`.
 
 ## Source
 | package | version | .deb |
 |---|---|---|
-""" + "".join(f"| {p} | {versions[p]} | {os.path.basename(d)} |\n" for p, d in debs.items()) + f"""
-Homepage: {deb_field(debs['openclipart-png'], 'Homepage')}. License: **public domain**
-(Open Clip Art Library; Creative Commons Public Domain Dedication, see
-/usr/share/doc/openclipart-png/copyright in the package).
-Captions are the SVG's `dc:title` (else a file-name-derived caption); `category`
-is the first folder under `{PNG_SUB}/`; `source_path` is the package path.
+{pkg_rows}
+Homepage: {deb_field(debs["openclipart-png"], "Homepage")}. License: **public domain**
+(Open Clip Art Library, Creative Commons Public Domain Dedication; see
+/usr/share/doc/openclipart-png/copyright in the package). Caption = the SVG's
+`dc:title` ({n_title} of {len(entries)} indexed PNGs have one, else a file-name caption);
+`category` = first folder under `/{PNG_SUB}/`; `source_path` = package path.
 
 ## Command
 ```
-{shlex.join([".venv/bin/python", script] + sys.argv[1:])}
+{cmd}
 ```
-img2dataset: input_format=parquet, output_format=webdataset,
-image_size={args.image_size}, resize_mode={args.resize_mode} (longest side =
-{args.image_size}, no padding), encode_format=jpg, encode_quality={args.quality},
-number_sample_per_shard={args.shard_size}, processes_count=2, thread_count=16,
-retries=1, timeout=10, save_additional_columns=[category, source_path].
-Transparent PNGs are alpha-matted onto white by img2dataset itself.
+img2dataset: input_format=parquet, output_format=webdataset, image_size={args.image_size},
+resize_mode={args.resize_mode} (longest side = {args.image_size}, no padding),
+encode_format=jpg, encode_quality={args.quality}, number_sample_per_shard={args.shard_size},
+processes_count=2, thread_count=16, retries=1, timeout=10,
+save_additional_columns=[category, source_path]. img2dataset itself alpha-mats
+transparent PNGs (RGBA, LA, palette+tRNS) onto white before JPEG encoding.
 
 ## Contents
-- images: {total['successes']} of {total['count']} URLs (success rate {rate:.1%});
-  failures: failed_to_download={total['failed_to_download']},
-  failed_to_resize={total['failed_to_resize']}; status counts: {dict(errors)}
-- shards: {n_shards} (`NNNNN.tar` with key.jpg/.txt/.json, `NNNNN.parquet`,
-  `NNNNN_stats.json`); total size {size / 2**20:.2f} MiB
-- exact-duplicate groups (the package's real duplicates): {src_dups} by source
-  PNG sha256 (`sha256` field), {jpg_dups} by identical output JPEG bytes
-- same-title near-duplicate groups (2-3 different images sharing a specific
-  dc:title): {near}
-- selection: seed {args.seed}, {indexed} PNGs indexed, {skipped} PNGs over
-  {args.max_pixels} px skipped, img2dataset extras removed: {dropped or 'none'};
-  download+encode took {t_dl:.0f} s
+- images: {c["successes"]} of {c["count"]} URLs ({c["successes"] / max(c["count"], 1):.1%} success;
+  failed_to_download={c["failed_to_download"]}, failed_to_resize={c["failed_to_resize"]};
+  status counts {dict(errors)})
+- shards: {len(stats)} x (`NNNNN.tar` with key.jpg/.txt/.json, `NNNNN.parquet`,
+  `NNNNN_stats.json`); total {size / 2**20:.2f} MiB ({size} bytes) without this README
+- exact-duplicate groups (the package's real duplicates): {src_dups} by source PNG
+  sha256 (`sha256` field), {jpg_dups} by identical output JPEG bytes (a few pixel-identical
+  images are stored as differently encoded PNGs)
+- same-title near-duplicate groups (2-3 different images with one specific dc:title):
+  {near_groups(rows)}
+- selection: seed {args.seed}; {len(entries)} PNGs indexed, {skipped} PNGs over
+  {args.max_pixels} px skipped; img2dataset extras removed: {dropped or "none"};
+  serving + download + encode took {t_dl:.0f} s, whole run {time.time() - T0:.0f} s
 """
     with open(os.path.join(out, "README.md"), "w") as fh:
-        fh.write(text)
-
-
-def _version(dist: str) -> str:
-    from importlib.metadata import version
-    return f"v{version(dist)}"
+        fh.write(readme)
+    log(f"done: {c['successes']}/{c['count']} images in {len(stats)} shards, "
+        f"{size / 2**20:.2f} MiB; exact-dup groups: {src_dups} by source PNG sha256, "
+        f"{jpg_dups} by output JPEG bytes; status: {dict(errors)}")
 
 
 if __name__ == "__main__":

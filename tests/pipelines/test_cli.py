@@ -6,7 +6,7 @@ from pipelines.cli import main
 
 
 def test_run_then_sql_in_three_formats(broken_dir, tmp_path, capsys):
-    assert main(["run", "--input", str(broken_dir / "bad_mixed.tar"), "--out", str(tmp_path), "-q"]) == 0
+    assert main(["run", "--input", str(broken_dir / "bad_mixed.tar"), "--out", str(tmp_path), "-q", "--no-embed"]) == 0
     assert "20 in = 5 ok + 15 failed" in capsys.readouterr().out
     assert main(["sql", "--out", str(tmp_path), "--format", "json",
                  "SELECT key, error_type FROM errors ORDER BY key"]) == 0
@@ -22,11 +22,11 @@ def test_run_then_sql_in_three_formats(broken_dir, tmp_path, capsys):
 def test_errors_exit_nonzero_with_a_message(tmp_path, capsys):
     assert main(["sql", "--out", str(tmp_path), "SELECT 1"]) == 1
     assert "no audit store" in capsys.readouterr().err
-    assert main(["run", "--input", str(tmp_path / "none*.tar"), "--out", str(tmp_path), "-q"]) == 1
+    assert main(["run", "--input", str(tmp_path / "none*.tar"), "--out", str(tmp_path), "-q", "--no-embed"]) == 1
 
 
 def test_sql_cannot_write(broken_dir, tmp_path, capsys):
-    main(["run", "--input", str(broken_dir / "bad_truncated.tar"), "--out", str(tmp_path), "-q"])
+    main(["run", "--input", str(broken_dir / "bad_truncated.tar"), "--out", str(tmp_path), "-q", "--no-embed"])
     assert main(["sql", "--out", str(tmp_path), "DROP VIEW samples"]) == 1
     assert "read-only" in capsys.readouterr().err
 

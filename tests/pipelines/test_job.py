@@ -6,11 +6,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from audit.store import query
+from audit.embedder_specs import EmbedConfig
 from pipelines.config import JobConfig
 from pipelines.job import run_ingest
 from tests.data.make_broken_shards import EXPECTED
 
-QUIET = JobConfig(progress_seconds=0)
+QUIET = JobConfig(progress_seconds=0, embed=EmbedConfig(enabled=False))  # ingest only
 
 
 def test_broken_corpus_reconciles_per_shard(broken_dir, tmp_path):

@@ -1,0 +1,112 @@
+"""Encoded image bytes -> model-ready batches, on a CUDA device (nvJPEG) or on the CPU.
+
+Input: a list of encoded images (bytes) and a torch device.
+Output: `DecodedBatch`: uint8 CHW RGB tensors on the device for the images that decoded, their
+positions in the input, and (position, error_type, message) for the ones that did not.
+On CUDA, JPEGs are decoded by nvJPEG (`torchvision.io.decode_jpeg(device='cuda')`) in one
+batched call; other formats, and any JPEG nvJPEG refuses, fall back to Pillow on the CPU and
+are copied from pinned memory without blocking. On the CPU everything goes through Pillow
+(EXIF orientation and alpha-on-white applied exactly as at ingest).
+`resize_square` / `resize_center_crop` run on the same device with the same torch ops on
+CPU and GPU, so both give the same embeddings up to float tolerance.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+from audit.image_decode import to_rgb
+
+MIN_SIDE = 8
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DecodedBatch:
+    images: list[torch.Tensor] = field(default_factory=list)  # uint8 [3, H, W] on the device
+    index: list[int] = field(default_factory=list)  # position of each image in the input list
+    errors: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+def pil_rgb(data: bytes) -> Image.Image:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    return to_rgb(ImageOps.exif_transpose(img))
+
+
+def _is_jpeg(data: bytes) -> bool:
+    return data[:3] == b"\xff\xd8\xff"
+
+
+def _cpu_tensor(data: bytes, pin: bool) -> torch.Tensor:
+    arr = np.asarray(pil_rgb(data))
+    t = torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    return t.pin_memory() if pin else t
+
+
+def decode_batch(datas: list[bytes], device: torch.device) -> DecodedBatch:
+    out = DecodedBatch()
+    slots: dict[int, torch.Tensor] = {}
+    pending = list(range(len(datas)))
+    if device.type == "cuda":
+        jpegs = [i for i in pending if _is_jpeg(datas[i])]
+        if jpegs:
+            from torchvision.io import ImageReadMode, decode_jpeg
+            try:
+                decoded = decode_jpeg([torch.frombuffer(bytearray(datas[i]), dtype=torch.uint8) for i in jpegs],
+                                      mode=ImageReadMode.RGB, device=device)
+                slots.update(zip(jpegs, decoded))
+            except RuntimeError:
+                pass  # one bad JPEG fails the batched call: those images go through Pillow below
+        pending = [i for i in pending if i not in slots]
+    for i in pending:
+        try:
+            t = _cpu_tensor(datas[i], pin=device.type == "cuda")
+            slots[i] = t.to(device, non_blocking=True)
+        except Exception as e:  # Pillow raises many types for bad bytes; each becomes a row
+            out.errors.append((i, "UndecodableImage", f"{type(e).__name__}: {e}"))
+    for i in sorted(slots):
+        t = slots[i]
+        if min(t.shape[1:]) < MIN_SIDE:
+            out.errors.append((i, "ImageTooSmall", f"{t.shape[2]}x{t.shape[1]} is under {MIN_SIDE} pixels"))
+            continue
+        out.images.append(t)
+        out.index.append(i)
+    return out
+
+
+def _resize(t: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    x = t.unsqueeze(0).float()
+    return F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def resize_square(images: list[torch.Tensor], size: int) -> torch.Tensor:
+    """Each image squashed to size x size (SSCD's batching recipe). float [N,3,S,S] in 0..255."""
+    return torch.stack([_resize(t, size, size) for t in images])
+
+
+def resize_center_crop(images: list[torch.Tensor], size: int) -> torch.Tensor:
+    """Short edge to `size`, then the central size x size crop (CLIP's recipe). float 0..255."""
+    out = []
+    for t in images:
+        h, w = t.shape[1:]
+        s = size / min(h, w)
+        nh, nw = max(size, round(h * s)), max(size, round(w * s))
+        r = _resize(t, nh, nw)
+        top, left = (nh - size) // 2, (nw - size) // 2
+        out.append(r[:, top:top + size, left:left + size])
+    return torch.stack(out)
+
+
+def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    """0..255 float batch -> (x/255 - mean) / std, per channel."""
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x / 255.0 - m) / s

@@ -1,0 +1,119 @@
+"""Embed the ok samples of one shard with every configured model.
+
+Input: the shard's URI, its ok samples rows (key, image_offset, image_bytes, caption) from
+the samples table, an opener, and the loaded embedders (per device, for one replica per GPU).
+Image bytes are read by offset (no tar scan), in batches, by a background thread that stays
+one batch ahead of the models, so I/O overlaps compute.
+Output: one `ModelResult` per model id: keys, vectors (float32, L2-normalized), norms, and
+errors rows (stage 'embed') for samples a model could not embed. For every model,
+n_ok_samples = len(keys) + len(errors): `check()` asserts it.
+"""
+
+from __future__ import annotations
+
+import io
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from audit.embedders import Embedded, Embedder
+
+
+@dataclass
+class ModelResult:
+    model_id: str
+    modality: str
+    dim: int
+    keys: list[str] = field(default_factory=list)
+    vectors: list[np.ndarray] = field(default_factory=list)
+    norms: list[np.ndarray] = field(default_factory=list)
+    errors: list[dict] = field(default_factory=list)
+
+    def matrix(self) -> np.ndarray:
+        return np.concatenate(self.vectors) if self.vectors else np.zeros((0, self.dim), np.float32)
+
+    def norm_array(self) -> np.ndarray:
+        return np.concatenate(self.norms) if self.norms else np.zeros(0, np.float32)
+
+    def check(self, n_samples: int) -> None:
+        if len(self.keys) + len(self.errors) != n_samples or len(self.matrix()) != len(self.keys):
+            raise AssertionError(f"{self.model_id}: {len(self.keys)} vectors + {len(self.errors)} errors "
+                                 f"!= {n_samples} samples")
+
+
+def read_images(f: io.BufferedIOBase, rows: list[dict]) -> list[bytes]:
+    """Image bytes by (image_offset, image_bytes); rows should be sorted by offset."""
+    out = []
+    for r in rows:
+        f.seek(r["image_offset"])
+        out.append(f.read(r["image_bytes"]))
+    return out
+
+
+def prefetch(items: Iterator, depth: int = 2) -> Iterator:
+    """Run the producer in a thread, `depth` items ahead; re-raise its error in the consumer."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def produce():
+        try:
+            for it in items:
+                q.put(it)
+        except BaseException as e:  # handed to the consumer below
+            q.put(e)
+        q.put(done)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (it := q.get()) is not done:
+        if isinstance(it, BaseException):
+            raise it
+        yield it
+
+
+def _batches(uri: str, rows: list[dict], opener: Callable, size: int) -> Iterator[tuple[list[dict], list[bytes]]]:
+    with opener(uri) as f:
+        for i in range(0, len(rows), size):
+            chunk = rows[i:i + size]
+            yield chunk, read_images(f, chunk)
+
+
+def embed_shard(shard: str, uri: str, rows: list[dict], replicas: list[list[Embedder]], opener: Callable,
+                run_id: str, batch_size: int = 64) -> dict[str, ModelResult]:
+    """`replicas[d]` holds the embedders loaded on device d (same models, same order)."""
+    rows = sorted(rows, key=lambda r: r["image_offset"])
+    first = replicas[0]
+    results = {e.model_id: ModelResult(e.model_id, e.modality, e.dim) for e in first}
+    pool = ThreadPoolExecutor(len(replicas)) if len(replicas) > 1 else None
+
+    def run_batch(args):
+        d, (chunk, images) = args
+        outs = []
+        for emb in replicas[d]:
+            items = images if emb.modality == "image" else [r.get("caption") or "" for r in chunk]
+            try:
+                outs.append(emb.embed(items))
+            except Exception as e:  # a model failing on one batch: that batch's samples become rows
+                outs.append(Embedded.empty(emb.dim, [(j, "EmbedFailed", f"{type(e).__name__}: {e}")
+                                                     for j in range(len(chunk))]))
+        return chunk, outs
+
+    work = enumerate(prefetch(_batches(uri, rows, opener, batch_size)))
+    work = ((i % len(replicas), b) for i, b in work)
+    done = pool.map(run_batch, work) if pool else map(run_batch, work)
+    for chunk, outs in done:
+        for emb, out in zip(first, outs):
+            res = results[emb.model_id]
+            res.keys.extend(chunk[j]["key"] for j in out.index)
+            res.vectors.append(out.vectors)
+            res.norms.append(out.norms if out.norms is not None else np.linalg.norm(out.vectors, axis=1))
+            res.errors.extend({"run_id": run_id, "stage": "embed", "shard": shard, "key": chunk[j]["key"],
+                               "error_type": et, "message": f"{emb.model_id}: {msg}"} for j, et, msg in out.errors)
+    if pool:
+        pool.shutdown()
+    for res in results.values():
+        res.check(len(rows))
+    return results
