@@ -14,7 +14,7 @@ def broken_dir() -> Path:
     return BROKEN
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def demo_sample() -> Path:
     if not any(DEMO_SAMPLE.glob("*.tar")):
         pytest.fail(f"demo sample missing in {DEMO_SAMPLE}: it is committed; see infra/demo/README.md")

@@ -1,0 +1,41 @@
+"""Real images from the committed demo sample, for model tests: (key, jpeg bytes, caption, category)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+from tests.conftest import DEMO_SAMPLE
+
+
+def demo_images(n: int, sample: Path = DEMO_SAMPLE) -> list[tuple[str, bytes, str, str]]:
+    """The first n samples with distinct image bytes and distinct captions, across shards."""
+    out, seen_bytes, seen_caps = [], set(), set()
+    for tar in sorted(sample.glob("*.tar")):
+        members: dict[str, dict[str, bytes]] = {}
+        with tarfile.open(tar) as tf:
+            for m in tf:
+                if m.isfile():
+                    key, ext = m.name.split(".", 1)
+                    members.setdefault(key, {})[ext] = tf.extractfile(m).read()
+        for key, files in members.items():
+            if "jpg" not in files:
+                continue
+            cap = files.get("txt", b"").decode()
+            meta = json.loads(files.get("json", b"{}"))
+            if files["jpg"] in seen_bytes or cap in seen_caps:
+                continue
+            seen_bytes.add(files["jpg"])
+            seen_caps.add(cap)
+            out.append((key, files["jpg"], cap, meta.get("category", "")))
+            if len(out) == n:
+                return out
+    return out
+
+
+def jpeg(img, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
