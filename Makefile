@@ -9,7 +9,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-gpu bench venv demo-data demo-clean clean
+.PHONY: demo test test-gpu bench bench-gpu venv demo-data demo-clean clean
 
 venv: $(STAMP)
 
@@ -46,6 +46,10 @@ test-gpu: venv
 
 bench: venv
 	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/embed.py
+
+bench-gpu: venv  # on a CUDA machine
+	$(PY) benchmarks/embed.py --device cuda --shards 100
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -24,7 +24,7 @@ class EmbedConfig:
     enabled: bool = True
     sscd: str = "sscd_distilled"  # 'sscd' (int8), 'sscd_distilled', or 'none'
     sscd_torchscript: str = ""  # path to an SSCD TorchScript file: used instead of ONNX
-    sscd_size: int = 320  # square input side (SSCD: 288 short edge, or 320 square to batch)
+    sscd_size: int = 288  # square input side: SSCD's recommended scale, square so images batch
     clip_model: str = "ViT-B-32"
     clip_checkpoint: str = ""  # local open_clip checkpoint file
     clip_pretrained: str = ""  # open_clip pretrained tag already in the local cache

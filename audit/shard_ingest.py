@@ -6,6 +6,7 @@ Output: `ShardResult` with the samples rows (one per input sample), the errors r
 failed sample, plus one shard-level row when the tar is truncated or unreadable) and the
 shards row. `check()` raises if the counts do not reconcile, which would be a bug.
 Failure rows: an unopenable URI is a shard-level 'unreadable' row, never an exception.
+`ingest_and_record` adds the side effects: per-shard tables, then the completion marker.
 """
 
 from __future__ import annotations
@@ -15,8 +16,13 @@ import time
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator
 
+from audit.output_dir import OutputDir
 from audit.sample_validation import IngestLimits, validate_sample
 from audit.tar_samples import RawSample, TarSamples
+from schemas import ERRORS, SAMPLES, SHARDS
+
+STAGE = "ingest"
+SHARD_TABLES = [SAMPLES, ERRORS, SHARDS]
 
 Opener = Callable[[str], BinaryIO]
 
@@ -88,3 +94,21 @@ def ingest_shard(shard: str, uri: str, run_id: str, opener: Opener = open_binary
     }
     result.check()
     return result
+
+
+def ingest_and_record(out: OutputDir, shard: str, uri: str, run_id: str, opener: Opener = open_binary,
+                      limits: IngestLimits = IngestLimits()) -> dict | None:
+    """Ingest one shard and record it in `out`: tables first, completion marker last.
+
+    Returns the shards row, or None when the shard was already complete (a retried bundle).
+    Leftover files of an interrupted attempt at this shard are removed first.
+    """
+    if out.is_complete(STAGE, shard):
+        return None
+    out.remove_orphans(shard, [t.name for t in SHARD_TABLES])
+    result = ingest_shard(shard, uri, run_id, opener, limits)
+    out.write_shard_table(SAMPLES, run_id, shard, result.samples)
+    out.write_shard_table(ERRORS, run_id, shard, result.errors)
+    out.write_shard_table(SHARDS, run_id, shard, [result.shard])
+    out.mark_complete(STAGE, shard, result.shard)
+    return result.shard

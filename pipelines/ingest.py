@@ -20,11 +20,8 @@ from apache_beam.metrics import Metrics
 
 from audit.output_dir import OutputDir
 from audit.sample_validation import IngestLimits
-from audit.shard_ingest import ingest_shard
-from schemas import ERRORS, SAMPLES, SHARDS
+from audit.shard_ingest import STAGE, ingest_and_record
 
-STAGE = "ingest"
-SHARD_TABLES = [SAMPLES, ERRORS, SHARDS]
 log = logging.getLogger("shardguard.ingest")
 
 
@@ -33,7 +30,7 @@ def open_uri(uri: str):
 
 
 class IngestShardFn(beam.DoFn):
-    """Holds only paths and limits; the work is audit.shard_ingest.ingest_shard."""
+    """Holds only paths and limits; the work is audit.shard_ingest.ingest_and_record."""
 
     def __init__(self, out_root: str, run_id: str, limits: IngestLimits):
         self.out_root, self.run_id, self.limits = out_root, run_id, limits
@@ -47,15 +44,9 @@ class IngestShardFn(beam.DoFn):
 
     def process(self, element):
         shard, uri = element
-        if self.out.is_complete(STAGE, shard):  # a retried bundle: the work is already done
+        s = ingest_and_record(self.out, shard, uri, self.run_id, open_uri, self.limits)
+        if s is None:  # a retried bundle: the work is already done
             return
-        self.out.remove_orphans(shard, [t.name for t in SHARD_TABLES])
-        result = ingest_shard(shard, uri, self.run_id, open_uri, self.limits)
-        self.out.write_shard_table(SAMPLES, self.run_id, shard, result.samples)
-        self.out.write_shard_table(ERRORS, self.run_id, shard, result.errors)
-        self.out.write_shard_table(SHARDS, self.run_id, shard, [result.shard])
-        self.out.mark_complete(STAGE, shard, result.shard)
-        s = result.shard
         self.shards.inc()
         self.samples.inc(s["n_inputs"])
         self.ok.inc(s["n_ok"])

@@ -9,12 +9,16 @@ no shard. Bad samples never fail the job: they are rows (see pipelines.ingest).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from importlib.metadata import PackageNotFoundError, version
 
 import apache_beam as beam
@@ -25,7 +29,8 @@ from audit.embedder_specs import plan_embedders
 from audit.output_dir import OutputDir
 from pipelines.config import JobConfig
 from pipelines.embed import EmbedShards, stage as embed_stage
-from pipelines.ingest import STAGE, IngestShards
+from audit.shard_ingest import STAGE
+from pipelines.ingest import IngestShards
 from pipelines.progress import ProgressMonitor
 from pipelines.shard_uris import expand_input
 from schemas import RUNS, TABLES
@@ -75,6 +80,20 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
     return opts
 
 
+@contextlib.contextmanager
+def private_tempdir(root: Path):
+    """Beam's local job server leaves an empty 'beam-temp*' folder per run in the temp dir:
+    give the run its own temp dir under OUT and remove it afterwards."""
+    path = root / "_tmp" / secrets.token_hex(4)
+    path.mkdir(parents=True, exist_ok=True)
+    saved, tempfile.tempdir = tempfile.tempdir, str(path)
+    try:
+        yield path
+    finally:
+        tempfile.tempdir = saved
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def run_ingest(input_pattern: str, out_root: str, config: JobConfig | None = None,
                beam_args: list[str] | None = None) -> RunSummary:
     config = config or JobConfig()
@@ -101,7 +120,8 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
              run_id, len(shards), summary.n_shards_skipped, len(todo))
     opts = pipeline_options(beam_args)
     if todo or embed_todo:
-        with ProgressMonitor(out.root / "_manifest" / STAGE, run_id, len(todo), config.progress_seconds):
+        with ProgressMonitor(out.root / "_manifest" / STAGE, run_id, len(todo), config.progress_seconds), \
+                private_tempdir(out.root):
             p = beam.Pipeline(options=opts)
             ingested = (p | "Shards" >> beam.Create(todo)
                           | "Ingest" >> IngestShards(str(out.root), run_id, config.ingest))

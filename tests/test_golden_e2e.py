@@ -81,7 +81,7 @@ def test_exact_duplicate_groups_match_hashes_computed_here(demo_run):
 def test_embeddings_for_every_sample_and_duplicates_are_copies(demo_run):
     _, out = demo_run
     _, rows = query(out, "SELECT model, count(*), count(DISTINCT key) FROM embeddings GROUP BY ALL")
-    assert {r[0] for r in rows} == {"sscd:sscd_distilled:onnx:320", "minilm:all-MiniLM-L6-v2"}
+    assert {r[0] for r in rows} == {"sscd:sscd_distilled:onnx:288", "minilm:all-MiniLM-L6-v2"}
     _, [(n_ok,)] = query(out, "SELECT count(*) FROM samples WHERE status = 'ok'")
     assert all(n == d == n_ok for _, n, d in rows)
     _, pairs = query(out, """

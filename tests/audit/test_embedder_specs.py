@@ -6,7 +6,7 @@ from audit.embedder_specs import EmbedConfig, model_slug, plan_embedders
 def test_default_plan_is_sscd_distilled_and_minilm_and_says_why_clip_is_skipped():
     specs, notes = plan_embedders(EmbedConfig())
     ids = [m for s in specs for m in s.model_ids]
-    assert ids == ["sscd:sscd_distilled:onnx:320", "minilm:all-MiniLM-L6-v2"]
+    assert ids == ["sscd:sscd_distilled:onnx:288", "minilm:all-MiniLM-L6-v2"]
     assert any("CLIP skipped: no weights" in n for n in notes)
 
 

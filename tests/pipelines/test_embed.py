@@ -11,7 +11,7 @@ from pipelines.job import run_ingest
 
 def test_embeddings_join_samples_and_match_vector_files(broken_dir, tmp_path):
     s = run_ingest(str(broken_dir), str(tmp_path), JobConfig(progress_seconds=0))
-    assert s.embeddings["sscd:sscd_distilled:onnx:320"]["n_ok"] == s.n_ok
+    assert s.embeddings["sscd:sscd_distilled:onnx:288"]["n_ok"] == s.n_ok
     assert s.embeddings["minilm:all-MiniLM-L6-v2"]["n_ok"] == s.n_ok
     _, [(unjoined,)] = query(tmp_path, """SELECT count(*) FROM samples s LEFT JOIN embeddings e
         ON s.shard = e.shard AND s.key = e.key WHERE s.status = 'ok' AND e.key IS NULL""")
