@@ -83,7 +83,7 @@ def _cmd_run(args, beam_args) -> int:
     print(f"run {summary.run_id}: {summary.n_shards_matched} shards matched, "
           f"{summary.n_shards_skipped} skipped (already complete), {len(summary.shards)} processed")
     print(f"samples: {summary.n_inputs} in = {summary.n_ok} ok + {summary.n_failed} failed "
-          f"({summary.wall_seconds:.1f}s, {summary.n_inputs / max(summary.wall_seconds, 1e-9):.0f} samples/s)")
+          f"({summary.wall_seconds:.1f}s end to end, {summary.n_inputs / max(summary.wall_seconds, 1e-9):.0f} samples/s)")
     bad = [s for s in summary.shards if s["status"] != "complete"]
     for s in bad:
         print(f"  shard {s['shard']}: {s['status']}: {s['error']}")

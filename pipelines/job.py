@@ -31,7 +31,7 @@ from pipelines.config import JobConfig
 from pipelines.embed import EmbedShards, stage as embed_stage
 from audit.shard_ingest import STAGE
 from pipelines.ingest import IngestShards
-from pipelines.progress import ProgressMonitor
+from pipelines.progress import ProgressMonitor, StageCounter
 from pipelines.shard_uris import expand_input
 from schemas import RUNS, TABLES
 
@@ -120,8 +120,10 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
              run_id, len(shards), summary.n_shards_skipped, len(todo))
     opts = pipeline_options(beam_args)
     if todo or embed_todo:
-        with ProgressMonitor(out.root / "_manifest" / STAGE, run_id, len(todo), config.progress_seconds), \
-                private_tempdir(out.root):
+        counters = [StageCounter("ingest", out.marker(STAGE, "x").parent, run_id, len(todo))]
+        counters += [StageCounter(m.split(":")[0], out.marker(embed_stage(m), "x").parent, run_id,
+                                  len(todo) + len(embed_todo)) for m in model_ids]
+        with ProgressMonitor(counters, config.progress_seconds), private_tempdir(out.root):
             p = beam.Pipeline(options=opts)
             ingested = (p | "Shards" >> beam.Create(todo)
                           | "Ingest" >> IngestShards(str(out.root), run_id, config.ingest))

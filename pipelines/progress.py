@@ -1,8 +1,9 @@
 """Periodic progress for long local runs, read from the completion markers.
 
-Runner-independent: a thread in the driver counts the markers this run has written
-(OUT/_manifest/<stage>/) and prints shards and samples done, rate and ETA every few seconds
-to stderr. Distributed runners report the same numbers through Beam metrics counters.
+Runner-independent: a thread in the driver counts the markers this run has written under
+OUT/_manifest/<stage>/ for every stage (ingest, then one embed stage per model) and prints,
+every few seconds to stderr, shards done per stage, samples ingested, rate and ETA.
+Distributed runners report the same numbers through Beam metrics counters.
 """
 
 from __future__ import annotations
@@ -14,18 +15,34 @@ import time
 from pathlib import Path
 
 
-class ProgressMonitor:
-    def __init__(self, manifest_dir: Path, run_id: str, total_shards: int, every: float = 5.0,
-                 stream=sys.stderr, label: str = "ingest"):
-        self.dir, self.run_id, self.total = Path(manifest_dir), run_id, total_shards
-        self.every, self.stream, self.label = every, stream, label
+class StageCounter:
+    """Markers of one stage written by one run, read incrementally."""
+
+    def __init__(self, label: str, manifest_dir: Path, run_id: str, total: int):
+        self.label, self.dir, self.run_id, self.total = label, Path(manifest_dir), run_id, total
         self._seen: dict[str, dict] = {}
+
+    def poll(self) -> list[dict]:
+        if self.dir.exists():
+            for p in self.dir.glob("*.json"):
+                if p.name not in self._seen:
+                    try:
+                        rec = json.loads(p.read_text())
+                    except (OSError, ValueError):
+                        continue  # being replaced right now; the next poll sees it
+                    self._seen[p.name] = rec if rec.get("run_id") == self.run_id else {}
+        return [r for r in self._seen.values() if r]
+
+
+class ProgressMonitor:
+    def __init__(self, stages: list[StageCounter], every: float = 5.0, stream=sys.stderr):
+        self.stages, self.every, self.stream = [s for s in stages if s.total > 0], every, stream
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._t0 = time.monotonic()
 
     def __enter__(self):
-        if self.every > 0 and self.total > 0:
+        if self.every > 0 and self.stages:
             self._thread.start()
         return self
 
@@ -34,27 +51,20 @@ class ProgressMonitor:
         if self._thread.is_alive():
             self._thread.join(timeout=2)
 
-    def poll(self) -> tuple[int, int, int]:
-        """(shards done, samples done, samples failed) by this run so far."""
-        if self.dir.exists():
-            for p in self.dir.glob("*.json"):
-                if p.name not in self._seen:
-                    try:
-                        rec = json.loads(p.read_text())
-                    except (OSError, ValueError):
-                        continue  # being replaced right now; next poll sees it
-                    self._seen[p.name] = rec if rec.get("run_id") == self.run_id else {}
-        done = [r for r in self._seen.values() if r]
-        return len(done), sum(r["n_inputs"] for r in done), sum(r["n_failed"] for r in done)
-
     def line(self) -> str:
-        shards, samples, failed = self.poll()
         dt = max(time.monotonic() - self._t0, 1e-9)
-        rate = samples / dt
-        eta = (dt / shards * (self.total - shards)) if shards else float("nan")
-        eta_s = f"{eta:.0f}s" if shards else "?"
-        return (f"[{self.label}] {shards}/{self.total} shards, {samples} samples "
-                f"({failed} failed), {rate:.0f} samples/s, ETA {eta_s}")
+        parts, done_units, total_units, samples, failed = [], 0, 0, 0, 0
+        for i, st in enumerate(self.stages):
+            done = st.poll()
+            parts.append(f"{st.label} {len(done)}/{st.total}")
+            done_units += len(done)
+            total_units += st.total
+            if i == 0:
+                samples = sum(r["n_inputs"] for r in done)
+                failed = sum(r["n_failed"] for r in done)
+        eta = f"{dt / done_units * (total_units - done_units):.0f}s" if done_units else "?"
+        return (f"[progress] {', '.join(parts)} shards; {samples} samples ingested ({failed} failed), "
+                f"{samples / dt:.0f} samples/s, ETA {eta}")
 
     def _loop(self):
         while not self._stop.wait(self.every):

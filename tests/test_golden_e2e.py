@@ -99,3 +99,17 @@ def test_rerun_is_idempotent(demo_run, capsys):
     assert main(["run", "--input", str(sample), "--out", str(out), "-q"]) == 0
     assert "4 skipped (already complete), 0 processed" in capsys.readouterr().out
     assert query(out, "SELECT count(*) FROM samples")[1] == before
+
+
+def test_every_sql_example_in_the_readme_runs(demo_run):
+    import re
+
+    from tests.conftest import REPO
+    _, out = demo_run
+    blocks = re.findall(r"```sql\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    statements = [st.strip() for b in blocks for st in b.split(";") if st.strip() and
+                  not all(line.strip().startswith("--") for line in st.strip().splitlines())]
+    assert len(statements) >= 4
+    for st in statements:
+        cols, rows = query(out, st)
+        assert cols, st
