@@ -1,7 +1,7 @@
 """The audit store: OUT/audit.duckdb with one view per table over all runs' Parquet files.
 
 Views are generated from schemas/ (column comments = field descriptions) and read
-`OUT/<table>/**/*.parquet`; the zero-row `_schema.parquet` makes an empty table queryable with
+`OUT/<table>/**/*.parquet` (corpus-level tables: the latest run, plus `<table>_history`); the zero-row `_schema.parquet` makes an empty table queryable with
 its full set of columns. The table `shardguard_columns` documents every column in SQL.
 `query` opens the file read-only: the SQL command cannot change the store.
 """
@@ -32,8 +32,13 @@ def refresh_views(out: OutputDir, tables: dict[str, TableSpec]) -> Path:
         for spec in tables.values():
             out.ensure_schema_file(spec)
             glob = str(out.table_dir(spec.name) / "**" / "*.parquet")
-            con.execute(f"CREATE OR REPLACE VIEW {spec.name} AS SELECT * FROM read_parquet("
-                        f"{_quote(glob)}, union_by_name=true, hive_partitioning=false)")
+            source = f"read_parquet({_quote(glob)}, union_by_name=true, hive_partitioning=false)"
+            if spec.latest_only:  # corpus-level results: a run supersedes the previous one
+                con.execute(f"CREATE OR REPLACE VIEW {spec.name}_history AS SELECT * FROM {source}")
+                con.execute(f"COMMENT ON VIEW {spec.name}_history IS {_quote(spec.doc + ' Every run.')}")
+                source = (f"{spec.name}_history WHERE run_id = "
+                          f"(SELECT max(run_id) FROM {spec.name}_history)")
+            con.execute(f"CREATE OR REPLACE VIEW {spec.name} AS SELECT * FROM {source}")
             con.execute(f"COMMENT ON VIEW {spec.name} IS {_quote(spec.doc)}")
             for name, type_, doc in spec.describe():
                 con.execute(f'COMMENT ON COLUMN {spec.name}."{name}" IS {_quote(doc)}')

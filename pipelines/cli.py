@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--clip-checkpoint", metavar="PATH", help="local open_clip checkpoint; without one CLIP is skipped")
     e.add_argument("--embed-device", metavar="DEV", help="'auto' (all visible GPUs, else cpu), 'cpu', 'cuda:0'")
     e.add_argument("--embed-batch-size", type=int, metavar="N")
+    d = r.add_argument_group("duplicates (override the config's dedup: section)")
+    d.add_argument("--no-dedup", action="store_true", help="skip duplicate detection")
+    d.add_argument("--near-threshold", type=float, metavar="COS", help="SSCD cosine for near copies (0.75)")
+    d.add_argument("--keep-policy", choices=["largest", "clip_score", "earliest"],
+                   help="which member of a duplicate cluster to keep")
     s = sub.add_parser("sql", help="query the audit store read-only", epilog=EXAMPLES_SQL,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--out", required=True, help="output folder of a run")
@@ -79,6 +84,8 @@ def _cmd_run(args, beam_args) -> int:
                             sscd_torchscript=args.sscd_torchscript, clip_model=args.clip_model,
                             clip_checkpoint=args.clip_checkpoint, device=args.embed_device,
                             batch_size=args.embed_batch_size)
+    config = with_overrides(config, "dedup", enabled=False if args.no_dedup else None,
+                            near_threshold=args.near_threshold, keep_policy=args.keep_policy)
     summary = run_ingest(args.input, args.out, config, beam_args)
     print(f"run {summary.run_id}: {summary.n_shards_matched} shards matched, "
           f"{summary.n_shards_skipped} skipped (already complete), {len(summary.shards)} processed")
@@ -89,6 +96,11 @@ def _cmd_run(args, beam_args) -> int:
         print(f"  shard {s['shard']}: {s['status']}: {s['error']}")
     for model, n in summary.embeddings.items():
         print(f"embeddings {model}: {n['n_ok']} vectors, {n['n_failed']} failed")
+    if summary.dedup:
+        kinds = ", ".join(f"{k} {v['samples']} samples in {v['clusters']} clusters"
+                          for k, v in summary.dedup["kinds"].items())
+        print(f"duplicates: {kinds or 'none'}")
+        print(f"decisions: keep {summary.dedup['kept']}, drop {summary.dedup['dropped']} (table 'decisions')")
     for note in summary.notes:
         print(f"note: {note}")
     print(f"tables:   {summary.out}/<table>/run={summary.run_id}/")

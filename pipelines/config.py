@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from audit.duplicate_clusters import DedupConfig
 from audit.embedder_specs import EmbedConfig
 from audit.image_decode import ImageLimits
 from audit.sample_validation import IngestLimits
@@ -24,6 +25,7 @@ from audit.sample_validation import IngestLimits
 class JobConfig:
     ingest: IngestLimits = field(default_factory=IngestLimits)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
     progress_seconds: float = 5.0
 
     def to_json(self) -> str:
@@ -70,4 +72,4 @@ def load_config(path: str | Path | None = None) -> JobConfig:
     return _build(JobConfig, values, str(path))
 
 
-__all__ = ["JobConfig", "IngestLimits", "ImageLimits", "EmbedConfig", "load_config", "with_overrides"]
+__all__ = ["JobConfig", "IngestLimits", "ImageLimits", "EmbedConfig", "DedupConfig", "load_config", "with_overrides"]

@@ -28,6 +28,7 @@ from audit import atomic_files, store
 from audit.embedder_specs import plan_embedders
 from audit.output_dir import OutputDir
 from pipelines.config import JobConfig
+from pipelines.dedup import DedupCorpus
 from pipelines.embed import EmbedShards, stage as embed_stage
 from audit.shard_ingest import STAGE
 from pipelines.ingest import IngestShards
@@ -47,6 +48,7 @@ class RunSummary:
     shards: list[dict] = field(default_factory=list)
     wall_seconds: float = 0.0
     embeddings: dict[str, dict] = field(default_factory=dict)  # model id -> totals of this run
+    dedup: dict = field(default_factory=dict)  # kinds, kept, dropped (empty: not recomputed)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -60,6 +62,24 @@ class RunSummary:
     @property
     def n_failed(self) -> int:
         return sum(s["n_failed"] for s in self.shards)
+
+
+def _dedup_summary(out: OutputDir, run_id: str) -> dict:
+    """Counts read back from the tables the dedup stage wrote (runner-independent)."""
+    import duckdb
+    base = out.root
+    con = duckdb.connect()
+    try:
+        kept, dropped = con.execute(
+            f"SELECT count(*) FILTER (keep), count(*) FILTER (NOT keep) FROM "
+            f"'{base}/decisions/run={run_id}/run.parquet'").fetchone()
+        kinds = con.execute(
+            f"SELECT kind, count(*), count(DISTINCT cluster) FROM '{base}/duplicates/run={run_id}/run.parquet' "
+            f"GROUP BY kind ORDER BY kind").fetchall()
+    finally:
+        con.close()
+    return {"kept": kept, "dropped": dropped,
+            "kinds": {k: {"samples": n, "clusters": c} for k, n, c in kinds}}
 
 
 def new_run_id() -> str:
@@ -138,6 +158,15 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
     if missing:
         raise RuntimeError(f"run {run_id}: the pipeline finished but {len(missing)} shards have no "
                            f"completion marker: {sorted(missing)[:5]}")
+    if config.dedup.enabled and (todo or embed_todo or not any(out.table_dir("decisions").glob("run=*/*.parquet"))):
+        with private_tempdir(out.root):
+            p = beam.Pipeline(options=opts)
+            _ = p | "Dedup" >> DedupCorpus(str(out.root), run_id, config.dedup)
+            p.run().wait_until_finish()
+        written = out.table_dir("decisions") / f"run={run_id}" / "run.parquet"
+        if not written.exists():
+            raise RuntimeError(f"run {run_id}: the dedup pipeline finished without writing {written}")
+        summary.dedup = _dedup_summary(out, run_id)
     for m in model_ids:
         done = [r for r in out.markers(embed_stage(m)) if r.get("run_id") == run_id]
         if done:
@@ -152,6 +181,7 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
         "n_inputs": summary.n_inputs, "n_ok": summary.n_ok, "n_failed": summary.n_failed,
         "wall_seconds": summary.wall_seconds, "notes": summary.notes,
         "embeddings_json": json.dumps(summary.embeddings, sort_keys=True),
+        "dedup_json": json.dumps(summary.dedup, sort_keys=True),
     }])
     store.refresh_views(out, TABLES)
     return summary

@@ -6,8 +6,9 @@ all read from here.
 
 from schemas.core import ERRORS, RUNS, SAMPLES, SHARDS
 from schemas.declare import TableSpec, column, table
+from schemas.dedup import DECISIONS, DUPLICATES
 from schemas.embeddings import EMBEDDINGS
 
-TABLES: dict[str, TableSpec] = {t.name: t for t in (RUNS, SHARDS, SAMPLES, ERRORS, EMBEDDINGS)}
+TABLES: dict[str, TableSpec] = {t.name: t for t in (RUNS, SHARDS, SAMPLES, ERRORS, EMBEDDINGS, DUPLICATES, DECISIONS)}
 
-__all__ = ["TABLES", "TableSpec", "column", "table", "RUNS", "SHARDS", "SAMPLES", "ERRORS", "EMBEDDINGS"]
+__all__ = ["TABLES", "TableSpec", "column", "table", "RUNS", "SHARDS", "SAMPLES", "ERRORS", "EMBEDDINGS", "DUPLICATES", "DECISIONS"]

@@ -31,6 +31,7 @@ RUNS = table(
     column("wall_seconds", pa.float64(), "Driver wall time of the run."),
     column("notes", pa.list_(pa.string()), "What the run skipped and why (e.g. CLIP without weights)."),
     column("embeddings_json", pa.string(), "Per embedding model: vectors written and samples failed, as JSON."),
+    column("dedup_json", pa.string(), "Duplicates per kind (edges, clusters, samples) and samples kept/dropped, as JSON."),
 )
 
 SHARDS = table(

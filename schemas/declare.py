@@ -27,6 +27,7 @@ class TableSpec:
     doc: str
     schema: pa.Schema
     version: int
+    latest_only: bool = False  # corpus-level table: the view shows the latest run only
 
     def describe(self) -> list[tuple[str, str, str]]:
         """(column, arrow type, description) for every field, in schema order."""
@@ -48,10 +49,10 @@ class TableSpec:
         return pa.Table.from_pylist(rows, schema=self.schema)
 
 
-def table(name: str, doc: str, version: int, *fields: pa.Field) -> TableSpec:
+def table(name: str, doc: str, version: int, *fields: pa.Field, latest_only: bool = False) -> TableSpec:
     schema = pa.schema(
         list(fields),
         metadata={b"table": name.encode(), b"schema_version": str(version).encode(),
                   DESCRIPTION: doc.encode()},
     )
-    return TableSpec(name=name, doc=doc, schema=schema, version=version)
+    return TableSpec(name=name, doc=doc, schema=schema, version=version, latest_only=latest_only)

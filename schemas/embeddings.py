@@ -28,4 +28,4 @@ def with_dim(spec: TableSpec, dim: int) -> TableSpec:
     i = spec.schema.get_field_index("vector")
     f = spec.schema.field(i)
     schema = spec.schema.set(i, pa.field(f.name, pa.list_(pa.float16(), dim), f.nullable, f.metadata))
-    return TableSpec(spec.name, spec.doc, schema, spec.version)
+    return TableSpec(spec.name, spec.doc, schema, spec.version, spec.latest_only)

@@ -113,3 +113,26 @@ def test_every_sql_example_in_the_readme_runs(demo_run):
     for st in statements:
         cols, rows = query(out, st)
         assert cols, st
+
+
+def test_dedup_exact_clusters_and_one_kept_per_image_cluster(demo_run):
+    _, out = demo_run
+    # exact clusters = connected groups of equal byte or pixel hash, computed here in SQL
+    _, [(n_hash_dups,)] = query(out, """SELECT count(*) FROM samples s WHERE status = 'ok' AND EXISTS
+        (SELECT 1 FROM samples t WHERE t.status = 'ok' AND (t.shard, t.key) <> (s.shard, s.key)
+         AND (t.byte_hash = s.byte_hash OR t.pixel_hash = s.pixel_hash))""")
+    _, [(n_exact,)] = query(out, "SELECT count(*) FROM duplicates WHERE kind = 'exact'")
+    assert n_exact == n_hash_dups > 100
+    _, [(n_dec, n_samples)] = query(out, "SELECT (SELECT count(*) FROM decisions), (SELECT count(*) FROM samples)")
+    assert n_dec == n_samples
+    _, bad = query(out, """SELECT image_cluster, count(*) FILTER (keep) AS kept FROM decisions
+        WHERE image_cluster IS NOT NULL GROUP BY ALL HAVING kept <> 1""")
+    assert bad == []
+    _, rows = query(out, """SELECT d.key, d.keep, list_contains(d.reasons, 'x') FROM decisions d
+        JOIN samples s USING (shard, key) WHERE s.status = 'failed'""")
+    assert rows and all(not keep for _, keep, _ in rows)
+    # the kept member of each near cluster is the largest image of that cluster
+    _, rows = query(out, """WITH m AS (SELECT d.image_cluster, d.keep, s.width * s.height AS px
+        FROM decisions d JOIN samples s USING (shard, key) WHERE d.image_cluster IS NOT NULL)
+        SELECT image_cluster FROM m GROUP BY ALL HAVING max(px) > max(px) FILTER (keep)""")
+    assert rows == []

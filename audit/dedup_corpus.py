@@ -1,0 +1,98 @@
+"""The whole corpus in memory for dedup: every sample row, and each model's vectors.
+
+Input: an output folder (OutputDir) after ingest and embedding.
+Output: `Corpus`, arrays aligned by sample (ordered by shard, key), and per embedding model
+(rows into the corpus, float32 matrix), read from the contiguous OUT/vectors/<model>/<shard>.npy
+files with the row order recorded in the embeddings table.
+Failure: `FileNotFoundError` when nothing was ingested into the folder yet.
+Memory: 1M samples with a 512-d model is 2 GB of float32; beyond one machine use the
+partitioned mode (audit.partitioned_dedup), which never holds all vectors in one place.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import duckdb
+import numpy as np
+
+from audit.output_dir import OutputDir
+
+SAMPLE_COLUMNS = ("shard", "key", "status", "error", "caption", "byte_hash", "pixel_hash",
+                  "width", "height", "image_bytes")
+
+
+@dataclass
+class Corpus:
+    shard: np.ndarray
+    key: np.ndarray
+    status: np.ndarray
+    error: np.ndarray
+    caption: np.ndarray
+    byte_hash: np.ndarray
+    pixel_hash: np.ndarray
+    width: np.ndarray
+    height: np.ndarray
+    image_bytes: np.ndarray
+    # model id -> (modality, corpus rows, float32 [len(rows), dim])
+    vectors: dict[str, tuple[str, np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def matrix(self, model_prefix: str, modality: str) -> tuple[str, np.ndarray, np.ndarray] | None:
+        """(model id, rows, vectors) of the first model whose id starts with the prefix."""
+        for model_id, (mod, rows, x) in sorted(self.vectors.items()):
+            if model_id.startswith(model_prefix) and mod == modality and len(rows):
+                return model_id, rows, x
+        return None
+
+    def clip_scores(self) -> np.ndarray | None:
+        """CLIP image-caption cosine per sample (-inf where missing), for the keep policy."""
+        img, txt = self.matrix("clip:", "image"), self.matrix("clip:", "text")
+        if img is None or txt is None:
+            return None
+        score = np.full(len(self), -np.inf)
+        t = np.full((len(self), txt[2].shape[1]), np.nan, np.float32)
+        t[txt[1]] = txt[2]
+        s = np.sum(img[2] * t[img[1]], axis=1)
+        score[img[1]] = np.where(np.isnan(s), -np.inf, s)
+        return score
+
+
+def _glob(out: OutputDir, table: str) -> str:
+    return str(out.table_dir(table) / "**" / "*.parquet")
+
+
+def load_corpus(out: OutputDir) -> Corpus:
+    if not any(out.table_dir("samples").glob("run=*/*.parquet")):
+        raise FileNotFoundError(f"nothing ingested in {out.root}: run the ingest first")
+    con = duckdb.connect()
+    cols = ", ".join(SAMPLE_COLUMNS)
+    t = con.sql(f"SELECT {cols} FROM read_parquet('{_glob(out, 'samples')}', union_by_name=true, "
+                f"hive_partitioning=false) ORDER BY shard, key").to_arrow_table()
+    arrays = {c: t.column(c).to_numpy(zero_copy_only=False) for c in SAMPLE_COLUMNS}
+    for c in ("width", "height", "image_bytes"):
+        arrays[c] = np.nan_to_num(arrays[c].astype(np.float64), nan=0).astype(np.int64)
+    corpus = Corpus(**arrays)
+    index = {(s, k): i for i, (s, k) in enumerate(zip(corpus.shard, corpus.key)) if corpus.status[i] == "ok"}
+    for model_dir in sorted(p for p in out.table_dir("embeddings").glob("*") if p.is_dir()):
+        rows = con.execute(
+            f"SELECT model, modality, shard, key, row FROM read_parquet('{model_dir}/run=*/*.parquet', "
+            f"hive_partitioning=false) ORDER BY shard, row").fetchall()
+        if not rows:
+            continue
+        model_id, modality = rows[0][0], rows[0][1]
+        vecs, where = [], []
+        for shard, group in itertools.groupby(rows, key=lambda r: r[2]):
+            group = [(index.get((shard, r[3])), r[4]) for r in group]
+            group = [(i, row) for i, row in group if i is not None]
+            if group:
+                m = np.load(out.root / "vectors" / model_dir.name / f"{shard}.npy")
+                where.extend(i for i, _ in group)
+                vecs.append(m[[row for _, row in group]].astype(np.float32))
+        if where:
+            corpus.vectors[model_id] = (modality, np.array(where, np.int64), np.concatenate(vecs))
+    con.close()
+    return corpus

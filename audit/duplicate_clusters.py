@@ -1,0 +1,191 @@
+"""Duplicate edges of every kind -> clusters -> which sample to keep, and why.
+
+Input: a `Corpus` (audit.dedup_corpus: every sample with its hashes, caption and size, and
+the embedding matrices) and a `DedupConfig`.
+Output: `DedupResult` with the duplicates rows (one per sample and kind it has a duplicate
+of) and the decisions rows (one per input sample, failed ones included), matching
+schemas.DUPLICATES / schemas.DECISIONS.
+Kinds: exact (same byte hash or same pixel hash), near (SSCD cosine >= near_threshold),
+semantic (CLIP image cosine >= semantic_threshold, when CLIP vectors exist), caption
+(same normalized caption, or MiniLM cosine >= caption_threshold). Clusters are the connected
+components of a kind's edges (union-find over edges, so a cluster of any size and shape is
+one cluster). The kinds in `drop_kinds` together form image clusters; in each, the keep
+policy picks one representative and the others are dropped with the reason. Per image
+cluster, `repeat_type` tells one image repeated with one caption (the pattern Somepalli et al.
+2023 found to drive memorization) from one image with different captions.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from audit.dedup_corpus import Corpus
+from audit.vector_index import Edges, IndexConfig, self_edges
+
+IMAGE_KINDS = ("exact", "near", "semantic")
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    enabled: bool = True
+    near_threshold: float = 0.75  # SSCD: a copy at 90% precision on DISC2021 (Pizzi et al. 2022)
+    semantic_threshold: float = 0.95  # CLIP image cosine (SemDeDup-style semantic duplicates)
+    caption_threshold: float = 0.95  # MiniLM cosine: the same caption up to punctuation and word order
+    drop_kinds: tuple[str, ...] = ("exact", "near")  # kinds whose non-representatives are dropped
+    keep_policy: str = "largest"  # 'largest' (pixels, then bytes), 'clip_score', 'earliest'
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+
+def normalize_caption(text: str | None) -> str:
+    """NFKC, case-folded, punctuation and runs of whitespace folded: 'A  Cat!' == 'a cat'."""
+    t = unicodedata.normalize("NFKC", text or "").casefold()
+    t = re.sub(r"[^\w\s]", " ", t)
+    return " ".join(t.split())
+
+
+def group_edges(values: np.ndarray) -> Edges:
+    """Edges chaining the members of each group of equal non-null values (sim 1.0)."""
+    idx = np.array([i for i, v in enumerate(values) if v], dtype=np.int64)
+    if len(idx) < 2:
+        return Edges.empty()
+    vals = np.asarray(values, dtype=object)[idx]
+    order = np.argsort(vals, kind="stable")
+    idx, vals = idx[order], vals[order]
+    same = vals[1:] == vals[:-1]
+    return Edges(idx[:-1][same], idx[1:][same], np.ones(int(same.sum()), np.float32))
+
+
+def _vector_edges(corpus: Corpus, model_prefix: str, modality: str, threshold: float,
+                  cfg: IndexConfig) -> tuple[Edges, str | None]:
+    found = corpus.matrix(model_prefix, modality)
+    if found is None:
+        return Edges.empty(), None
+    model_id, rows, x = found
+    e = self_edges(x, threshold, cfg)
+    return Edges(rows[e.i], rows[e.j], e.sim), model_id
+
+
+def components(n: int, edges: Edges) -> np.ndarray:
+    """Component label per node; nodes without edges get -1."""
+    if len(edges) == 0:
+        return np.full(n, -1, np.int64)
+    g = coo_matrix((np.ones(len(edges)), (edges.i, edges.j)), shape=(n, n))
+    _, labels = connected_components(g, directed=False)
+    deg = np.bincount(np.concatenate([edges.i, edges.j]), minlength=n)
+    return np.where(deg > 0, labels, -1).astype(np.int64)
+
+
+def nearest(n: int, edges: Edges) -> tuple[np.ndarray, np.ndarray]:
+    """For every node: its most similar neighbour (-1 if none) and that similarity."""
+    src = np.concatenate([edges.i, edges.j])
+    dst = np.concatenate([edges.j, edges.i])
+    sim = np.concatenate([edges.sim, edges.sim])
+    order = np.lexsort((-sim, src))
+    src, dst, sim = src[order], dst[order], sim[order]
+    first = np.ones(len(src), bool)
+    first[1:] = src[1:] != src[:-1]
+    best, best_sim = np.full(n, -1, np.int64), np.zeros(n, np.float32)
+    best[src[first]], best_sim[src[first]] = dst[first], sim[first]
+    return best, best_sim
+
+
+def choose_representatives(corpus: Corpus, labels: np.ndarray, policy: str) -> dict[int, int]:
+    """cluster label -> index of the member to keep."""
+    if policy == "largest":
+        score = corpus.width.astype(np.float64) * corpus.height + corpus.image_bytes * 1e-12
+    elif policy == "clip_score":
+        score = corpus.clip_scores()
+        if score is None:
+            raise ValueError("keep_policy 'clip_score' needs CLIP image and text embeddings "
+                             "(--clip-checkpoint); use 'largest' or 'earliest'")
+    elif policy == "earliest":
+        score = np.zeros(len(labels))
+    else:
+        raise ValueError(f"unknown keep_policy {policy!r}: 'largest', 'clip_score' or 'earliest'")
+    reps: dict[int, int] = {}
+    # corpus order is (shard, key): on ties the earliest member wins
+    for i in np.argsort(-score, kind="stable"):
+        lab = int(labels[i])
+        if lab >= 0 and lab not in reps:
+            reps[lab] = int(i)
+    return reps
+
+
+@dataclass
+class DedupResult:
+    duplicates: list[dict]
+    decisions: list[dict]
+    kinds: dict[str, dict]  # per kind: threshold, model, edges, clusters, samples
+
+
+def find_duplicates(corpus: Corpus, cfg: DedupConfig, run_id: str) -> DedupResult:
+    n = len(corpus)
+    ok = corpus.status == "ok"
+    norm_caps = np.array([normalize_caption(c) if o else "" for c, o in zip(corpus.caption, ok)], dtype=object)
+    kind_edges: dict[str, tuple[Edges, str | None, float]] = {
+        "exact": (Edges.concat([group_edges(np.where(ok, corpus.byte_hash, None)),
+                                group_edges(np.where(ok, corpus.pixel_hash, None))]), None, 1.0)}
+    near, near_model = _vector_edges(corpus, "sscd:", "image", cfg.near_threshold, cfg.index)
+    kind_edges["near"] = (Edges.concat([near, kind_edges["exact"][0]]), near_model, cfg.near_threshold)
+    sem, sem_model = _vector_edges(corpus, "clip:", "image", cfg.semantic_threshold, cfg.index)
+    if sem_model:
+        kind_edges["semantic"] = (sem, sem_model, cfg.semantic_threshold)
+    cap, cap_model = _vector_edges(corpus, "minilm:", "text", cfg.caption_threshold, cfg.index)
+    kind_edges["caption"] = (Edges.concat([group_edges(norm_caps), cap]), cap_model, cfg.caption_threshold)
+
+    drop = Edges.concat([kind_edges[k][0] for k in cfg.drop_kinds if k in kind_edges])
+    image_labels = components(n, drop)
+    reps = choose_representatives(corpus, image_labels, cfg.keep_policy)
+    is_rep = np.zeros(n, bool)
+    is_rep[list(reps.values())] = True
+
+    duplicates, kinds = [], {}
+    dup_of: dict[int, list[str]] = {}
+    for kind, (edges, model, threshold) in kind_edges.items():
+        labels = components(n, edges)
+        near_idx, near_sim = nearest(n, edges)
+        members = np.flatnonzero(labels >= 0)
+        sizes = np.bincount(labels[members]) if len(members) else np.zeros(0, np.int64)
+        captions: dict[int, set] = {}
+        for i in members:
+            captions.setdefault(int(labels[i]), set()).add(norm_caps[i])
+        first_of: dict[int, int] = {}
+        for i in members:
+            first_of.setdefault(int(labels[i]), int(i))
+        kinds[kind] = {"threshold": threshold, "model": model, "edges": len(edges),
+                       "clusters": len(captions), "samples": len(members)}
+        for i in members:
+            lab = int(labels[i])
+            image_kind = kind in IMAGE_KINDS
+            rep = is_rep[i] if image_kind else first_of[lab] == i
+            distinct = len(captions[lab])
+            duplicates.append({
+                "run_id": run_id, "shard": corpus.shard[i], "key": corpus.key[i], "kind": kind, "cluster": lab,
+                "cluster_size": int(sizes[lab]), "nearest_shard": corpus.shard[near_idx[i]],
+                "nearest_key": corpus.key[near_idx[i]], "similarity": float(near_sim[i]),
+                "is_representative": bool(rep), "distinct_captions": distinct,
+                "repeat_type": ("same_caption" if distinct == 1 else "different_captions") if image_kind else None,
+                "model": model, "threshold": threshold})
+            if kind in cfg.drop_kinds and image_labels[i] >= 0 and not is_rep[i]:
+                r = reps[int(image_labels[i])]
+                dup_of.setdefault(int(i), []).append(f"{kind}_duplicate_of:{corpus.shard[r]}/{corpus.key[r]}")
+
+    decisions = []
+    for i in range(n):
+        lab = int(image_labels[i])
+        rep = reps.get(lab) if lab >= 0 else None
+        if not ok[i]:
+            reasons = [f"ingest_failed:{(corpus.error[i] or 'Error').split(':')[0]}"]
+        else:
+            reasons = dup_of.get(i, [])
+        decisions.append({
+            "run_id": run_id, "shard": corpus.shard[i], "key": corpus.key[i], "keep": not reasons,
+            "reasons": reasons, "image_cluster": lab if lab >= 0 else None,
+            "representative": f"{corpus.shard[rep]}/{corpus.key[rep]}" if rep is not None else None})
+    return DedupResult(duplicates, decisions, kinds)

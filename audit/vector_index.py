@@ -1,0 +1,151 @@
+"""Similarity search for dedup: every pair of vectors at or above a cosine threshold.
+
+Input: L2-normalized float32 vectors (inner product = cosine), a threshold, `IndexConfig`.
+Output: `Edges` (i, j, similarity) with i < j for self-search, or (query, base) pairs.
+Range search, not top-k: a cluster of any size is found, however many copies it has.
+
+Method by size: up to `exact_max` vectors, exact search as a blocked matmul in torch over
+the upper triangle only (half the work of a faiss IndexFlatIP range search; MKL on the CPU,
+cuBLAS in fp16 with fp32 accumulation on a GPU; faiss GPU indexes have no range search, and
+no faiss-gpu wheel is needed). Beyond `exact_max`, faiss with the factory string in the
+config (default IVF with 4*sqrt(n) lists and Flat codes; 'IVF{nlist},PQ64' trades recall for
+memory), trained on a sample, searched with `nprobe` lists. `backend: faiss` forces faiss
+(IndexFlatIP when exact). Queries go in blocks, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    exact_max: int = 2_000_000  # up to this many vectors: exact search
+    factory: str = "IVF{nlist},Flat"  # faiss index_factory string beyond exact_max
+    nprobe: int = 32
+    train_sample: int = 262_144
+    block: int = 8192  # queries per search call
+    backend: str = "auto"  # 'auto' (exact: torch; beyond exact_max: faiss), 'faiss', 'torch'
+    device: str = "auto"
+
+
+@dataclass
+class Edges:
+    i: np.ndarray  # int64
+    j: np.ndarray  # int64
+    sim: np.ndarray  # float32
+
+    @classmethod
+    def empty(cls) -> "Edges":
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+    @classmethod
+    def concat(cls, parts: list["Edges"]) -> "Edges":
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        return cls(np.concatenate([p.i for p in parts]), np.concatenate([p.j for p in parts]),
+                   np.concatenate([p.sim for p in parts]))
+
+    def __len__(self) -> int:
+        return len(self.i)
+
+
+def _faiss():
+    import faiss
+    return faiss
+
+
+def nlist_for(n: int) -> int:
+    return max(1, min(65536, int(4 * math.sqrt(n))))
+
+
+def build_index(base: np.ndarray, cfg: IndexConfig = IndexConfig()):
+    """A faiss index over `base`, exact or approximate by size."""
+    faiss = _faiss()
+    base = np.ascontiguousarray(base, dtype=np.float32)
+    n, d = base.shape
+    if n <= cfg.exact_max:
+        index = faiss.IndexFlatIP(d)
+    else:
+        index = faiss.index_factory(d, cfg.factory.format(nlist=nlist_for(n)), faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)
+        sample = base[rng.choice(n, min(n, cfg.train_sample), replace=False)]
+        index.train(sample)
+        faiss.extract_index_ivf(index).nprobe = cfg.nprobe
+    index.add(base)
+    return index
+
+
+def _use_torch(cfg: IndexConfig, n_base: int) -> bool:
+    if cfg.backend != "auto":
+        return cfg.backend == "torch"
+    return n_base <= cfg.exact_max
+
+
+def _torch_device(cfg: IndexConfig):
+    import torch
+    if cfg.device != "auto":
+        return torch.device(cfg.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def torch_range_search(base: np.ndarray, queries: np.ndarray, threshold: float, cfg: IndexConfig,
+                       self_search: bool) -> Edges:
+    """Exact blocked matmul; on CUDA in fp16 with fp32 accumulation (cosines exact to ~1e-3)."""
+    import torch
+    dev = _torch_device(cfg)
+    dtype = torch.float16 if dev.type == "cuda" else torch.float32
+    b = torch.from_numpy(np.ascontiguousarray(base, np.float32)).to(dev, dtype)
+    parts = []
+    with torch.inference_mode():
+        for start in range(0, len(queries), cfg.block):
+            q = torch.from_numpy(np.ascontiguousarray(queries[start:start + cfg.block], np.float32)).to(dev, dtype)
+            first = start if self_search else 0  # self-search: columns j >= block start only
+            sims = (q @ b[first:].T).float()
+            if self_search:  # within the diagonal block keep only j > i: each pair once
+                rows = torch.arange(len(q), device=dev)[:, None]
+                sims[:, : len(q)].masked_fill_(torch.arange(min(len(q), sims.shape[1]), device=dev)[None, :] <= rows, -2.0)
+            qi, bj = torch.nonzero(sims >= threshold, as_tuple=True)
+            parts.append(Edges((qi + start).cpu().numpy().astype(np.int64), (bj + first).cpu().numpy().astype(np.int64),
+                               sims[qi, bj].cpu().numpy().astype(np.float32)))
+    return Edges.concat(parts)
+
+
+def faiss_range_search(index, queries: np.ndarray, threshold: float, cfg: IndexConfig,
+                       self_search: bool) -> Edges:
+    parts = []
+    for start in range(0, len(queries), cfg.block):
+        q = np.ascontiguousarray(queries[start:start + cfg.block], np.float32)
+        # faiss returns inner products strictly above the radius; nudge it to include equality.
+        lims, dist, ids = index.range_search(q, float(np.nextafter(np.float32(threshold), np.float32(-1))))
+        qi = np.repeat(np.arange(len(q), dtype=np.int64), np.diff(lims).astype(np.int64)) + start
+        e = Edges(qi, ids.astype(np.int64), dist.astype(np.float32))
+        if self_search:
+            keep = e.j > e.i
+            e = Edges(e.i[keep], e.j[keep], e.sim[keep])
+        parts.append(e)
+    return Edges.concat(parts)
+
+
+def self_edges(x: np.ndarray, threshold: float, cfg: IndexConfig = IndexConfig()) -> Edges:
+    """All pairs i < j of `x` with cosine >= threshold."""
+    if len(x) < 2:
+        return Edges.empty()
+    if _use_torch(cfg, len(x)):
+        return torch_range_search(x, x, threshold, cfg, self_search=True)
+    return faiss_range_search(build_index(x, cfg), x, threshold, cfg, self_search=True)
+
+
+def cross_edges(queries: np.ndarray, base: np.ndarray, threshold: float, cfg: IndexConfig = IndexConfig(),
+                index=None) -> Edges:
+    """All (query, base) pairs with cosine >= threshold; `index` reuses a saved faiss index."""
+    if len(queries) == 0 or (index is None and len(base) == 0):
+        return Edges.empty()
+    if index is None and _use_torch(cfg, len(base)):
+        return torch_range_search(base, queries, threshold, cfg, self_search=False)
+    return faiss_range_search(index if index is not None else build_index(base, cfg), queries, threshold,
+                              cfg, self_search=False)

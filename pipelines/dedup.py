@@ -1,0 +1,48 @@
+"""Beam stage: corpus-wide duplicates and keep decisions.
+
+Input: the output folder after ingest and embedding (one element: dedup needs every shard).
+Output: one summary dict (per kind: edges, clusters, samples; dropped count). Side effects:
+OUT/duplicates/run=<run_id>/run.parquet and OUT/decisions/run=<run_id>/run.parquet, atomic.
+The work is audit.dedup_corpus.load_corpus + audit.duplicate_clusters.find_duplicates.
+Failure: an empty corpus raises (nothing to dedup); a corpus without SSCD vectors still gets
+exact and caption duplicates, and the summary says near duplicates were not computed.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from audit.dedup_corpus import load_corpus
+from audit.duplicate_clusters import DedupConfig, find_duplicates
+from audit.output_dir import OutputDir
+from schemas import DECISIONS, DUPLICATES
+
+
+def dedup_and_record(out: OutputDir, run_id: str, cfg: DedupConfig) -> dict:
+    result = find_duplicates(load_corpus(out), cfg, run_id)
+    out.write_run_table(DUPLICATES, run_id, result.duplicates)
+    out.write_run_table(DECISIONS, run_id, result.decisions)
+    dropped = sum(not d["keep"] for d in result.decisions)
+    return {"kinds": result.kinds, "samples": len(result.decisions), "dropped": dropped,
+            "kept": len(result.decisions) - dropped}
+
+
+class DedupFn(beam.DoFn):
+    def __init__(self, run_id: str, cfg: DedupConfig):
+        self.run_id, self.cfg = run_id, cfg
+        self.dropped = Metrics.counter("shardguard", "dedup_dropped")
+
+    def process(self, out_root: str):
+        summary = dedup_and_record(OutputDir(out_root), self.run_id, self.cfg)
+        self.dropped.inc(summary["dropped"])
+        yield summary
+
+
+class DedupCorpus(beam.PTransform):
+    def __init__(self, out_root: str, run_id: str, cfg: DedupConfig):
+        super().__init__()
+        self.out_root, self.fn = out_root, DedupFn(run_id, cfg)
+
+    def expand(self, pbegin):
+        return pbegin | "Corpus" >> beam.Create([self.out_root]) | "Dedup" >> beam.ParDo(self.fn)

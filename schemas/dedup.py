@@ -1,0 +1,44 @@
+"""Duplicates and keep decisions: corpus-level results, recomputed over all shards each run.
+
+Written once per run to OUT/<table>/run=<run_id>/corpus.parquet. The DuckDB view shows the
+latest run (a rerun supersedes it); `<table>_history` keeps every run for run-to-run diffs.
+"""
+
+import pyarrow as pa
+
+from schemas.declare import column, table
+
+DUPLICATES = table(
+    "duplicates", "One row per (sample, kind) for samples that have at least one duplicate of that kind.", 1,
+    column("run_id", pa.string(), "Run that computed the clusters.", False),
+    column("shard", pa.string(), "Shard of the sample.", False),
+    column("key", pa.string(), "Sample key.", False),
+    column("kind", pa.string(), "'exact' (same bytes or pixels), 'near' (SSCD copy), 'semantic' (CLIP image), "
+                                "'caption' (same normalized caption or MiniLM near-identical).", False),
+    column("cluster", pa.int64(), "Cluster id within this kind (connected components of the duplicate edges).", False),
+    column("cluster_size", pa.int64(), "Members of the cluster."),
+    column("nearest_shard", pa.string(), "Shard of the most similar other member."),
+    column("nearest_key", pa.string(), "Key of the most similar other member."),
+    column("similarity", pa.float32(), "Cosine to the nearest member (1.0 for exact and identical captions)."),
+    column("is_representative", pa.bool_(), "The member the keep policy keeps (image kinds; caption kind: the first)."),
+    column("distinct_captions", pa.int64(), "Distinct normalized captions among the cluster's members."),
+    column("repeat_type", pa.string(), "Image kinds: 'same_caption' (one image repeated with one caption, the "
+                                       "pattern that drives memorization) or 'different_captions'."),
+    column("model", pa.string(), "Embedding model of the edges (null for exact and identical-caption edges)."),
+    column("threshold", pa.float32(), "Similarity threshold of this kind in the run's config."),
+    latest_only=True,
+)
+
+DECISIONS = table(
+    "decisions", "One row per input sample: keep it for training or not, and why. The training filter list.", 1,
+    column("run_id", pa.string(), "Run that decided.", False),
+    column("shard", pa.string(), "Shard of the sample.", False),
+    column("key", pa.string(), "Sample key.", False),
+    column("keep", pa.bool_(), "True: train on it.", False),
+    column("reasons", pa.list_(pa.string()), "Why not kept: 'ingest_failed:<ErrorType>', "
+                                             "'<kind>_duplicate_of:<shard>/<key>'. Empty when kept."),
+    column("image_cluster", pa.int64(), "Cluster over the kinds that drop samples (config dedup.drop_kinds), "
+                                        "null for samples with no such duplicate."),
+    column("representative", pa.string(), "'<shard>/<key>' kept for this sample's image cluster."),
+    latest_only=True,
+)
