@@ -48,6 +48,10 @@ class Corpus:
                 return model_id, rows, x
         return None
 
+    def row_index(self) -> dict[tuple[str, str], int]:
+        """(shard, key) -> row, for ok samples."""
+        return {(s, k): i for i, (s, k) in enumerate(zip(self.shard, self.key)) if self.status[i] == "ok"}
+
     def clip_scores(self) -> np.ndarray | None:
         """CLIP image-caption cosine per sample (-inf where missing), for the keep policy."""
         img, txt = self.matrix("clip:", "image"), self.matrix("clip:", "text")
@@ -65,7 +69,25 @@ def _glob(out: OutputDir, table: str) -> str:
     return str(out.table_dir(table) / "**" / "*.parquet")
 
 
-def load_corpus(out: OutputDir) -> Corpus:
+def model_dirs(out: OutputDir) -> list:
+    return sorted(p for p in out.table_dir("embeddings").glob("*") if p.is_dir())
+
+
+def shard_vectors(out: OutputDir, model_dir, shard: str) -> tuple[str, str, list[str], np.ndarray]:
+    """(model id, modality, keys, float32 vectors) of one shard for one model."""
+    files = sorted(model_dir.glob(f"run=*/{shard}.parquet"))
+    if not files:
+        return "", "", [], np.zeros((0, 0), np.float32)
+    import pyarrow.parquet as pq
+    t = pq.read_table(files[-1], columns=["model", "modality", "key", "row"])
+    m = np.load(out.root / "vectors" / model_dir.name / f"{shard}.npy")
+    rows = t.column("row").to_numpy()
+    model = t.column("model")[0].as_py() if t.num_rows else ""
+    modality = t.column("modality")[0].as_py() if t.num_rows else ""
+    return model, modality, t.column("key").to_pylist(), m[rows].astype(np.float32)
+
+
+def load_corpus(out: OutputDir, with_vectors: bool = True) -> Corpus:
     if not any(out.table_dir("samples").glob("run=*/*.parquet")):
         raise FileNotFoundError(f"nothing ingested in {out.root}: run the ingest first")
     con = duckdb.connect()
@@ -76,8 +98,11 @@ def load_corpus(out: OutputDir) -> Corpus:
     for c in ("width", "height", "image_bytes"):
         arrays[c] = np.nan_to_num(arrays[c].astype(np.float64), nan=0).astype(np.int64)
     corpus = Corpus(**arrays)
-    index = {(s, k): i for i, (s, k) in enumerate(zip(corpus.shard, corpus.key)) if corpus.status[i] == "ok"}
-    for model_dir in sorted(p for p in out.table_dir("embeddings").glob("*") if p.is_dir()):
+    if not with_vectors:
+        con.close()
+        return corpus
+    index = corpus.row_index()
+    for model_dir in model_dirs(out):
         rows = con.execute(
             f"SELECT model, modality, shard, key, row FROM read_parquet('{model_dir}/run=*/*.parquet', "
             f"hive_partitioning=false) ORDER BY shard, row").fetchall()

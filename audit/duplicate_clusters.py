@@ -29,6 +29,8 @@ from audit.dedup_corpus import Corpus
 from audit.vector_index import Edges, IndexConfig, self_edges
 
 IMAGE_KINDS = ("exact", "near", "semantic")
+# vector kinds: (model id prefix, modality of the vectors)
+VECTOR_KINDS = {"near": ("sscd:", "image"), "semantic": ("clip:", "image"), "caption": ("minilm:", "text")}
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,14 @@ class DedupConfig:
     caption_threshold: float = 0.95  # MiniLM cosine: the same caption up to punctuation and word order
     drop_kinds: tuple[str, ...] = ("exact", "near")  # kinds whose non-representatives are dropped
     keep_policy: str = "largest"  # 'largest' (pixels, then bytes), 'clip_score', 'earliest'
+    mode: str = "global"  # 'global' (all vectors on one worker) or 'partitioned' (SemDeDup-style, Beam)
+    n_centroids: int = 0  # partitioned mode: k-means centroids (0 = about 50k vectors per group)
+    top_centroids: int = 2  # partitioned mode: groups each vector joins
     index: IndexConfig = field(default_factory=IndexConfig)
+
+    def threshold(self, kind: str) -> float:
+        return {"near": self.near_threshold, "semantic": self.semantic_threshold,
+                "caption": self.caption_threshold}[kind]
 
 
 def normalize_caption(text: str | None) -> str:
@@ -124,19 +133,30 @@ class DedupResult:
     kinds: dict[str, dict]  # per kind: threshold, model, edges, clusters, samples
 
 
-def find_duplicates(corpus: Corpus, cfg: DedupConfig, run_id: str) -> DedupResult:
+def find_duplicates(corpus: Corpus, cfg: DedupConfig, run_id: str,
+                    vector_edges: dict[str, tuple[Edges, str]] | None = None) -> DedupResult:
+    """`vector_edges` (kind -> (edges in corpus rows, model id)) replaces the search for those
+    kinds: the partitioned mode computes them across workers and passes them in."""
+    vector_edges = vector_edges or {}
+
+    def edges_for(kind: str) -> tuple[Edges, str | None]:
+        if kind in vector_edges:
+            return vector_edges[kind]
+        prefix, modality = VECTOR_KINDS[kind]
+        return _vector_edges(corpus, prefix, modality, cfg.threshold(kind), cfg.index)
+
     n = len(corpus)
     ok = corpus.status == "ok"
     norm_caps = np.array([normalize_caption(c) if o else "" for c, o in zip(corpus.caption, ok)], dtype=object)
     kind_edges: dict[str, tuple[Edges, str | None, float]] = {
         "exact": (Edges.concat([group_edges(np.where(ok, corpus.byte_hash, None)),
                                 group_edges(np.where(ok, corpus.pixel_hash, None))]), None, 1.0)}
-    near, near_model = _vector_edges(corpus, "sscd:", "image", cfg.near_threshold, cfg.index)
+    near, near_model = edges_for("near")
     kind_edges["near"] = (Edges.concat([near, kind_edges["exact"][0]]), near_model, cfg.near_threshold)
-    sem, sem_model = _vector_edges(corpus, "clip:", "image", cfg.semantic_threshold, cfg.index)
+    sem, sem_model = edges_for("semantic")
     if sem_model:
         kind_edges["semantic"] = (sem, sem_model, cfg.semantic_threshold)
-    cap, cap_model = _vector_edges(corpus, "minilm:", "text", cfg.caption_threshold, cfg.index)
+    cap, cap_model = edges_for("caption")
     kind_edges["caption"] = (Edges.concat([group_edges(norm_caps), cap]), cap_model, cfg.caption_threshold)
 
     drop = Edges.concat([kind_edges[k][0] for k in cfg.drop_kinds if k in kind_edges])

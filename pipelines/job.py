@@ -29,6 +29,7 @@ from audit.embedder_specs import plan_embedders
 from audit.output_dir import OutputDir
 from pipelines.config import JobConfig
 from pipelines.dedup import DedupCorpus
+from pipelines.dedup_scaleout import PartitionedDedup
 from pipelines.embed import EmbedShards, stage as embed_stage
 from audit.shard_ingest import STAGE
 from pipelines.ingest import IngestShards
@@ -161,7 +162,11 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
     if config.dedup.enabled and (todo or embed_todo or not any(out.table_dir("decisions").glob("run=*/*.parquet"))):
         with private_tempdir(out.root):
             p = beam.Pipeline(options=opts)
-            _ = p | "Dedup" >> DedupCorpus(str(out.root), run_id, config.dedup)
+            if config.dedup.mode == "partitioned":
+                done = [sid for sid, _ in shards if out.is_complete(STAGE, sid)]
+                _ = p | "Dedup" >> PartitionedDedup(str(out.root), run_id, config.dedup, done)
+            else:
+                _ = p | "Dedup" >> DedupCorpus(str(out.root), run_id, config.dedup)
             p.run().wait_until_finish()
         written = out.table_dir("decisions") / f"run={run_id}" / "run.parquet"
         if not written.exists():

@@ -1,0 +1,148 @@
+"""Beam stage: partitioned (SemDeDup-style) duplicate search that scales past one machine.
+
+Input: the shards of the output folder (one element per shard) and, per embedding model,
+k-means centroids trained by the driver on a sample of that model's vectors.
+Steps: `AssignShardFn` loads one shard's vectors and emits each vector to its top-2 centroids,
+keyed (model, centroid) -> GroupByKey -> `GroupEdgesFn` searches each group exactly at the
+model's threshold and emits pairs keyed by the two sample ids -> CombinePerKey(max) counts a
+pair found in two groups once -> one final element clusters the edges with the samples'
+metadata (no vectors needed) and writes duplicates and decisions, as the global mode does.
+Output: the same tables and summary dict as pipelines.dedup. No worker holds more than one
+group's vectors; only the edges (pairs over threshold) meet in one place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import apache_beam as beam
+
+from audit.dedup_corpus import load_corpus, model_dirs, shard_vectors
+from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, find_duplicates
+from audit.output_dir import OutputDir
+from audit.partitioned_dedup import assign, group_edges_exact, n_centroids_for, train_centroids
+from audit.vector_index import Edges
+from schemas import DECISIONS, DUPLICATES
+
+SEP = "\t"
+
+
+def kind_of(model_id: str, modality: str) -> str | None:
+    for kind, (prefix, mod) in VECTOR_KINDS.items():
+        if model_id.startswith(prefix) and mod == modality:
+            return kind
+    return None
+
+
+def plan_centroids(out: OutputDir, cfg: DedupConfig, shards: list[str], sample: int = 100_000,
+                   seed: int = 0) -> dict[str, tuple[str, np.ndarray]]:
+    """model dir name -> (kind, centroids), trained on vectors from a random subset of shards."""
+    rng = np.random.default_rng(seed)
+    plans = {}
+    for mdir in model_dirs(out):
+        picked, n_seen, total = [], 0, 0
+        kind = None
+        for shard in rng.permutation(shards):
+            model, modality, keys, x = shard_vectors(out, mdir, str(shard))
+            kind = kind or kind_of(model, modality)
+            total += len(keys)
+            if n_seen < sample and len(keys):
+                picked.append(x)
+                n_seen += len(keys)
+        if kind is None or not picked:
+            continue
+        k = cfg.n_centroids or n_centroids_for(total)
+        plans[mdir.name] = (kind, train_centroids(np.concatenate(picked)[:sample], k, seed))
+    return plans
+
+
+class AssignShardFn(beam.DoFn):
+    def __init__(self, out_root: str, plans: dict[str, tuple[str, np.ndarray]], top: int):
+        self.out_root, self.plans, self.top = out_root, plans, top
+
+    def process(self, shard: str):
+        out = OutputDir(self.out_root)
+        for mdir in model_dirs(out):
+            if mdir.name not in self.plans:
+                continue
+            kind, centroids = self.plans[mdir.name]
+            _, _, keys, x = shard_vectors(out, mdir, shard)
+            if not keys:
+                continue
+            groups = assign(x, centroids, self.top)
+            for row, key in enumerate(keys):
+                for c in groups[row]:
+                    yield (mdir.name, int(c)), (f"{shard}{SEP}{key}", x[row])
+
+
+class GroupEdgesFn(beam.DoFn):
+    def __init__(self, plans: dict[str, tuple[str, np.ndarray]], cfg: DedupConfig):
+        self.kinds = {name: kind for name, (kind, _) in plans.items()}
+        self.cfg = cfg
+
+    def process(self, element):
+        (model_dir, _), members = element
+        members = list(members)
+        if len(members) < 2:
+            return
+        ids = [m[0] for m in members]
+        kind = self.kinds[model_dir]
+        e = group_edges_exact(np.arange(len(ids)), np.stack([m[1] for m in members]),
+                              self.cfg.threshold(kind), self.cfg.index)
+        for i, j, sim in zip(e.i, e.j, e.sim):
+            a, b = sorted((ids[i], ids[j]))
+            yield (model_dir, a, b), float(sim)
+
+
+class FinalizeFn(beam.DoFn):
+    def __init__(self, out_root: str, run_id: str, cfg: DedupConfig, plans):
+        self.out_root, self.run_id, self.cfg = out_root, run_id, cfg
+        self.kinds = {name: kind for name, (kind, _) in plans.items()}
+
+    def process(self, _, edges):
+        out = OutputDir(self.out_root)
+        corpus = load_corpus(out, with_vectors=False)
+        index = corpus.row_index()
+        per_kind: dict[str, list] = {}
+        models: dict[str, str] = {}
+        for (model_dir, a, b), sim in edges:
+            ia, ib = index.get(tuple(a.split(SEP, 1))), index.get(tuple(b.split(SEP, 1)))
+            if ia is not None and ib is not None:
+                per_kind.setdefault(self.kinds[model_dir], []).append((ia, ib, sim))
+        for mdir in model_dirs(out):
+            if mdir.name in self.kinds:
+                models[self.kinds[mdir.name]] = shard_model_id(out, mdir)
+        vector_edges = {kind: (Edges(np.array([e[0] for e in es], np.int64), np.array([e[1] for e in es], np.int64),
+                                     np.array([e[2] for e in es], np.float32)), models.get(kind))
+                        for kind, es in per_kind.items()}
+        for kind, model in models.items():
+            vector_edges.setdefault(kind, (Edges.empty(), model))
+        result = find_duplicates(corpus, self.cfg, self.run_id, vector_edges)
+        out.write_run_table(DUPLICATES, self.run_id, result.duplicates)
+        out.write_run_table(DECISIONS, self.run_id, result.decisions)
+        yield {"kinds": result.kinds, "samples": len(result.decisions)}
+
+
+def shard_model_id(out: OutputDir, mdir) -> str | None:
+    import pyarrow.parquet as pq
+    for f in sorted(mdir.glob("run=*/*.parquet")):
+        t = pq.read_table(f, columns=["model"])
+        if t.num_rows:
+            return t.column("model")[0].as_py()
+    return None
+
+
+class PartitionedDedup(beam.PTransform):
+    def __init__(self, out_root: str, run_id: str, cfg: DedupConfig, shards: list[str]):
+        super().__init__()
+        self.out_root, self.run_id, self.cfg, self.shards = out_root, run_id, cfg, shards
+        self.plans = plan_centroids(OutputDir(out_root), cfg, shards)
+
+    def expand(self, pbegin):
+        edges = (pbegin | "Shards" >> beam.Create(self.shards)
+                 | "AssignToCentroids" >> beam.ParDo(AssignShardFn(self.out_root, self.plans, self.cfg.top_centroids))
+                 | "GroupByCentroid" >> beam.GroupByKey()
+                 | "ExactSearchInGroup" >> beam.ParDo(GroupEdgesFn(self.plans, self.cfg))
+                 | "OncePerPair" >> beam.CombinePerKey(max))
+        return (pbegin | "One" >> beam.Create([None])
+                | "Cluster" >> beam.ParDo(FinalizeFn(self.out_root, self.run_id, self.cfg, self.plans),
+                                          edges=beam.pvalue.AsList(edges)))
