@@ -3,6 +3,7 @@
   shardguard run    --input PATTERN --out DIR [--config job.yaml] [Beam flags ...]
   shardguard sql    --out DIR "SELECT ..." [--format table|csv|json]
   shardguard tables [--out DIR]
+  shardguard contamination --train OUT --eval OUT [--threshold 0.75]
 
 Exit codes: 0 success; 1 error (bad input pattern, bad config, missing store, SQL error);
 2 usage error; 3 the output folder is locked by another run.
@@ -55,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output folder of a run")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s.add_argument("query", help="one SQL statement")
+    c = sub.add_parser("contamination", help="find eval samples with a copy in a training set",
+                       epilog="example:\n  shardguard contamination --train train-out --eval eval-out\n"
+                              "  shardguard sql --out eval-out \"SELECT * FROM contamination\"",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--train", required=True, help="output folder of the training set's run")
+    c.add_argument("--eval", required=True, help="output folder of the eval set's run (the table goes here)")
+    c.add_argument("--threshold", type=float, default=0.75, help="SSCD cosine for a near copy (0.75)")
     t = sub.add_parser("tables", help="list the audit tables and their documented columns")
     t.add_argument("--out", help="also count rows in this output folder")
     return p
@@ -124,6 +132,32 @@ def _cmd_sql(args) -> int:
     return 0
 
 
+def _cmd_contamination(args) -> int:
+    from audit import store
+    from audit.contamination import find_contamination
+    from audit.dedup_corpus import load_corpus
+    from audit.output_dir import OutputDir
+    from pipelines.job import new_run_id
+    from schemas import CONTAMINATION, TABLES
+
+    train, ev = OutputDir(args.train), OutputDir(args.eval)
+    ev.lock()
+    try:
+        run_id = new_run_id()
+        rows = find_contamination(load_corpus(train), eval_corpus := load_corpus(ev), args.threshold,
+                                  run_id, str(train.root))
+        ev.write_run_table(CONTAMINATION, run_id, rows)
+        store.refresh_views(ev, TABLES)
+    finally:
+        ev.unlock()
+    n_eval = int((eval_corpus.status == "ok").sum())
+    kinds = {k: sum(r["kind"] == k for r in rows) for k in ("exact", "near")}
+    print(f"contamination: {len(rows)} of {n_eval} eval samples have a copy in {train.root} "
+          f"({len(rows) / max(n_eval, 1):.1%}; exact {kinds['exact']}, near {kinds['near']})")
+    print(f'table: shardguard sql --out {ev.root} "SELECT * FROM contamination"')
+    return 0
+
+
 def _cmd_tables(args) -> int:
     from schemas import TABLES
 
@@ -161,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args, rest)
         if args.command == "sql":
             return _cmd_sql(args)
+        if args.command == "contamination":
+            return _cmd_contamination(args)
         return _cmd_tables(args)
     except OutputLocked as e:
         print(f"error: {e}", file=sys.stderr)

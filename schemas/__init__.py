@@ -6,9 +6,9 @@ all read from here.
 
 from schemas.core import ERRORS, RUNS, SAMPLES, SHARDS
 from schemas.declare import TableSpec, column, table
-from schemas.dedup import DECISIONS, DUPLICATES
+from schemas.dedup import CONTAMINATION, DECISIONS, DUPLICATES
 from schemas.embeddings import EMBEDDINGS
 
-TABLES: dict[str, TableSpec] = {t.name: t for t in (RUNS, SHARDS, SAMPLES, ERRORS, EMBEDDINGS, DUPLICATES, DECISIONS)}
+TABLES: dict[str, TableSpec] = {t.name: t for t in (RUNS, SHARDS, SAMPLES, ERRORS, EMBEDDINGS, DUPLICATES, DECISIONS, CONTAMINATION)}
 
-__all__ = ["TABLES", "TableSpec", "column", "table", "RUNS", "SHARDS", "SAMPLES", "ERRORS", "EMBEDDINGS", "DUPLICATES", "DECISIONS"]
+__all__ = ["TABLES", "TableSpec", "column", "table", "RUNS", "SHARDS", "SAMPLES", "ERRORS", "EMBEDDINGS", "DUPLICATES", "DECISIONS", "CONTAMINATION"]

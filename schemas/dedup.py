@@ -42,3 +42,19 @@ DECISIONS = table(
     column("representative", pa.string(), "'<shard>/<key>' kept for this sample's image cluster."),
     latest_only=True,
 )
+
+CONTAMINATION = table(
+    "contamination", "One row per eval sample that has a copy in the training set (shardguard contamination).", 1,
+    column("run_id", pa.string(), "Run of the contamination check.", False),
+    column("eval_shard", pa.string(), "Shard of the eval sample.", False),
+    column("eval_key", pa.string(), "Key of the eval sample.", False),
+    column("kind", pa.string(), "'exact' (same bytes or pixels) or 'near' (SSCD cosine >= threshold).", False),
+    column("train_shard", pa.string(), "Shard of the best-matching training sample."),
+    column("train_key", pa.string(), "Key of the best-matching training sample."),
+    column("similarity", pa.float32(), "Cosine to that training sample (1.0 for exact)."),
+    column("n_train_matches", pa.int64(), "Training samples that match this eval sample."),
+    column("model", pa.string(), "Embedding model of the near search."),
+    column("threshold", pa.float32(), "Near-copy threshold used."),
+    column("train_out", pa.string(), "Output folder of the training set that was checked against."),
+    latest_only=True,
+)

@@ -34,3 +34,16 @@ def test_sql_cannot_write(broken_dir, tmp_path, capsys):
 def test_tables_lists_documented_columns(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pipelines.cli", "tables"], capture_output=True, text=True, check=True)
     assert "samples v1" in r.stdout and "pixel_hash" in r.stdout
+
+
+def test_contamination_finds_every_eval_sample_that_is_in_train(demo_sample, tmp_path, capsys):
+    args = ["-q", "--no-dedup", "--sscd", "sscd_distilled"]
+    assert main(["run", "--input", f"{demo_sample}/0000{{0,1}}.tar", "--out", str(tmp_path / "train")] + args) == 0
+    assert main(["run", "--input", f"{demo_sample}/00001.tar", "--out", str(tmp_path / "eval")] + args) == 0
+    capsys.readouterr()
+    assert main(["contamination", "--train", str(tmp_path / "train"), "--eval", str(tmp_path / "eval")]) == 0
+    assert "of 250 eval samples" in capsys.readouterr().out
+    assert main(["sql", "--out", str(tmp_path / "eval"), "--format", "csv",
+                 "SELECT count(*) FILTER (kind = 'exact'), count(*) FROM contamination"]) == 0
+    n_exact, n = capsys.readouterr().out.split()[-1].split(",")
+    assert int(n_exact) == int(n) == 250
