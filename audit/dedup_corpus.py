@@ -48,6 +48,16 @@ class Corpus:
                 return model_id, rows, x
         return None
 
+    def subset(self, mask: np.ndarray) -> "Corpus":
+        """The samples where mask is true, vectors included (rows renumbered)."""
+        new_row = np.cumsum(mask) - 1
+        arrays = {c: getattr(self, c)[mask] for c in SAMPLE_COLUMNS}
+        vectors = {}
+        for model, (modality, rows, x) in self.vectors.items():
+            keep = mask[rows]
+            vectors[model] = (modality, new_row[rows[keep]], x[keep])
+        return Corpus(**arrays, vectors=vectors)
+
     def row_index(self) -> dict[tuple[str, str], int]:
         """(shard, key) -> row, for ok samples."""
         return {(s, k): i for i, (s, k) in enumerate(zip(self.shard, self.key)) if self.status[i] == "ok"}
@@ -87,7 +97,8 @@ def shard_vectors(out: OutputDir, model_dir, shard: str) -> tuple[str, str, list
     return model, modality, t.column("key").to_pylist(), m[rows].astype(np.float32)
 
 
-def load_corpus(out: OutputDir, with_vectors: bool = True) -> Corpus:
+def load_corpus(out: OutputDir, with_vectors: bool = True, vector_shards: set[str] | None = None) -> Corpus:
+    """Every sample's metadata; vectors of every model (only of `vector_shards` when given)."""
     if not any(out.table_dir("samples").glob("run=*/*.parquet")):
         raise FileNotFoundError(f"nothing ingested in {out.root}: run the ingest first")
     con = duckdb.connect()
@@ -111,6 +122,8 @@ def load_corpus(out: OutputDir, with_vectors: bool = True) -> Corpus:
         model_id, modality = rows[0][0], rows[0][1]
         vecs, where = [], []
         for shard, group in itertools.groupby(rows, key=lambda r: r[2]):
+            if vector_shards is not None and shard not in vector_shards:
+                continue
             group = [(index.get((shard, r[3])), r[4]) for r in group]
             group = [(i, row) for i, row in group if i is not None]
             if group:

@@ -44,6 +44,7 @@ class DedupConfig:
     mode: str = "global"  # 'global' (all vectors on one worker) or 'partitioned' (SemDeDup-style, Beam)
     n_centroids: int = 0  # partitioned mode: k-means centroids (0 = about 50k vectors per group)
     top_centroids: int = 2  # partitioned mode: groups each vector joins
+    incremental: bool = False  # search only new samples, against the saved index of the accepted corpus
     index: IndexConfig = field(default_factory=IndexConfig)
 
     def threshold(self, kind: str) -> float:
@@ -104,8 +105,10 @@ def nearest(n: int, edges: Edges) -> tuple[np.ndarray, np.ndarray]:
     return best, best_sim
 
 
-def choose_representatives(corpus: Corpus, labels: np.ndarray, policy: str) -> dict[int, int]:
-    """cluster label -> index of the member to keep."""
+def choose_representatives(corpus: Corpus, labels: np.ndarray, policy: str,
+                           pinned: np.ndarray | None = None) -> dict[int, int]:
+    """cluster label -> index of the member to keep; `pinned` members (already accepted and
+    published in an earlier run) win over any policy score."""
     if policy == "largest":
         score = corpus.width.astype(np.float64) * corpus.height + corpus.image_bytes * 1e-12
     elif policy == "clip_score":
@@ -117,6 +120,8 @@ def choose_representatives(corpus: Corpus, labels: np.ndarray, policy: str) -> d
         score = np.zeros(len(labels))
     else:
         raise ValueError(f"unknown keep_policy {policy!r}: 'largest', 'clip_score' or 'earliest'")
+    if pinned is not None:
+        score = np.where(pinned, np.inf, score)
     reps: dict[int, int] = {}
     # corpus order is (shard, key): on ties the earliest member wins
     for i in np.argsort(-score, kind="stable"):
@@ -134,9 +139,11 @@ class DedupResult:
 
 
 def find_duplicates(corpus: Corpus, cfg: DedupConfig, run_id: str,
-                    vector_edges: dict[str, tuple[Edges, str]] | None = None) -> DedupResult:
+                    vector_edges: dict[str, tuple[Edges, str]] | None = None,
+                    pinned: np.ndarray | None = None) -> DedupResult:
     """`vector_edges` (kind -> (edges in corpus rows, model id)) replaces the search for those
-    kinds: the partitioned mode computes them across workers and passes them in."""
+    kinds: the partitioned and incremental modes compute them and pass them in. `pinned`
+    marks samples that must stay kept (the accepted corpus, in incremental mode)."""
     vector_edges = vector_edges or {}
 
     def edges_for(kind: str) -> tuple[Edges, str | None]:
@@ -161,7 +168,7 @@ def find_duplicates(corpus: Corpus, cfg: DedupConfig, run_id: str,
 
     drop = Edges.concat([kind_edges[k][0] for k in cfg.drop_kinds if k in kind_edges])
     image_labels = components(n, drop)
-    reps = choose_representatives(corpus, image_labels, cfg.keep_policy)
+    reps = choose_representatives(corpus, image_labels, cfg.keep_policy, pinned)
     is_rep = np.zeros(n, bool)
     is_rep[list(reps.values())] = True
 

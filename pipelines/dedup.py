@@ -2,7 +2,8 @@
 
 Input: the output folder after ingest and embedding (one element: dedup needs every shard).
 Output: one summary dict (per kind: edges, clusters, samples; dropped count). Side effects:
-OUT/duplicates/run=<run_id>/run.parquet and OUT/decisions/run=<run_id>/run.parquet, atomic.
+OUT/duplicates/run=<run_id>/run.parquet and OUT/decisions/run=<run_id>/run.parquet, atomic,
+and the accepted-corpus index OUT/index/<model>/ (audit.incremental_dedup) for incremental runs.
 The work is audit.dedup_corpus.load_corpus + audit.duplicate_clusters.find_duplicates.
 Failure: an empty corpus raises (nothing to dedup); a corpus without SSCD vectors still gets
 exact and caption duplicates, and the summary says near duplicates were not computed.
@@ -15,12 +16,18 @@ from apache_beam.metrics import Metrics
 
 from audit.dedup_corpus import load_corpus
 from audit.duplicate_clusters import DedupConfig, find_duplicates
+from audit.incremental_dedup import incremental_duplicates, save_from_result
 from audit.output_dir import OutputDir
 from schemas import DECISIONS, DUPLICATES
 
 
-def dedup_and_record(out: OutputDir, run_id: str, cfg: DedupConfig) -> dict:
-    result = find_duplicates(load_corpus(out), cfg, run_id)
+def dedup_and_record(out: OutputDir, run_id: str, cfg: DedupConfig, new_shards: set[str] = frozenset()) -> dict:
+    """Full dedup (and a fresh accepted-corpus index), or incremental against the saved one."""
+    result = incremental_duplicates(out, cfg, run_id, set(new_shards)) if cfg.incremental else None
+    if result is None:
+        corpus = load_corpus(out)
+        result = find_duplicates(corpus, cfg, run_id)
+        save_from_result(out, corpus, result, cfg)
     out.write_run_table(DUPLICATES, run_id, result.duplicates)
     out.write_run_table(DECISIONS, run_id, result.decisions)
     dropped = sum(not d["keep"] for d in result.decisions)
@@ -29,20 +36,20 @@ def dedup_and_record(out: OutputDir, run_id: str, cfg: DedupConfig) -> dict:
 
 
 class DedupFn(beam.DoFn):
-    def __init__(self, run_id: str, cfg: DedupConfig):
-        self.run_id, self.cfg = run_id, cfg
+    def __init__(self, run_id: str, cfg: DedupConfig, new_shards: set[str]):
+        self.run_id, self.cfg, self.new_shards = run_id, cfg, set(new_shards)
         self.dropped = Metrics.counter("shardguard", "dedup_dropped")
 
     def process(self, out_root: str):
-        summary = dedup_and_record(OutputDir(out_root), self.run_id, self.cfg)
+        summary = dedup_and_record(OutputDir(out_root), self.run_id, self.cfg, self.new_shards)
         self.dropped.inc(summary["dropped"])
         yield summary
 
 
 class DedupCorpus(beam.PTransform):
-    def __init__(self, out_root: str, run_id: str, cfg: DedupConfig):
+    def __init__(self, out_root: str, run_id: str, cfg: DedupConfig, new_shards: set[str] = frozenset()):
         super().__init__()
-        self.out_root, self.fn = out_root, DedupFn(run_id, cfg)
+        self.out_root, self.fn = out_root, DedupFn(run_id, cfg, new_shards)
 
     def expand(self, pbegin):
         return pbegin | "Corpus" >> beam.Create([self.out_root]) | "Dedup" >> beam.ParDo(self.fn)

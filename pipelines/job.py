@@ -166,7 +166,7 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
                 done = [sid for sid, _ in shards if out.is_complete(STAGE, sid)]
                 _ = p | "Dedup" >> PartitionedDedup(str(out.root), run_id, config.dedup, done)
             else:
-                _ = p | "Dedup" >> DedupCorpus(str(out.root), run_id, config.dedup)
+                _ = p | "Dedup" >> DedupCorpus(str(out.root), run_id, config.dedup, {sid for sid, _ in todo})
             p.run().wait_until_finish()
         written = out.table_dir("decisions") / f"run={run_id}" / "run.parquet"
         if not written.exists():

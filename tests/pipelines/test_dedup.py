@@ -32,3 +32,34 @@ def test_dedup_is_not_recomputed_when_nothing_changed(broken_dir, tmp_path):
     assert first.dedup and not again.dedup
     _, [(runs,)] = query(tmp_path, "SELECT count(DISTINCT run_id) FROM decisions_history")
     assert runs == 1
+
+
+def test_incremental_run_matches_new_shards_against_the_accepted_index(demo_sample, tmp_path):
+    """Shard 00001 arrives after 00000 was accepted; then a copy of 00000 arrives as 'late':
+    every sample of 'late' must be dropped as a duplicate of an accepted sample, and nothing
+    accepted earlier may change."""
+    import shutil
+
+    from audit.output_dir import OutputDir
+    from audit.incremental_dedup import load_accepted_index
+    inp = tmp_path / "in"
+    inp.mkdir()
+    shutil.copy(demo_sample / "00000.tar", inp / "00000.tar")
+    cfg = JobConfig(progress_seconds=0, embed=EmbedConfig(captions=False),
+                    dedup=DedupConfig(incremental=True))
+    run_ingest(str(inp), str(tmp_path / "out"), cfg)
+    first = dict(((s, k), keep) for s, k, keep in query(tmp_path / "out", "SELECT shard, key, keep FROM decisions")[1])
+    index, keys = load_accepted_index(OutputDir(tmp_path / "out"), "sscd:sscd_distilled:onnx:288")
+    assert len(keys) == sum(first.values()) == index.ntotal
+    shutil.copy(demo_sample / "00000.tar", inp / "late.tar")
+    s = run_ingest(str(inp), str(tmp_path / "out"), cfg)
+    assert [x["shard"] for x in s.shards] == ["late"]
+    rows = query(tmp_path / "out", "SELECT shard, key, keep, reasons FROM decisions")[1]
+    late = [r for r in rows if r[0] == "late"]
+    assert late and not any(keep for _, _, keep, _ in late if True)
+    ok_late = [r for r in late if not any(x.startswith("ingest_failed") for x in r[3])]
+    assert all(any(x.startswith(("exact_duplicate_of:00000/", "near_duplicate_of:00000/")) for x in r[3])
+               for r in ok_late)
+    assert {(s, k): keep for s, k, keep, _ in rows if s == "00000"} == first
+    index, keys = load_accepted_index(OutputDir(tmp_path / "out"), "sscd:sscd_distilled:onnx:288")
+    assert len(keys) == sum(first.values())  # nothing new was accepted

@@ -1,0 +1,145 @@
+"""Incremental dedup: new samples against the saved index of the accepted corpus.
+
+Every dedup run saves the SSCD vectors of the samples it kept as a faiss index (exact or IVF
+by size, audit.vector_index.build_index) in OUT/index/<model>/accepted.faiss, with their
+(shard, key) in accepted_keys.parquet, written atomically (faiss's own binary format, no
+pickle). With `dedup.incremental: true`, a later run loads only the new shards' vectors and
+finds: new x new pairs (range search), new x accepted pairs (range search of the new
+vectors in the saved index), exact pairs by hash against every accepted sample, and caption
+pairs among the new samples. Accepted samples are pinned (they stay kept: they may already
+be in a published training set); new samples that copy one are dropped with the accepted
+sample as the reason. Earlier decisions and duplicates rows carry over; new samples'
+clusters get new cluster ids. The index then grows by the newly kept vectors.
+Cost grows with the new batch, not with the corpus: no accepted vector is read except
+through the index.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from audit import atomic_files
+from audit.dedup_corpus import Corpus, load_corpus
+from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, DedupResult, find_duplicates
+from audit.embedder_specs import model_slug
+from audit.output_dir import OutputDir
+from audit.vector_index import Edges, build_index, cross_edges, self_edges
+
+
+def index_dir(out: OutputDir, model_id: str) -> Path:
+    return out.root / "index" / model_slug(model_id)
+
+
+def save_accepted_index(out: OutputDir, model_id: str, keys: list[tuple[str, str]], x: np.ndarray,
+                        cfg: DedupConfig, base=None) -> Path:
+    """Write (or extend `base`, a loaded index, with) the accepted vectors and their keys."""
+    import faiss
+    d = index_dir(out, model_id)
+    if base is None:
+        index = build_index(x, cfg.index)
+        all_keys = keys
+    else:
+        index, old_keys = base
+        if len(x):
+            index.add(np.ascontiguousarray(x, np.float32))
+        all_keys = old_keys + keys
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"shard": [k[0] for k in all_keys], "key": [k[1] for k in all_keys],
+                             "model": [model_id] * len(all_keys)}), buf)
+    atomic_files.write_bytes(d / "accepted.faiss", faiss.serialize_index(index).tobytes())
+    atomic_files.write_bytes(d / "accepted_keys.parquet", buf.getvalue())
+    return d
+
+
+def load_accepted_index(out: OutputDir, model_id: str):
+    """(faiss index, keys) saved by an earlier run, or None."""
+    import faiss
+    d = index_dir(out, model_id)
+    if not (d / "accepted.faiss").exists():
+        return None
+    index = faiss.deserialize_index(np.frombuffer((d / "accepted.faiss").read_bytes(), dtype=np.uint8))
+    t = pq.read_table(d / "accepted_keys.parquet")
+    keys = list(zip(t.column("shard").to_pylist(), t.column("key").to_pylist()))
+    if index.ntotal != len(keys):
+        raise ValueError(f"{d}: index has {index.ntotal} vectors but {len(keys)} keys; rerun without incremental")
+    return index, keys
+
+
+def save_from_result(out: OutputDir, corpus: Corpus, result: DedupResult, cfg: DedupConfig, base=None) -> None:
+    """Save the kept SSCD vectors of `corpus` (extending `base` in incremental mode)."""
+    found = corpus.matrix("sscd:", "image")
+    if found is None:
+        return
+    model_id, rows, x = found
+    keep = {(d["shard"], d["key"]) for d in result.decisions if d["keep"]}
+    sel = [k for k, r in enumerate(rows) if (corpus.shard[r], corpus.key[r]) in keep]
+    keys = [(corpus.shard[rows[k]], corpus.key[rows[k]]) for k in sel]
+    save_accepted_index(out, model_id, keys, x[sel], cfg, base)
+
+
+def previous(out: OutputDir, table: str) -> list[dict]:
+    glob = out.table_dir(table) / "run=*" / "run.parquet"
+    if not list(out.table_dir(table).glob("run=*/run.parquet")):
+        return []
+    con = duckdb.connect()
+    try:
+        rel = con.sql(f"SELECT * FROM read_parquet('{glob}', union_by_name=true, hive_partitioning=false) "
+                      f"WHERE run_id = (SELECT max(run_id) FROM read_parquet('{glob}', hive_partitioning=false))")
+        return rel.to_arrow_table().to_pylist()
+    finally:
+        con.close()
+
+
+def incremental_duplicates(out: OutputDir, cfg: DedupConfig, run_id: str, new_shards: set[str]) -> DedupResult | None:
+    """None when there is nothing to build on (no earlier decisions or index): run the full dedup."""
+    prev_dec = {(d["shard"], d["key"]): d for d in previous(out, "decisions")}
+    corpus = load_corpus(out, vector_shards=new_shards)
+    sscd = corpus.matrix("sscd:", "image")
+    base = load_accepted_index(out, sscd[0]) if sscd else None
+    if not prev_dec or base is None:
+        return None
+    keys = list(zip(corpus.shard, corpus.key))
+    is_new = np.array([k not in prev_dec for k in keys])
+    accepted = np.array([bool(prev_dec.get(k, {}).get("keep")) for k in keys])
+    mask = is_new | accepted
+    sub = corpus.subset(mask)
+    rows_of = sub.row_index()
+    vector_edges: dict[str, tuple[Edges, str]] = {}
+    for kind, (prefix, modality) in VECTOR_KINDS.items():
+        found = sub.matrix(prefix, modality)
+        if found is None:
+            continue
+        model_id, rows, x = found
+        e = self_edges(x, cfg.threshold(kind), cfg.index)
+        parts = [Edges(rows[e.i], rows[e.j], e.sim)]
+        if kind == "near":  # new x accepted through the saved index
+            index, acc_keys = base
+            c = cross_edges(x, np.zeros((0, x.shape[1]), np.float32), cfg.threshold(kind), cfg.index, index=index)
+            acc_rows = np.array([rows_of.get(acc_keys[j], -1) for j in c.j], np.int64)
+            ok = acc_rows >= 0
+            parts.append(Edges(rows[c.i][ok], acc_rows[ok], c.sim[ok]))
+        vector_edges[kind] = (Edges.concat(parts), model_id)
+    result = find_duplicates(sub, cfg, run_id, vector_edges, pinned=accepted[mask])
+    new_keys = {k for k, n in zip(keys, is_new) if n}
+    offsets = {}
+    for row in previous(out, "duplicates"):
+        offsets[row["kind"]] = max(offsets.get(row["kind"], -1), row["cluster"])
+    duplicates = [dict(r, run_id=run_id) for r in previous(out, "duplicates")]
+    for r in result.duplicates:
+        if (r["shard"], r["key"]) in new_keys:
+            duplicates.append(dict(r, cluster=r["cluster"] + offsets.get(r["kind"], -1) + 1))
+    decided = {(d["shard"], d["key"]) for d in result.decisions}
+    # accepted samples stay kept even when a new sample links two of them into one cluster
+    decisions = [d if d["keep"] or (d["shard"], d["key"]) in new_keys
+                 else dict(prev_dec[(d["shard"], d["key"])], run_id=run_id) for d in result.decisions]
+    decisions += [dict(d, run_id=run_id) for k, d in prev_dec.items() if k not in decided]
+    result = DedupResult(duplicates, decisions, result.kinds)
+    save_from_result(out, sub.subset(np.array([k in new_keys for k in zip(sub.shard, sub.key)])),
+                     result, cfg, base)
+    return result
