@@ -45,11 +45,15 @@ test-gpu: venv
 	$(PY) -m pytest -m gpu -q
 
 bench: venv
+	$(PY) -m pip install -q -e ".[test,bench]"
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/embed.py
+	$(PY) benchmarks/dedup_quality.py
+	$(PY) benchmarks/dedup_scale.py
 
 bench-gpu: venv  # on a CUDA machine
 	$(PY) benchmarks/embed.py --device cuda --shards 100
+	$(PY) benchmarks/dedup_scale.py --device cuda
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
