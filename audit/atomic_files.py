@@ -7,6 +7,7 @@ partial file. Temp names end in '.tmp-<random>' so no '*.parquet' glob can match
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -28,6 +29,20 @@ def _commit(tmp: Path, path: Path) -> None:
     with open(tmp, "rb+") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike):
+    """A binary file to stream into; it appears at `path` whole on success, never partially."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_for(path)
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+        _commit(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -4,6 +4,7 @@
   shardguard sql    --out DIR "SELECT ..." [--format table|csv|json]
   shardguard tables [--out DIR]
   shardguard contamination --train OUT --eval OUT [--threshold 0.75]
+  shardguard clean  --from OUT --to CLEAN_DIR [--caption-strategy rc] [Beam flags ...]
 
 Exit codes: 0 success; 1 error (bad input pattern, bad config, missing store, SQL error);
 2 usage error; 3 the output folder is locked by another run.
@@ -63,6 +64,19 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--train", required=True, help="output folder of the training set's run")
     c.add_argument("--eval", required=True, help="output folder of the eval set's run (the table goes here)")
     c.add_argument("--threshold", type=float, default=0.75, help="SSCD cosine for a near copy (0.75)")
+    k = sub.add_parser("clean", help="write training-ready shards with the decisions applied",
+                       epilog="examples:\n  shardguard clean --from demo-out --to demo-clean\n"
+                              "  shardguard clean --from demo-out --to clean-rc --caption-strategy rc --apply-to all",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    k.add_argument("--from", dest="src", required=True, help="audit output folder of `shardguard run`")
+    k.add_argument("--to", required=True, help="destination folder for the clean shards")
+    k.add_argument("--config", help="job YAML (its clean: section)")
+    k.add_argument("--shard-size", type=int, help="samples per output shard (10000)")
+    k.add_argument("--caption-strategy", choices=["none", "mc", "rc", "rt", "cwr", "rna"],
+                   help="caption randomization (Somepalli et al. 2023); default none")
+    k.add_argument("--apply-to", choices=["all", "flagged", "none"], help="which samples get it (flagged)")
+    k.add_argument("--epochs", type=int, help="caption variants per sample (1)")
+    k.add_argument("--seed", type=int, help="caption policy seed (0)")
     t = sub.add_parser("tables", help="list the audit tables and their documented columns")
     t.add_argument("--out", help="also count rows in this output folder")
     return p
@@ -158,6 +172,26 @@ def _cmd_contamination(args) -> int:
     return 0
 
 
+def _cmd_clean(args, beam_args) -> int:
+    import dataclasses
+
+    from pipelines.clean import run_clean
+    from pipelines.config import load_config, with_overrides
+
+    cfg = load_config(args.config)
+    cfg = with_overrides(cfg, "clean", shard_size=args.shard_size, apply_to=args.apply_to, epochs=args.epochs)
+    if args.caption_strategy or args.seed is not None:
+        cap = dataclasses.replace(cfg.clean.caption, **{k: v for k, v in
+                                  (("strategy", args.caption_strategy), ("seed", args.seed)) if v is not None})
+        cfg = dataclasses.replace(cfg, clean=dataclasses.replace(cfg.clean, caption=cap))
+    r = run_clean(args.src, args.to, cfg.clean, beam_args)
+    print(f"clean {r['run_id']}: {r['input']} input = {r['kept']} kept + {r['dropped']} dropped "
+          f"(decisions of run {r['decisions_run'] or 'none: every ok sample kept'})")
+    print(f"wrote {r['written']} samples in {r['shards']} shards ({r['shards_skipped']} already complete), "
+          f"{r['captions_changed']} captions changed -> {r['dest']}")
+    return 0
+
+
 def _cmd_tables(args) -> int:
     from schemas import TABLES
 
@@ -186,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().addFilter(_DropBeamImportNoise())
     args, rest = _parser().parse_known_args(argv)
-    if args.command != "run" and rest:
+    if args.command not in ("run", "clean") and rest:
         _parser().error(f"unrecognized arguments: {' '.join(rest)}")
     from audit.output_dir import OutputLocked
 
@@ -197,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_sql(args)
         if args.command == "contamination":
             return _cmd_contamination(args)
+        if args.command == "clean":
+            return _cmd_clean(args, rest)
         return _cmd_tables(args)
     except OutputLocked as e:
         print(f"error: {e}", file=sys.stderr)

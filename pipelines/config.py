@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from audit.clean_shards import CleanConfig
 from audit.duplicate_clusters import DedupConfig
 from audit.embedder_specs import EmbedConfig
 from audit.image_decode import ImageLimits
@@ -26,6 +27,7 @@ class JobConfig:
     ingest: IngestLimits = field(default_factory=IngestLimits)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
     progress_seconds: float = 5.0
 
     def to_json(self) -> str:

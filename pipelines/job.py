@@ -113,6 +113,8 @@ def private_tempdir(root: Path):
     finally:
         tempfile.tempdir = saved
         shutil.rmtree(path, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()  # only when no other run's temp dir is in it
 
 
 def run_ingest(input_pattern: str, out_root: str, config: JobConfig | None = None,

@@ -4,11 +4,12 @@
 all read from here.
 """
 
+from schemas.captions import CAPTION_VARIANTS
 from schemas.core import ERRORS, RUNS, SAMPLES, SHARDS
 from schemas.declare import TableSpec, column, table
 from schemas.dedup import CONTAMINATION, DECISIONS, DUPLICATES
 from schemas.embeddings import EMBEDDINGS
 
-TABLES: dict[str, TableSpec] = {t.name: t for t in (RUNS, SHARDS, SAMPLES, ERRORS, EMBEDDINGS, DUPLICATES, DECISIONS, CONTAMINATION)}
+TABLES: dict[str, TableSpec] = {t.name: t for t in (RUNS, SHARDS, SAMPLES, ERRORS, EMBEDDINGS, DUPLICATES, DECISIONS, CONTAMINATION, CAPTION_VARIANTS)}
 
-__all__ = ["TABLES", "TableSpec", "column", "table", "RUNS", "SHARDS", "SAMPLES", "ERRORS", "EMBEDDINGS", "DUPLICATES", "DECISIONS", "CONTAMINATION"]
+__all__ = ["TABLES", "TableSpec", "column", "table", "RUNS", "SHARDS", "SAMPLES", "ERRORS", "EMBEDDINGS", "DUPLICATES", "DECISIONS", "CONTAMINATION", "CAPTION_VARIANTS"]

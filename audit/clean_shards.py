@@ -1,0 +1,124 @@
+"""Training-ready shards in img2dataset's format, with the audit's decisions applied.
+
+Input: the kept samples (from the decisions and samples tables, in (shard, key) order), the
+source shard URIs, an opener, and a caption function `(key, caption, meta) -> [(new, strategy,
+changed) per epoch]`.
+Output, per output shard NNNNN (atomic: temp files, then rename; the completion marker last):
+  NNNNN.tar          key.jpg (the source image bytes, copied byte for byte by offset),
+                     key.txt (the caption to train on), key.json (the source json plus
+                     original_caption, caption_strategy, caption_changed, source_shard,
+                     source_key, shardguard_run)
+  NNNNN.parquet      img2dataset's columns (key, url, caption, status, error_message, width,
+                     height, ...) plus original_caption and source_shard/source_key
+  NNNNN_stats.json   img2dataset's stats fields (count, successes, failed_*) plus ShardGuard's
+                     (the clean run id lives here only, so the tar and parquet are byte-identical
+                     across runs with the same decisions, settings and seed)
+Keys are renumbered img2dataset-style (shard index, then index in shard) so they are unique
+whatever the sources were; the source key stays in the json and parquet.
+`plan_shards` splits the kept list deterministically, so a rerun maps every sample to the
+same output shard and completed shards can be skipped.
+Failure: a source image that can no longer be read (the tar changed since ingest) raises,
+naming the sample: cleaning must not silently lose a kept sample.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from audit import atomic_files
+from audit.caption_strategies import CaptionPolicy
+
+# (key, caption, meta) -> one (new caption, strategy, changed) per epoch; epoch 0 goes in .txt
+CaptionFn = Callable[[str, str, dict], list[tuple[str, str, bool]]]
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    shard_size: int = 10_000  # samples per output shard
+    apply_to: str = "flagged"  # captions changed for: 'all', 'flagged' (images repeated with one caption), 'none'
+    epochs: int = 1  # caption variants per sample: epoch 0 in .txt, the others in the json
+    caption: CaptionPolicy = field(default_factory=CaptionPolicy)
+
+
+@dataclass(frozen=True)
+class SampleRef:
+    shard: str
+    key: str
+    uri: str
+    image_ext: str
+    image_offset: int
+    image_bytes: int
+    caption: str
+    meta_json: str | None
+    width: int
+    height: int
+
+
+def plan_shards(samples: list[SampleRef], shard_size: int) -> list[tuple[str, list[SampleRef]]]:
+    """[(output shard id 'NNNNN', its samples)], deterministic for a given sample list."""
+    width = max(5, len(str(max(0, (len(samples) - 1) // max(shard_size, 1)))))
+    return [(f"{i // shard_size:0{width}d}", samples[i:i + shard_size]) for i in range(0, len(samples), shard_size)]
+
+
+def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    tf.addfile(info, io.BytesIO(data))
+
+
+def write_clean_shard(dest: Path, out_shard: str, samples: list[SampleRef], opener: Callable,
+                      caption_fn: CaptionFn, run_id: str) -> tuple[dict, list[dict]]:
+    """Write one output shard; returns (its stats, the caption-variant rows)."""
+    t0 = time.perf_counter()
+    key_digits = max(4, len(str(len(samples) - 1)))
+    rows, variants = [], []
+    handles: dict[str, object] = {}
+    try:
+        with atomic_files.writing(dest / f"{out_shard}.tar") as raw, \
+                tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tf:
+            for i, s in enumerate(samples):
+                f = handles.get(s.uri) or handles.setdefault(s.uri, opener(s.uri))
+                f.seek(s.image_offset)
+                image = f.read(s.image_bytes)
+                if len(image) != s.image_bytes:
+                    raise OSError(f"{s.shard}/{s.key}: the source tar {s.uri} ended early: it changed since ingest")
+                meta = json.loads(s.meta_json) if s.meta_json else {}
+                epochs = caption_fn(s.key, s.caption, meta)
+                new, strategy, changed = epochs[0]
+                key = f"{out_shard}{i:0{key_digits}d}"
+                meta.update(key=key, caption=new, original_caption=s.caption, caption_strategy=strategy,
+                            caption_changed=changed, source_shard=s.shard, source_key=s.key)
+                if len(epochs) > 1:
+                    meta["caption_epochs"] = [e[0] for e in epochs[1:]]
+                _add(tf, f"{key}.{s.image_ext}", image)
+                _add(tf, f"{key}.txt", new.encode("utf-8"))
+                _add(tf, f"{key}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
+                rows.append({"key": key, "url": meta.get("url"), "caption": new, "status": "success",
+                             "error_message": None, "width": s.width, "height": s.height,
+                             "original_width": meta.get("original_width"), "original_height": meta.get("original_height"),
+                             "original_caption": s.caption, "caption_strategy": strategy,
+                             "source_shard": s.shard, "source_key": s.key})
+                variants.extend({"run_id": run_id, "shard": s.shard, "key": s.key, "clean_key": key, "epoch": ep,
+                                 "strategy": st, "original": s.caption, "new": nc}
+                                for ep, (nc, st, ch) in enumerate(epochs) if ch)
+    finally:
+        for f in handles.values():
+            f.close()
+    table = pa.Table.from_pylist(rows) if rows else pa.table({"key": pa.array([], pa.string())})
+    pq_buf = io.BytesIO()
+    pq.write_table(table, pq_buf)
+    stats = {"count": len(samples), "successes": len(samples), "failed_to_download": 0, "failed_to_resize": 0,
+             "duration": time.perf_counter() - t0, "status_dict": {"success": len(samples)},
+             "shardguard": {"run_id": run_id, "captions_changed": len(variants)}}
+    atomic_files.write_bytes(dest / f"{out_shard}.parquet", pq_buf.getvalue())
+    atomic_files.write_json(dest / f"{out_shard}_stats.json", stats)
+    return stats, variants

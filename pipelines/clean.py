@@ -1,0 +1,143 @@
+"""The clean job: training-ready shards from an audit output, decisions and captions applied.
+
+Input: an audit output folder (OUT) with samples and, normally, decisions; a destination
+folder; the `clean:` config (shard size, caption policy, which samples it applies to, epochs).
+Output: img2dataset-format shards in the destination (audit.clean_shards), one completion
+marker per output shard (DEST/_manifest/clean/), and the caption_variants table in OUT.
+Beam: one element per output shard (`WriteCleanShardFn`, caption vocabulary loaded once per
+worker in setup). Resumable: the plan is deterministic, completed shards are skipped; a
+destination built from other decisions or settings is refused, not mixed.
+Counts reconcile and are returned: input = kept + dropped; written = kept.
+Failure: `ValueError` for an empty audit output or a destination built differently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+
+import apache_beam as beam
+import duckdb
+
+from audit.caption_strategies import apply, minilm_vocab
+from audit.clean_shards import CleanConfig, SampleRef, plan_shards, write_clean_shard
+from audit.output_dir import OutputDir
+from pipelines.ingest import open_uri
+from schemas import CAPTION_VARIANTS
+
+STAGE = "clean"
+
+
+def _glob(out: OutputDir, table: str) -> str:
+    return str(out.table_dir(table) / "**" / "*.parquet")
+
+
+def kept_samples(out: OutputDir) -> tuple[list[SampleRef], int, str | None, set[tuple[str, str]]]:
+    """(kept samples in (shard, key) order, input count, decisions run id, flagged keys)."""
+    con = duckdb.connect()
+    try:
+        samples = f"read_parquet('{_glob(out, 'samples')}', union_by_name=true, hive_partitioning=false)"
+        shards = f"read_parquet('{_glob(out, 'shards')}', union_by_name=true, hive_partitioning=false)"
+        n_input = con.execute(f"SELECT count(*) FROM {samples}").fetchone()[0]
+        if not n_input:
+            raise ValueError(f"{out.root} has no ingested samples")
+        has_dec = any(out.table_dir("decisions").glob("run=*/*.parquet"))
+        dec_run, keep_sql, flagged = None, "s.status = 'ok'", set()
+        if has_dec:
+            dec = f"read_parquet('{_glob(out, 'decisions')}', hive_partitioning=false)"
+            dec_run = con.execute(f"SELECT max(run_id) FROM {dec}").fetchone()[0]
+            keep_sql = (f"s.status = 'ok' AND (s.shard, s.key) IN (SELECT (shard, key) FROM {dec} "
+                        f"WHERE run_id = '{dec_run}' AND keep)")
+            dup = f"read_parquet('{_glob(out, 'duplicates')}', hive_partitioning=false)"
+            flagged = set(con.execute(
+                f"SELECT shard, key FROM {dup} WHERE run_id = (SELECT max(run_id) FROM {dup}) "
+                f"AND kind IN ('exact', 'near', 'semantic') AND repeat_type = 'same_caption'").fetchall())
+        rows = con.execute(f"""
+            SELECT s.shard, s.key, sh.uri, s.image_ext, s.image_offset, s.image_bytes, s.caption, s.meta_json,
+                   s.width, s.height
+            FROM {samples} s JOIN (SELECT DISTINCT shard, uri FROM {shards}) sh USING (shard)
+            WHERE {keep_sql} ORDER BY s.shard, s.key""").fetchall()
+    finally:
+        con.close()
+    return [SampleRef(*r) for r in rows], n_input, dec_run, flagged
+
+
+def caption_fn_for(cfg: CleanConfig, flagged: set[tuple[str, str]], vocab: list[str], shard_of: dict[str, str]):
+    c = cfg.caption
+    label = c.strategy if c.strategy in ("none", "mc") else f"{c.strategy}(p={c.p},n={c.n})"
+
+    def fn(key: str, caption: str, meta: dict) -> list[tuple[str, str, bool]]:
+        applies = cfg.apply_to == "all" or (cfg.apply_to == "flagged" and (shard_of[key], key) in flagged)
+        out = []
+        for epoch in range(max(1, cfg.epochs)):
+            if not applies or cfg.caption.strategy == "none":
+                out.append((caption, "none", False))
+                continue
+            v = apply(cfg.caption, f"{shard_of[key]}/{key}", caption, meta, epoch, vocab)
+            out.append((v.new, label, v.changed))
+        return out
+    return fn
+
+
+class WriteCleanShardFn(beam.DoFn):
+    def __init__(self, dest: str, out_root: str, run_id: str, cfg: CleanConfig, flagged, plan_id: str):
+        self.dest, self.out_root, self.run_id, self.cfg = dest, out_root, run_id, cfg
+        self.flagged, self.plan_id = flagged, plan_id
+
+    def setup(self):
+        self.vocab = minilm_vocab() if self.cfg.caption.strategy in ("rc", "rt") else []
+
+    def process(self, element):
+        out_shard, samples = element
+        dest = OutputDir(self.dest)
+        if dest.is_complete(STAGE, out_shard):
+            return
+        shard_of = {s.key: s.shard for s in samples}
+        fn = caption_fn_for(self.cfg, self.flagged, self.vocab, shard_of)
+        stats, variants = write_clean_shard(dest.root, out_shard, samples, open_uri, fn, self.run_id)
+        for v in variants:
+            v["seed"] = self.cfg.caption.seed
+        OutputDir(self.out_root).write_shard_table(CAPTION_VARIANTS, self.run_id, out_shard, variants)
+        dest.mark_complete(STAGE, out_shard, {"run_id": self.run_id, "plan": self.plan_id, "count": stats["count"],
+                                              "captions_changed": len(variants)})
+        yield stats
+
+
+def run_clean(from_out: str, to_dir: str, cfg: CleanConfig = CleanConfig(), beam_args: list[str] | None = None,
+              run_id: str | None = None) -> dict:
+    from pipelines.job import new_run_id, pipeline_options, private_tempdir
+    out, dest = OutputDir(from_out), OutputDir(to_dir)
+    run_id = run_id or new_run_id()
+    dest.lock()
+    try:
+        samples, n_input, dec_run, flagged = kept_samples(out)
+        plan = plan_shards(samples, cfg.shard_size)
+        plan_id = hashlib.sha256(json.dumps([dec_run, dataclasses.asdict(cfg), len(samples)],
+                                            default=str).encode()).hexdigest()[:16]
+        done = [m for m in dest.markers(STAGE)]
+        if any(m.get("plan") != plan_id for m in done):
+            raise ValueError(f"{dest.root} holds clean shards built from other decisions or settings; "
+                             "clean into a new --to folder")
+        todo = [p for p in plan if not dest.is_complete(STAGE, p[0])]
+        if todo:
+            with private_tempdir(dest.root):
+                p = beam.Pipeline(options=pipeline_options(beam_args or []))
+                _ = (p | "OutputShards" >> beam.Create(todo) | beam.Reshuffle()
+                     | "Write" >> beam.ParDo(WriteCleanShardFn(str(dest.root), str(out.root), run_id, cfg,
+                                                                flagged, plan_id)))
+                p.run().wait_until_finish()
+        markers = dest.markers(STAGE)
+        written = sum(m["count"] for m in markers)
+        if written != len(samples) or len(markers) != len(plan):
+            raise RuntimeError(f"clean run {run_id}: wrote {written} of {len(samples)} kept samples")
+        from audit import store
+        from schemas import TABLES
+        store.refresh_views(out, TABLES)
+        return {"run_id": run_id, "input": n_input, "kept": len(samples), "dropped": n_input - len(samples),
+                "written": written, "shards": len(plan), "shards_skipped": len(plan) - len(todo),
+                "captions_changed": sum(m["captions_changed"] for m in markers if m["run_id"] == run_id),
+                "decisions_run": dec_run, "dest": str(dest.root)}
+    finally:
+        dest.unlock()

@@ -1,0 +1,89 @@
+"""`shardguard clean`: training-ready shards readable as is, decisions and captions applied."""
+
+import hashlib
+import json
+import shutil
+import tarfile
+
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from audit.caption_strategies import CaptionPolicy
+from audit.clean_shards import CleanConfig
+from audit.embedder_specs import EmbedConfig
+from audit.store import query
+from pipelines.clean import run_clean
+from pipelines.config import JobConfig
+from pipelines.job import run_ingest
+
+
+@pytest.fixture(scope="module")
+def audited(demo_sample, tmp_path_factory):
+    out = tmp_path_factory.mktemp("audit")
+    run_ingest(f"{demo_sample}/0000{{0,1}}.tar", str(out), JobConfig(progress_seconds=0,
+                                                                      embed=EmbedConfig(captions=False)))
+    return demo_sample, out
+
+
+def source_images(sample, shards):
+    images = {}
+    for s in shards:
+        with tarfile.open(sample / f"{s}.tar") as tf:
+            for m in tf:
+                if m.name.endswith(".jpg"):
+                    images[(s, m.name[:-4])] = tf.extractfile(m).read()
+    return images
+
+
+def test_clean_shards_apply_decisions_and_read_back_with_webdataset_and_parquet(audited, tmp_path):
+    sample, out = audited
+    cfg = CleanConfig(shard_size=120, apply_to="all", caption=CaptionPolicy(strategy="rna", p=0.5))
+    r = run_clean(str(out), str(tmp_path / "clean"), cfg)
+    _, [(n_in, n_keep)] = query(out, "SELECT count(*), count(*) FILTER (keep) FROM decisions")
+    assert (r["input"], r["kept"], r["dropped"]) == (n_in, n_keep, n_in - n_keep) and r["written"] == n_keep
+    assert r["shards"] == -(-n_keep // 120)
+    src = source_images(sample, ["00000", "00001"])
+    _, kept = query(out, "SELECT shard, key FROM decisions WHERE keep ORDER BY shard, key")
+    got = []
+    urls = sorted(tmp_path.glob("clean/*.tar"))
+    for s in wds.WebDataset([str(u) for u in urls], shardshuffle=False, empty_check=False):
+        meta = json.loads(s["json"])
+        assert s["jpg"] == src[(meta["source_shard"], meta["source_key"])]  # byte for byte
+        assert s["txt"].decode() == meta["caption"]
+        if not meta["caption_changed"]:
+            assert meta["caption"] == meta["original_caption"]
+        got.append((meta["source_shard"], meta["source_key"]))
+    assert got == [tuple(k) for k in kept]
+    parquet = [r for u in urls for r in pq.read_table(u.with_suffix(".parquet")).to_pylist()]
+    assert [r["source_key"] for r in parquet] == [k for _, k in kept]
+    assert all(r["status"] == "success" for r in parquet)
+    stats = [json.loads(u.with_name(u.stem + "_stats.json").read_text()) for u in urls]
+    assert sum(s["successes"] for s in stats) == n_keep
+    _, [(n_var,)] = query(out, f"SELECT count(*) FROM caption_variants WHERE run_id = '{r['run_id']}'")
+    changed = sum(1 for r_ in parquet if r_["caption"] != r_["original_caption"])
+    assert n_var == changed == r["captions_changed"] and 0.3 < changed / n_keep < 0.7
+
+
+def test_output_is_deterministic_and_resumable(audited, tmp_path):
+    _, out = audited
+    cfg = CleanConfig(shard_size=200, apply_to="all", caption=CaptionPolicy(strategy="cwr", p=0.3, seed=7))
+    run_clean(str(out), str(tmp_path / "a"), cfg)
+    run_clean(str(out), str(tmp_path / "b"), cfg)
+    digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    tars = sorted(p.name for p in (tmp_path / "a").glob("*.tar"))
+    assert [digest(tmp_path / "a" / t) for t in tars] == [digest(tmp_path / "b" / t) for t in tars]
+    # lose one shard (as if the job was killed before it finished): the rerun redoes only it
+    (tmp_path / "b" / tars[1]).unlink()
+    (tmp_path / "b" / "_manifest" / "clean" / tars[1].replace(".tar", ".json")).unlink()
+    r = run_clean(str(out), str(tmp_path / "b"), cfg)
+    assert r["shards_skipped"] == len(tars) - 1
+    assert digest(tmp_path / "a" / tars[1]) == digest(tmp_path / "b" / tars[1])
+
+
+def test_a_destination_built_with_other_settings_is_refused(audited, tmp_path):
+    _, out = audited
+    run_clean(str(out), str(tmp_path / "c"), CleanConfig(shard_size=500))
+    with pytest.raises(ValueError, match="other decisions or settings"):
+        run_clean(str(out), str(tmp_path / "c"), CleanConfig(shard_size=100))
+    shutil.rmtree(tmp_path / "c")
