@@ -33,10 +33,12 @@ demo: demo-data
 	@$(VENV)/bin/shardguard sql --out $(DEMO_OUT) "SELECT status, count(*) AS n FROM samples GROUP BY ALL ORDER BY n DESC"
 	@echo; echo "== exact byte-duplicate groups (top 5) =="
 	@$(VENV)/bin/shardguard sql --out $(DEMO_OUT) "SELECT count(*) AS copies, any_value(caption) AS caption FROM samples WHERE status = 'ok' GROUP BY byte_hash HAVING count(*) > 1 ORDER BY copies DESC LIMIT 5"
-	@echo; echo "tables and store: $(DEMO_OUT)/  (rerun skips completed shards; 'make demo-clean' starts over)"
+	@echo; echo "== training-ready shards with the decisions applied =="
+	$(VENV)/bin/shardguard clean --from $(DEMO_OUT) --to $(DEMO_OUT)-shards
+	@echo; echo "tables and store: $(DEMO_OUT)/, clean shards: $(DEMO_OUT)-shards/  (rerun skips completed work; 'make demo-clean' starts over)"
 
 demo-clean:
-	rm -rf $(DEMO_OUT)
+	rm -rf $(DEMO_OUT) $(DEMO_OUT)-shards
 
 test: venv
 	$(PY) -m pytest -m "not gpu" -q
@@ -56,4 +58,4 @@ bench-gpu: venv  # on a CUDA machine
 	$(PY) benchmarks/dedup_scale.py --device cuda
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache
+	rm -rf $(VENV) $(DEMO_OUT) $(DEMO_OUT)-shards .pytest_cache
