@@ -70,8 +70,11 @@ class OutputDir:
         return n
 
     # ---- completion markers ---------------------------------------------------------------
+    def manifest_dir(self, stage: str) -> Path:
+        return self.root / "_manifest" / stage
+
     def marker(self, stage: str, shard: str) -> Path:
-        return self.root / "_manifest" / stage / f"{_safe(shard)}.json"
+        return self.manifest_dir(stage) / f"{_safe(shard)}.json"
 
     def is_complete(self, stage: str, shard: str) -> bool:
         return self.marker(stage, shard).exists()
@@ -81,7 +84,7 @@ class OutputDir:
 
     def markers(self, stage: str) -> list[dict]:
         out = []
-        for p in sorted((self.root / "_manifest" / stage).glob("*.json")):
+        for p in sorted(self.manifest_dir(stage).glob("*.json")):
             out.append(json.loads(p.read_text()))
         return out
 

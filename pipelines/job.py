@@ -135,7 +135,8 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
     todo = [(sid, uri) for sid, uri in shards if not out.is_complete(STAGE, sid)]
     specs, notes = plan_embedders(config.embed)
     model_ids = [m for spec in specs for m in spec.model_ids]
-    embed_todo = [(sid, uri) for sid, uri in shards if (sid, uri) not in todo
+    todo_ids = {sid for sid, _ in todo}
+    embed_todo = [(sid, uri) for sid, uri in shards if sid not in todo_ids
                   and any(not out.is_complete(embed_stage(m), sid) for m in model_ids)]
     run_id = new_run_id()
     summary = RunSummary(run_id, str(out.root), len(shards), len(shards) - len(todo), notes=notes)
@@ -143,8 +144,8 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
              run_id, len(shards), summary.n_shards_skipped, len(todo))
     opts = pipeline_options(beam_args)
     if todo or embed_todo:
-        counters = [StageCounter("ingest", out.marker(STAGE, "x").parent, run_id, len(todo))]
-        counters += [StageCounter(m.split(":")[0], out.marker(embed_stage(m), "x").parent, run_id,
+        counters = [StageCounter("ingest", out.manifest_dir(STAGE), run_id, len(todo))]
+        counters += [StageCounter(m.split(":")[0], out.manifest_dir(embed_stage(m)), run_id,
                                   len(todo) + len(embed_todo)) for m in model_ids]
         with ProgressMonitor(counters, config.progress_seconds), private_tempdir(out.root):
             p = beam.Pipeline(options=opts)
@@ -162,13 +163,14 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
         raise RuntimeError(f"run {run_id}: the pipeline finished but {len(missing)} shards have no "
                            f"completion marker: {sorted(missing)[:5]}")
     if config.dedup.enabled and (todo or embed_todo or not any(out.table_dir("decisions").glob("run=*/*.parquet"))):
+        # the dedup pipeline needs every shard's embeddings: it runs after the first pipeline
         with private_tempdir(out.root):
             p = beam.Pipeline(options=opts)
             if config.dedup.mode == "partitioned":
                 done = [sid for sid, _ in shards if out.is_complete(STAGE, sid)]
                 _ = p | "Dedup" >> PartitionedDedup(str(out.root), run_id, config.dedup, done)
             else:
-                _ = p | "Dedup" >> DedupCorpus(str(out.root), run_id, config.dedup, {sid for sid, _ in todo})
+                _ = p | "Dedup" >> DedupCorpus(str(out.root), run_id, config.dedup, todo_ids)
             p.run().wait_until_finish()
         written = out.table_dir("decisions") / f"run={run_id}" / "run.parquet"
         if not written.exists():
