@@ -75,10 +75,6 @@ class Corpus:
         return score
 
 
-def _glob(out: OutputDir, table: str) -> str:
-    return str(out.table_dir(table) / "**" / "*.parquet")
-
-
 def model_dirs(out: OutputDir) -> list:
     return sorted(p for p in out.table_dir("embeddings").glob("*") if p.is_dir())
 
@@ -103,8 +99,7 @@ def load_corpus(out: OutputDir, with_vectors: bool = True, vector_shards: set[st
         raise FileNotFoundError(f"nothing ingested in {out.root}: run the ingest first")
     con = duckdb.connect()
     cols = ", ".join(SAMPLE_COLUMNS)
-    t = con.sql(f"SELECT {cols} FROM read_parquet('{_glob(out, 'samples')}', union_by_name=true, "
-                f"hive_partitioning=false) ORDER BY shard, key").to_arrow_table()
+    t = con.sql(f"SELECT {cols} FROM {out.read_sql('samples')} ORDER BY shard, key").to_arrow_table()
     arrays = {c: t.column(c).to_numpy(zero_copy_only=False) for c in SAMPLE_COLUMNS}
     for c in ("width", "height", "image_bytes"):
         arrays[c] = np.nan_to_num(arrays[c].astype(np.float64), nan=0).astype(np.int64)

@@ -39,6 +39,11 @@ class OutputDir:
     def table_dir(self, table: str) -> Path:
         return self.root / table
 
+    def read_sql(self, table: str) -> str:
+        """DuckDB table expression over every Parquet file of `table` in every run."""
+        glob = str(self.table_dir(table) / "**" / "*.parquet").replace("'", "''")
+        return f"read_parquet('{glob}', union_by_name=true, hive_partitioning=false)"
+
     def shard_file(self, table: str, run_id: str, shard: str, part: str = "") -> Path:
         """`table` may be a sub-path such as 'embeddings/<model>'; `part` names a later stage's file."""
         suffix = f".{part}" if part else ""

@@ -31,8 +31,7 @@ def refresh_views(out: OutputDir, tables: dict[str, TableSpec]) -> Path:
                     "type VARCHAR, description VARCHAR, schema_version INTEGER)")
         for spec in tables.values():
             out.ensure_schema_file(spec)
-            glob = str(out.table_dir(spec.name) / "**" / "*.parquet")
-            source = f"read_parquet({_quote(glob)}, union_by_name=true, hive_partitioning=false)"
+            source = out.read_sql(spec.name)
             if spec.latest_only:  # corpus-level results: a run supersedes the previous one
                 con.execute(f"CREATE OR REPLACE VIEW {spec.name}_history AS SELECT * FROM {source}")
                 con.execute(f"COMMENT ON VIEW {spec.name}_history IS {_quote(spec.doc + ' Every run.')}")

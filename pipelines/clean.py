@@ -30,27 +30,22 @@ from schemas import CAPTION_VARIANTS
 STAGE = "clean"
 
 
-def _glob(out: OutputDir, table: str) -> str:
-    return str(out.table_dir(table) / "**" / "*.parquet")
-
-
 def kept_samples(out: OutputDir) -> tuple[list[SampleRef], int, str | None, set[tuple[str, str]]]:
     """(kept samples in (shard, key) order, input count, decisions run id, flagged keys)."""
     con = duckdb.connect()
     try:
-        samples = f"read_parquet('{_glob(out, 'samples')}', union_by_name=true, hive_partitioning=false)"
-        shards = f"read_parquet('{_glob(out, 'shards')}', union_by_name=true, hive_partitioning=false)"
+        samples, shards = out.read_sql("samples"), out.read_sql("shards")
         n_input = con.execute(f"SELECT count(*) FROM {samples}").fetchone()[0]
         if not n_input:
             raise ValueError(f"{out.root} has no ingested samples")
         has_dec = any(out.table_dir("decisions").glob("run=*/*.parquet"))
         dec_run, keep_sql, flagged = None, "s.status = 'ok'", set()
         if has_dec:
-            dec = f"read_parquet('{_glob(out, 'decisions')}', hive_partitioning=false)"
+            dec = out.read_sql("decisions")
             dec_run = con.execute(f"SELECT max(run_id) FROM {dec}").fetchone()[0]
             keep_sql = (f"s.status = 'ok' AND (s.shard, s.key) IN (SELECT (shard, key) FROM {dec} "
                         f"WHERE run_id = '{dec_run}' AND keep)")
-            dup = f"read_parquet('{_glob(out, 'duplicates')}', hive_partitioning=false)"
+            dup = out.read_sql("duplicates")
             flagged = set(con.execute(
                 f"SELECT shard, key FROM {dup} WHERE run_id = (SELECT max(run_id) FROM {dup}) "
                 f"AND kind IN ('exact', 'near', 'semantic') AND repeat_type = 'same_caption'").fetchall())
