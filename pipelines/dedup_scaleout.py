@@ -18,6 +18,7 @@ import apache_beam as beam
 
 from audit.dedup_corpus import load_corpus, model_dirs, shard_vectors
 from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, find_duplicates
+from audit.incremental_dedup import save_accepted_index
 from audit.output_dir import OutputDir
 from audit.partitioned_dedup import assign, group_edges_exact, n_centroids_for, train_centroids
 from audit.vector_index import Edges
@@ -119,7 +120,29 @@ class FinalizeFn(beam.DoFn):
         result = find_duplicates(corpus, self.cfg, self.run_id, vector_edges)
         out.write_run_table(DUPLICATES, self.run_id, result.duplicates)
         out.write_run_table(DECISIONS, self.run_id, result.decisions)
+        save_kept_index(out, result.decisions, self.cfg)
         yield {"kinds": result.kinds, "samples": len(result.decisions)}
+
+
+def save_kept_index(out: OutputDir, decisions: list[dict], cfg: DedupConfig) -> None:
+    """The accepted-corpus index for later incremental runs, built shard by shard from the
+    kept samples' SSCD vectors (only the kept vectors are ever held together)."""
+    keep: dict[str, set[str]] = {}
+    for d in decisions:
+        if d["keep"]:
+            keep.setdefault(d["shard"], set()).add(d["key"])
+    for mdir in model_dirs(out):
+        model_id = shard_model_id(out, mdir)
+        if not model_id or kind_of(model_id, "image") != "near":
+            continue
+        keys, parts = [], []
+        for shard in sorted(keep):
+            _, _, shard_keys, x = shard_vectors(out, mdir, shard)
+            rows = [i for i, k in enumerate(shard_keys) if k in keep[shard]]
+            keys += [(shard, shard_keys[i]) for i in rows]
+            parts.append(x[rows])
+        if keys:
+            save_accepted_index(out, model_id, keys, np.concatenate(parts), cfg)
 
 
 def shard_model_id(out: OutputDir, mdir) -> str | None:

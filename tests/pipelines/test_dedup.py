@@ -23,6 +23,11 @@ def test_partitioned_mode_matches_global_mode_on_the_demo_sample(demo_sample, tm
     assert {r for r in g if r[0] == "exact"} == {r for r in p if r[0] == "exact"}
     dec = "SELECT count(*) FILTER (keep), count(*) FROM decisions"
     assert query(tmp_path / "p", dec)[1][0][1] == query(tmp_path / "g", dec)[1][0][1]
+    # the partitioned mode also saves the accepted-corpus index for incremental runs
+    from audit.incremental_dedup import load_accepted_index
+    from audit.output_dir import OutputDir
+    index, keys = load_accepted_index(OutputDir(tmp_path / "p"), "sscd:sscd_distilled:onnx:288")
+    assert index.ntotal == len(keys) == query(tmp_path / "p", dec)[1][0][0]
 
 
 def test_dedup_is_not_recomputed_when_nothing_changed(broken_dir, tmp_path):
