@@ -10,7 +10,9 @@ with a margin below the threshold and their cosine recomputed in fp32, so the re
 exact; faiss GPU indexes have no range search, and no faiss-gpu wheel is needed). Beyond
 `exact_max`, faiss with the factory string in the config (default IVF with 4*sqrt(n) lists
 and Flat codes; 'IVF{nlist},PQ64' trades recall for memory), trained on a sample, searched
-with `nprobe` lists. `backend: faiss` forces faiss (IndexFlatIP when exact). Queries go in
+with `nprobe` lists. `backend: faiss` forces faiss (IndexFlatIP when exact); with faiss-gpu
+and a GPU present the faiss index is copied to every GPU and range search runs as k-NN with a
+growing k (`knn_range_search`), since faiss GPU indexes have no range search. Queries go in
 blocks sized so one block's similarity matrix stays under `block_bytes`.
 The default `exact_max` suits a CPU (exact search is quadratic: ~90 s for 100k x 512 on 2
 cores); on a GPU raise it (an H100 does 1M exact in seconds).
@@ -133,13 +135,52 @@ def torch_range_search(base: np.ndarray, queries: np.ndarray, threshold: float, 
     return Edges.concat(parts)
 
 
+def knn_range_search(index, queries: np.ndarray, threshold: float, k0: int = 64) -> tuple:
+    """Range search through k-NN, for indexes that only do k-NN (faiss GPU indexes): search k
+    neighbours, and for the queries whose k-th neighbour is still over the threshold search
+    again with 2k, until every query's list ends below it or holds the whole index.
+    Returns (lims, similarities, ids) like faiss's range_search."""
+    n = len(queries)
+    k = min(k0, index.ntotal)
+    sims, ids = index.search(queries, k)
+    results: list = [None] * n
+    todo = np.arange(n)
+    while True:
+        full = sims[:, -1] >= threshold
+        for r, q in enumerate(todo):
+            if not full[r] or k >= index.ntotal:
+                keep = (sims[r] >= threshold) & (ids[r] >= 0)
+                results[q] = (sims[r][keep], ids[r][keep])
+        todo = todo[full] if k < index.ntotal else todo[:0]
+        if len(todo) == 0:
+            break
+        k = min(2 * k, index.ntotal)
+        sims, ids = index.search(np.ascontiguousarray(queries[todo]), k)
+    lims = np.zeros(n + 1, np.int64)
+    lims[1:] = np.cumsum([len(r[0]) for r in results])
+    if lims[-1] == 0:
+        return lims, np.zeros(0, np.float32), np.zeros(0, np.int64)
+    return lims, np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+
+
+def _faiss_gpu(index):
+    """The index on every GPU when faiss-gpu and a GPU are present, else None."""
+    import faiss
+    if not hasattr(faiss, "index_cpu_to_all_gpus") or faiss.get_num_gpus() == 0:
+        return None
+    return faiss.index_cpu_to_all_gpus(index)
+
+
 def faiss_range_search(index, queries: np.ndarray, threshold: float, cfg: IndexConfig,
                        self_search: bool) -> Edges:
+    gpu = _faiss_gpu(index) if cfg.device != "cpu" else None
     parts = []
     for start in range(0, len(queries), cfg.block):
         q = np.ascontiguousarray(queries[start:start + cfg.block], np.float32)
-        # faiss returns inner products strictly above the radius; nudge it to include equality.
-        lims, dist, ids = index.range_search(q, float(np.nextafter(np.float32(threshold), np.float32(-1))))
+        if gpu is not None:  # faiss GPU indexes have k-NN only
+            lims, dist, ids = knn_range_search(gpu, q, threshold)
+        else:  # faiss returns inner products strictly above the radius; nudge it to include equality
+            lims, dist, ids = index.range_search(q, float(np.nextafter(np.float32(threshold), np.float32(-1))))
         qi = np.repeat(np.arange(len(q), dtype=np.int64), np.diff(lims).astype(np.int64)) + start
         e = Edges(qi, ids.astype(np.int64), dist.astype(np.float32))
         if self_search:

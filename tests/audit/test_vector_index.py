@@ -45,3 +45,19 @@ def test_cross_edges_between_sets(planted):
     e = cross_edges(x[:100], x[100:], 0.8)
     want = {(i, j - 100) for i, j in truth if i < 100 <= j} | {(j, i - 100) for i, j in truth if j < 100 <= i}
     assert pairs(e) == want
+
+
+def test_knn_range_search_equals_true_range_search(planted):
+    """The k-NN emulation used for faiss GPU indexes, run here on a CPU flat index with a tiny
+    starting k so that clusters larger than k force the growing-k path."""
+    import faiss
+
+    from audit.vector_index import knn_range_search
+    x, _ = planted
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    lims, sims, ids = knn_range_search(index, x[:500], 0.8, k0=2)
+    want_lims, _, want_ids = index.range_search(x[:500], float(np.nextafter(np.float32(0.8), np.float32(-1))))
+    for q in range(500):
+        assert set(ids[lims[q]:lims[q + 1]].tolist()) == set(want_ids[want_lims[q]:want_lims[q + 1]].tolist())
+    assert np.all(sims >= 0.8)
