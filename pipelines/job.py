@@ -1,4 +1,9 @@
-"""The ingest job: match shards, skip completed ones, run the Beam pipeline, record the run.
+"""The audit job (`shardguard run`): ingest, embed, dedup, record the run.
+
+Stages: shards not yet ingested are ingested and embedded in one Beam pipeline (shards
+ingested earlier but missing a configured model are embedded too); then, when the corpus
+changed, a second Beam pipeline finds duplicates over the whole output folder (it needs every
+shard's embeddings). Each stage skips work its completion markers say is done.
 
 Input: an --input pattern, an output folder, a JobConfig and Beam pipeline flags (passed
 through unchanged: --runner, --direct_num_workers, --direct_running_mode, ...).
@@ -182,7 +187,9 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
             summary.embeddings[m] = {k: sum(r[k] for r in done) for k in ("n_inputs", "n_ok", "n_failed")}
     summary.wall_seconds = time.perf_counter() - t0
     out.write_run_table(RUNS, run_id, [{
-        "run_id": run_id, "job": "ingest+embed" if specs else "ingest", "status": "succeeded", "input_pattern": input_pattern,
+        "run_id": run_id, "job": "+".join([name for name, ran in (("ingest", todo), ("embed", specs and (todo or embed_todo)),
+                                                                   ("dedup", summary.dedup)) if ran]) or "nothing to do",
+        "status": "succeeded", "input_pattern": input_pattern,
         "started_at": started, "finished_at": datetime.now(timezone.utc),
         "runner": str(opts.view_as(StandardOptions).runner), "shardguard_version": shardguard_version(),
         "config_json": config.to_json(), "n_shards_matched": summary.n_shards_matched,

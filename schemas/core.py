@@ -14,7 +14,7 @@ TS = pa.timestamp("us", tz="UTC")
 RUNS = table(
     "runs", "One row per job run: what ran, on what, with which config, and the totals.", 1,
     column("run_id", pa.string(), "Unique id of the run: UTC start time plus a random suffix.", False),
-    column("job", pa.string(), "Job name, e.g. 'ingest'."),
+    column("job", pa.string(), "Stages that ran, e.g. 'ingest+embed+dedup'."),
     column("status", pa.string(), "'succeeded' or 'failed' (failed = the failure threshold tripped)."),
     column("input_pattern", pa.string(), "The --input URI pattern as given (braces and globs allowed)."),
     column("started_at", TS, "When the driver started the run."),
