@@ -127,10 +127,11 @@ def incremental_duplicates(out: OutputDir, cfg: DedupConfig, run_id: str, new_sh
         vector_edges[kind] = (Edges.concat(parts), model_id)
     result = find_duplicates(sub, cfg, run_id, vector_edges, pinned=accepted[mask])
     new_keys = {k for k, n in zip(keys, is_new) if n}
+    prev_dups = previous(out, "duplicates")
     offsets = {}
-    for row in previous(out, "duplicates"):
+    for row in prev_dups:
         offsets[row["kind"]] = max(offsets.get(row["kind"], -1), row["cluster"])
-    duplicates = [dict(r, run_id=run_id) for r in previous(out, "duplicates")]
+    duplicates = [dict(r, run_id=run_id) for r in prev_dups]
     for r in result.duplicates:
         if (r["shard"], r["key"]) in new_keys:
             duplicates.append(dict(r, cluster=r["cluster"] + offsets.get(r["kind"], -1) + 1))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 import tempfile
 import time
@@ -125,7 +126,6 @@ def main() -> None:
             model_rates = [(m_name, model_only_rate(m, images, batch, kind)) for m_name, m, kind in models]
             combined = 1 / sum(1 / r for _, r in model_rates)
             out = tmp / f"out{i}"
-            import shutil
             shutil.copytree(tmp / "ingested", out)
             if gpu:
                 torch.cuda.reset_peak_memory_stats()

@@ -13,8 +13,9 @@ group's vectors; only the edges (pairs over threshold) meet in one place.
 
 from __future__ import annotations
 
-import numpy as np
 import apache_beam as beam
+import numpy as np
+import pyarrow.parquet as pq
 
 from audit.dedup_corpus import load_corpus, model_dirs, shard_vectors
 from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, find_duplicates
@@ -43,10 +44,14 @@ def plan_centroids(out: OutputDir, cfg: DedupConfig, shards: list[str], sample: 
         picked, n_seen, total = [], 0, 0
         kind = None
         for shard in rng.permutation(shards):
+            if n_seen >= sample:  # sample full: only count the rest, from the Parquet footers
+                total += sum(pq.ParquetFile(f).metadata.num_rows
+                             for f in sorted(mdir.glob(f"run=*/{shard}.parquet"))[-1:])
+                continue
             model, modality, keys, x = shard_vectors(out, mdir, str(shard))
             kind = kind or kind_of(model, modality)
             total += len(keys)
-            if n_seen < sample and len(keys):
+            if len(keys):
                 picked.append(x)
                 n_seen += len(keys)
         if kind is None or not picked:
@@ -146,7 +151,6 @@ def save_kept_index(out: OutputDir, decisions: list[dict], cfg: DedupConfig) -> 
 
 
 def shard_model_id(out: OutputDir, mdir) -> str | None:
-    import pyarrow.parquet as pq
     for f in sorted(mdir.glob("run=*/*.parquet")):
         t = pq.read_table(f, columns=["model"])
         if t.num_rows:
