@@ -20,7 +20,7 @@ from apache_beam.metrics import Metrics
 
 from audit.output_dir import OutputDir
 from audit.sample_validation import IngestLimits
-from audit.shard_ingest import STAGE, ingest_and_record
+from audit.shard_ingest import ingest_and_record
 
 log = logging.getLogger("shardguard.ingest")
 

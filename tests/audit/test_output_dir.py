@@ -5,7 +5,7 @@ import sys
 import pytest
 
 from audit import atomic_files
-from audit.output_dir import OutputDir, OutputLocked
+from audit.output_dir import OutputDir
 from audit.store import query, refresh_views
 from schemas import ERRORS, SAMPLES, TABLES
 
