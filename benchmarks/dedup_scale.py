@@ -12,7 +12,8 @@ on n synthetic vectors, for each size and each path (--paths, default exact-torc
   ivf-flat     IndexConfig(backend="faiss", exact_max=0, factory="IVF{nlist},Flat", nprobe=--nprobe),
                nlist = 4*sqrt(n); CPU faiss (faiss GPU indexes have no range search).
   ivf-pq       the same with "IVF{nlist},PQ64" (approximate codes: similarities are estimates;
-               index_factory turns on polysemous training, minutes of build on a small CPU).
+               audit.vector_index.build_index turns off faiss's polysemous training, which range
+               search never uses: 109 s -> 5 s of build at 20k on this CPU).
   scaleout     hook for the SemDeDup-style partitioned mode:
                audit.partitioned_dedup.partitioned_self_edges(x, thr, n_centroids, top, cfg), exact torch
                inside each partition; n_centroids = --centroids, default the module's n_centroids_for(n)

@@ -20,28 +20,15 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
+from PIL import Image
 
 from audit.sscd_models import SscdOnnx, SscdTorchScript, build_reference_sscd
-from tests.demo_images import demo_images, jpeg
-
-TRANSFORMS = {
-    "jpeg_q30": lambda im: jpeg(im, 30),
-    "crop_80": lambda im: jpeg(im.crop((im.width // 10, im.height // 10, im.width * 9 // 10, im.height * 9 // 10))),
-    "half_size": lambda im: jpeg(im.resize((im.width // 2, im.height // 2), Image.BICUBIC)),
-    "flip": lambda im: jpeg(ImageOps.mirror(im)),
-}
-
-
-def _content_inside_crop(data: bytes) -> float:
-    a = np.asarray(Image.open(io.BytesIO(data)).convert("L")) < 245
-    h, w = a.shape
-    return a[h // 10: h * 9 // 10, w // 10: w * 9 // 10].sum() / max(a.sum(), 1)
-
+from tests.demo_images import COPY_TRANSFORMS as TRANSFORMS
+from tests.demo_images import content_inside_crop, demo_images
 
 @pytest.fixture(scope="module")
 def images(demo_sample):
-    return [x for x in demo_images(200) if _content_inside_crop(x[1]) >= 0.9]
+    return [x for x in demo_images(200) if content_inside_crop(x[1]) >= 0.9]
 
 
 @pytest.mark.parametrize("variant", ["sscd", "sscd_distilled"])
