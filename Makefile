@@ -50,8 +50,10 @@ bench: venv
 	$(PY) -m pip install -q -e ".[test,bench]"
 	$(PY) benchmarks/ingest.py
 	$(PY) benchmarks/embed.py
+	$(PY) benchmarks/sscd_copies.py
 	$(PY) benchmarks/dedup_quality.py
 	$(PY) benchmarks/dedup_scale.py
+	$(PY) benchmarks/clean.py
 
 bench-gpu: venv  # on a CUDA machine
 	$(PY) benchmarks/embed.py --device cuda --shards 100
