@@ -20,6 +20,7 @@ from audit.duplicate_clusters import DedupConfig
 from audit.embedder_specs import EmbedConfig
 from audit.image_decode import ImageLimits
 from audit.memorization_shard import MemorizationConfig
+from audit.perturbation_audit import PerturbationConfig
 from audit.sample_validation import IngestLimits
 
 
@@ -30,6 +31,7 @@ class JobConfig:
     dedup: DedupConfig = field(default_factory=DedupConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
     memorization: MemorizationConfig = field(default_factory=MemorizationConfig)
+    perturbations: PerturbationConfig = field(default_factory=PerturbationConfig)
     progress_seconds: float = 5.0
 
     def to_json(self) -> str:

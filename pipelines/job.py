@@ -42,6 +42,7 @@ from audit.shard_ingest import STAGE
 from pipelines.ingest import IngestShards
 from pipelines.memorization import FlagMemorization, ScoreMemorization, model_id_of, needs_flagging
 from pipelines.memorization import stage as mem_stage
+from pipelines.perturbations import FEATURE_STAGE, SANITIZER_FILE, PerturbationFeatures, TestPerturbations, needs_testing
 from pipelines.progress import ProgressMonitor, StageCounter
 from pipelines.shard_uris import expand_input
 from schemas import RUNS, TABLES
@@ -60,6 +61,7 @@ class RunSummary:
     embeddings: dict[str, dict] = field(default_factory=dict)  # model id -> totals of this run
     dedup: dict = field(default_factory=dict)  # kinds, kept, dropped (empty: not recomputed)
     memorization: dict = field(default_factory=dict)  # scored, flagged, threshold (empty: not run)
+    perturbations: dict = field(default_factory=dict)  # label source, failed tests, sanitizer (empty: not run)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -101,6 +103,15 @@ def _memorization_summary(out: OutputDir, run_id: str) -> dict:
     import pyarrow.parquet as pq
     row = pq.read_table(path).to_pylist()[0]
     return {k: row[k] for k in ("model_id", "n_scored", "n_flagged", "threshold", "method", "level", "reference")}
+
+
+def _perturbation_summary(out: OutputDir, run_id: str) -> dict:
+    """What the perturbation step recorded for this run (runner-independent)."""
+    path = out.root / SANITIZER_FILE
+    record = json.loads(path.read_text()) if path.exists() else {}
+    if record.get("run_id") != run_id:
+        raise RuntimeError(f"run {run_id}: the perturbation pipeline finished without writing {path}")
+    return {k: v for k, v in record.items() if k not in ("run_id", "config")}
 
 
 def new_run_id() -> str:
@@ -162,18 +173,24 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
     mem_id = model_id_of(mem) if mem.enabled else ""
     mem_todo = [(sid, uri) for sid, uri in shards if mem.enabled and sid not in todo_ids
                 and not out.is_complete(mem_stage(mem, mem_id), sid)]
+    pert = config.perturbations
+    feat_todo = [(sid, uri) for sid, uri in shards if pert.features and sid not in todo_ids
+                 and not out.is_complete(FEATURE_STAGE, sid)]
     run_id = new_run_id()
     summary = RunSummary(run_id, str(out.root), len(shards), len(shards) - len(todo), notes=notes)
     log.info("run %s: %d shards matched, %d already complete, %d to do",
              run_id, len(shards), summary.n_shards_skipped, len(todo))
     opts = pipeline_options(beam_args)
-    if todo or embed_todo or mem_todo:
+    if todo or embed_todo or mem_todo or feat_todo:
         counters = [StageCounter("ingest", out.manifest_dir(STAGE), run_id, len(todo))]
         counters += [StageCounter(m.split(":")[0], out.manifest_dir(embed_stage(m)), run_id,
                                   len(todo) + len(embed_todo)) for m in model_ids]
         if mem.enabled:
             counters.append(StageCounter("memorization", out.manifest_dir(mem_stage(mem, mem_id)), run_id,
                                          len(todo) + len(mem_todo)))
+        if pert.features:
+            counters.append(StageCounter("perturbation features", out.manifest_dir(FEATURE_STAGE), run_id,
+                                         len(todo) + len(feat_todo)))
         with ProgressMonitor(counters, config.progress_seconds), private_tempdir(out.root):
             p = beam.Pipeline(options=opts)
             ingested = (p | "Shards" >> beam.Create(todo)
@@ -187,6 +204,10 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
                 unscored = p | "IngestedUnscored" >> beam.Create(mem_todo)
                 _ = ((fresh, unscored) | "ToScore" >> beam.Flatten()
                      | "Memorization" >> ScoreMemorization(str(out.root), run_id, mem, mem_id))
+            if pert.features:
+                unfeatured = p | "IngestedUnfeatured" >> beam.Create(feat_todo)
+                _ = ((fresh, unfeatured) | "ToFeatures" >> beam.Flatten()
+                     | "PerturbationFeatures" >> PerturbationFeatures(str(out.root), run_id))
             p.run().wait_until_finish()
     summary.shards = [m for m in out.markers(STAGE) if m.get("run_id") == run_id]
     missing = {sid for sid, _ in todo} - {m["shard"] for m in summary.shards}
@@ -214,6 +235,13 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
             _ = p | "Memorization" >> FlagMemorization(str(out.root), run_id, mem, mem_id)
             p.run().wait_until_finish()
         summary.memorization = _memorization_summary(out, run_id)
+    if pert.tests and (todo or feat_todo or embed_todo or needs_testing(out, pert)):
+        # the dataset tests need every shard's labels, features and embeddings: a fourth pipeline
+        with private_tempdir(out.root):
+            p = beam.Pipeline(options=opts)
+            _ = p | "Perturbations" >> TestPerturbations(str(out.root), run_id, pert)
+            p.run().wait_until_finish()
+        summary.perturbations = _perturbation_summary(out, run_id)
     for m in model_ids:
         done = [r for r in out.markers(embed_stage(m)) if r.get("run_id") == run_id]
         if done:
@@ -221,7 +249,8 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
     summary.wall_seconds = time.perf_counter() - t0
     out.write_run_table(RUNS, run_id, [{
         "run_id": run_id, "job": "+".join([name for name, ran in (("ingest", todo), ("embed", specs and (todo or embed_todo)),
-                                                                   ("memorization", summary.memorization), ("dedup", summary.dedup)) if ran]) or "nothing to do",
+                                                                   ("memorization", summary.memorization), ("dedup", summary.dedup),
+                                                                   ("perturbations", summary.perturbations)) if ran]) or "nothing to do",
         "status": "succeeded", "input_pattern": input_pattern,
         "started_at": started, "finished_at": datetime.now(timezone.utc),
         "runner": str(opts.view_as(StandardOptions).runner), "shardguard_version": shardguard_version(),
@@ -232,6 +261,7 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
         "embeddings_json": json.dumps(summary.embeddings, sort_keys=True),
         "dedup_json": json.dumps(summary.dedup, sort_keys=True),
         "memorization_json": json.dumps(summary.memorization, sort_keys=True),
+        "perturbations_json": json.dumps(summary.perturbations, sort_keys=True),
     }])
     store.refresh_views(out, TABLES)
     return summary

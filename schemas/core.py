@@ -33,6 +33,7 @@ RUNS = table(
     column("embeddings_json", pa.string(), "Per embedding model: vectors written and samples failed, as JSON."),
     column("dedup_json", pa.string(), "Duplicates per kind (edges, clusters, samples) and samples kept/dropped, as JSON."),
     column("memorization_json", pa.string(), "Memorization model, samples scored and flagged, threshold, as JSON."),
+    column("perturbations_json", pa.string(), "Perturbation audit: label source, failed tests, chosen sanitizer and its re-test, as JSON."),
 )
 
 SHARDS = table(

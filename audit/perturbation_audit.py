@@ -1,0 +1,187 @@
+"""The perturbation audit of one labelled image set: tests, verdicts, sanitizer trial, re-test.
+
+Input: an `ImageSet` (full decoded images as uint8 arrays, labels, optional embeddings) for the
+data, optionally one for a clean reference, and a `PerturbationConfig`. Output: `AuditOutcome`
+with the verdicts on the original data, each tried sanitizer's re-test, the chosen sanitizer
+and the samples each failing test locates. Used by the Beam corpus step
+(pipelines/perturbations.py) and by benchmarks/perturbations.py on in-memory data alike.
+
+Tests look at an analysis crop: the central `crop` x `crop` pixels at native resolution
+(never resampled: resampling erases pixel-level perturbations; smaller images are
+reflect-padded). The one-pixel test looks at the whole image through its isolated
+corner-colour pixels. A sanitizer is applied to the whole images (orthogonal projection, which
+is learned on the data, to the crops), then every test runs again against thresholds
+calibrated on the reference sanitized the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from audit import image_sanitizers, perturbation_features, perturbation_probes as probes
+from audit.perturbation_verdicts import (Threshold, Verdict, calibrate, default_thresholds, failing, judge,
+                                         located_samples, sanitizer_order)
+
+SANITIZER_PARAMS = {"jpeg": {"quality": 10}, "grayscale": {}, "bit_depth": {"bits": 2}, "median_filter": {"size": 3},
+                    "sharpen_lowpass": {}, "orthogonal_projection": {}}
+
+
+@dataclass(frozen=True)
+class PerturbationConfig:
+    features: bool = True              # per-sample features in the streaming pass
+    tests: bool = True                 # dataset and class tests after ingest (needs labels)
+    label_field: str = ""              # metadata (.json) field holding the class; '' = k-means pseudo-labels
+    clusters: int = 10                 # k for pseudo-labels (on the image embeddings)
+    embedding_model: str = ""          # vectors for pseudo-labels and the embedding probe; '' = first image model
+    min_samples: int = 100             # fewer tested samples than this: the tests are skipped with a note
+    max_samples: int = 2000            # tested samples (stratified by class, seeded)
+    crop: int = 32                     # analysis crop side in pixels (native resolution)
+    reference_shards: tuple[str, ...] = ()   # known-clean shards: thresholds from their bootstrap; () = default bounds
+    bootstrap: int = 5                 # reference subsamples for the thresholds
+    z: float = 3.0                     # threshold = reference mean + z * sd (at least + the test's margin)
+    sample_fpr: float = 0.01           # per-sample cut: this share of reference samples would be located
+    feature_fpr: float = 0.001         # per-sample feature flags: two-sided share of the reference flagged
+    mlp: bool = True                   # also the one-hidden-layer MLP probes
+    sanitize: bool = True              # on a failing verdict, try sanitizers and re-test
+    max_sanitizers: int = 3
+    device: str = "auto"               # learning-speed CNN: 'auto' = cuda when present
+    seed: int = 0
+
+
+@dataclass
+class ImageSet:
+    images: list[np.ndarray]           # uint8 HxWxC, C the same for all
+    labels: np.ndarray                 # int64 class ids
+    embeddings: np.ndarray | None = None
+    crops: np.ndarray | None = None    # filled by prepare(): float32 (N, crop, crop, C)
+    candidates: list | None = None     # filled by prepare(): one-pixel candidates per sample
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, idx: np.ndarray) -> "ImageSet":
+        emb = None if self.embeddings is None else self.embeddings[idx]
+        return ImageSet([self.images[i] for i in idx], self.labels[idx], emb,
+                        None if self.crops is None else self.crops[idx],
+                        None if self.candidates is None else [self.candidates[i] for i in idx])
+
+
+@dataclass
+class Trial:
+    sanitizer: str
+    params: dict
+    verdicts: list[Verdict]
+    n_failed: int
+
+
+@dataclass
+class AuditOutcome:
+    verdicts: list[Verdict]
+    thresholds: dict[str, Threshold]
+    located: dict[str, np.ndarray]
+    tested: np.ndarray                 # indices into the data that were tested (located is aligned with it)
+    trials: list[Trial] = field(default_factory=list)
+    chosen: Trial | None = None
+
+    @property
+    def failed(self) -> list[str]:
+        return failing(self.verdicts)
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    if img.ndim == 2:
+        img = img[:, :, None]
+    h, w = img.shape[:2]
+    if h < size or w < size:
+        ph, pw = max(0, size - h), max(0, size - w)
+        img = np.pad(img, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")
+        h, w = img.shape[:2]
+    top, left = (h - size) // 2, (w - size) // 2
+    return img[top:top + size, left:left + size]
+
+
+def one_pixel_candidates(img: np.ndarray) -> list[tuple]:
+    feats = perturbation_features.sample_features(img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img)
+    return [(p["row"], p["col"], p["color"]) for p in feats["extreme_positions"]]
+
+
+def prepare(s: ImageSet, crop: int) -> ImageSet:
+    """Fill the analysis crops and one-pixel candidates."""
+    if s.crops is None:
+        s.crops = np.stack([center_crop(im, crop) for im in s.images]).astype(np.float32) / 255.0
+    if s.candidates is None:
+        s.candidates = [one_pixel_candidates(im) for im in s.images]
+    return s
+
+
+def run_tests(s: ImageSet, cfg: PerturbationConfig, seed: int | None = None) -> list[probes.CheckResult]:
+    prepare(s, cfg.crop)
+    return probes.run_all(s.crops, s.labels, s.candidates, s.embeddings, seed=cfg.seed if seed is None else seed,
+                          device=cfg.device, mlp=cfg.mlp)
+
+
+def subsample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n indices, stratified by class (proportional), seeded, sorted."""
+    rng = np.random.default_rng(seed)
+    picks = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    share = n / len(labels)
+    out = np.concatenate([p[:max(1, int(round(len(p) * share)))] for p in picks])
+    return np.sort(rng.permutation(out)[:n])
+
+
+def bootstrap_thresholds(ref: ImageSet, n: int, cfg: PerturbationConfig) -> dict[str, Threshold]:
+    """Run the tests on `cfg.bootstrap` random subsamples of the reference, each of the tested
+    size (capped at 80% of the reference so subsamples differ), and calibrate."""
+    size = min(n, int(0.8 * len(ref)))
+    runs = []
+    for b in range(cfg.bootstrap):
+        idx = subsample(ref.labels, size, cfg.seed + 1 + b)
+        runs.append(run_tests(ref.subset(idx), cfg, seed=cfg.seed + 100 + b))
+    return calibrate(runs, cfg.z, cfg.sample_fpr)
+
+
+def sanitized(s: ImageSet, name: str, params: dict, crop: int) -> ImageSet:
+    if name == "orthogonal_projection":
+        prepare(s, crop)
+        crops, _ = image_sanitizers.orthogonal_projection(s.crops, s.labels, **params)
+        return ImageSet(s.images, s.labels, s.embeddings, crops.astype(np.float32), s.candidates)
+    images = [image_sanitizers.sanitize_image(im, name, **params) for im in s.images]
+    return ImageSet(images, s.labels, s.embeddings)
+
+
+def audit(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig,
+          calibrated: dict[str, dict[str, Threshold]] | None = None) -> AuditOutcome:
+    """`calibrated` caches reference thresholds per data version ('original' or a sanitizer
+    name) across calls on data of the same size and reference (the benchmark's many runs)."""
+    calibrated = {} if calibrated is None else calibrated
+
+    def thresholds_for(version: str, params: dict) -> dict[str, Threshold]:
+        if reference is None:
+            return default_thresholds(int(np.prod(data.crops.shape[1:])))
+        if version not in calibrated:
+            ref = reference if version == "original" else sanitized(reference, version, params, cfg.crop)
+            calibrated[version] = bootstrap_thresholds(ref, len(data), cfg)
+        return calibrated[version]
+
+    tested = np.arange(len(data))
+    if reference is not None and len(data) > int(0.8 * len(reference)):
+        # statistics depend on n (probe accuracy grows with it): test at the reference's size
+        tested = subsample(data.labels, int(0.8 * len(reference)), cfg.seed)
+        data = data.subset(tested)
+    prepare(data, cfg.crop)
+    thresholds = thresholds_for("original", {})
+    verdicts = judge(run_tests(data, cfg), thresholds)
+    outcome = AuditOutcome(verdicts, thresholds, located_samples(verdicts, data.labels), tested)
+    if not (cfg.sanitize and outcome.failed):
+        return outcome
+    for name in sanitizer_order(outcome.failed)[:cfg.max_sanitizers]:
+        params = SANITIZER_PARAMS.get(name, {})
+        trial_verdicts = judge(run_tests(sanitized(data, name, params, cfg.crop), cfg), thresholds_for(name, params))
+        trial = Trial(name, params, trial_verdicts, len(failing(trial_verdicts)))
+        outcome.trials.append(trial)
+        if trial.n_failed == 0:
+            break
+    outcome.chosen = min(outcome.trials, key=lambda t: t.n_failed)
+    return outcome

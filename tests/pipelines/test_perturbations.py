@@ -1,0 +1,96 @@
+"""The perturbation audit in the Beam job on real demo shards: per-sample features in the
+streaming pass, the corpus tests with labels from metadata or k-means pseudo-labels, the tables,
+reconciliation, reruns, and errors rows for images that can no longer be analysed."""
+
+import json
+import shutil
+
+import pytest
+
+from audit.embedder_specs import EmbedConfig
+from audit.perturbation_audit import PerturbationConfig
+from audit.store import query
+from pipelines.config import JobConfig
+from pipelines.job import run_ingest
+from pipelines.perturbations import SANITIZER_FILE, shard_features
+
+NO_EMBED = EmbedConfig(enabled=False)
+
+
+@pytest.fixture(scope="module")
+def shards(demo_sample, tmp_path_factory):
+    d = tmp_path_factory.mktemp("in")
+    for s in ("00000", "00001", "00003"):
+        for ext in (".tar", ".parquet", "_stats.json"):
+            shutil.copy(demo_sample / f"{s}{ext}", d / f"{s}{ext}")
+    return d
+
+
+def config(**kw) -> JobConfig:
+    pert = PerturbationConfig(**{"label_field": "category", "reference_shards": ("00003",), "bootstrap": 3,
+                                 "mlp": False, "max_sanitizers": 1, "device": "cpu", **kw})
+    return JobConfig(progress_seconds=0, embed=NO_EMBED, perturbations=pert)
+
+
+def test_job_writes_features_tests_and_flags_that_reconcile(shards, tmp_path):
+    out = tmp_path / "out"
+    s = run_ingest(str(shards), str(out), config())
+    p = s.perturbations
+    assert p["label_source"] == "metadata:category" and p["n_reference"] > 0 and p["n_tested"] >= 100
+    # every ok sample has exactly one features row or one errors row
+    _, [(n_ok, n_feat, n_err)] = query(out, """
+        SELECT (SELECT count(*) FROM samples WHERE status = 'ok'),
+               (SELECT count(*) FROM perturbation_samples),
+               (SELECT count(*) FROM errors WHERE stage = 'perturbation_features')""")
+    assert n_feat + n_err == n_ok and n_feat > 0
+    _, [(n_flags,)] = query(out, "SELECT count(*) FROM perturbation_flags")
+    assert n_flags == n_feat
+    _, rows = query(out, "SELECT test, verdict, threshold_source, statistic FROM perturbation_tests "
+                         "WHERE scope = 'dataset' AND data = 'original' ORDER BY test")
+    tests = {r[0]: r for r in rows}
+    assert {"linear_probe_pixels", "linear_probe_residual", "template_snr", "one_pixel", "learning_speed"} <= set(tests)
+    assert all(r[1] in ("pass", "fail", "skipped") for r in rows)
+    assert tests["template_snr"][2] == "reference"
+    _, per_class = query(out, "SELECT DISTINCT label FROM perturbation_tests WHERE scope = 'class'")
+    assert {"computer", "shapes"} <= {r[0] for r in per_class}
+    record = json.loads((out / SANITIZER_FILE).read_text())
+    assert record["run_id"] == s.run_id and record["verdict"] in ("clean", "perturbed")
+    _, [(pj,)] = query(out, f"SELECT perturbations_json FROM runs WHERE run_id = '{s.run_id}'")
+    assert json.loads(pj)["verdict"] == record["verdict"]
+    # a rerun with the same config does nothing; a new config re-tests without recomputing features
+    again = run_ingest(str(shards), str(out), config())
+    assert again.perturbations == {}
+    third = run_ingest(str(shards), str(out), config(z=4.0))
+    assert third.perturbations["n_tested"] == p["n_tested"]
+    _, [(n_feat_runs,)] = query(out, "SELECT count(DISTINCT run_id) FROM perturbation_samples")
+    assert n_feat_runs == 1
+
+
+def test_pseudo_labels_from_image_embeddings_when_there_is_no_label_field(shards, tmp_path):
+    one = tmp_path / "in"
+    one.mkdir()
+    for ext in (".tar", ".parquet", "_stats.json"):
+        shutil.copy(shards / f"00000{ext}", one / f"00000{ext}")
+    cfg = JobConfig(progress_seconds=0, embed=EmbedConfig(captions=False),
+                    perturbations=PerturbationConfig(clusters=4, bootstrap=2, mlp=False, sanitize=False, device="cpu"))
+    s = run_ingest(str(one), str(tmp_path / "out"), cfg)
+    assert s.perturbations["label_source"].startswith("kmeans:sscd") and s.perturbations["label_source"].endswith("k=4")
+    _, rows = query(tmp_path / "out", "SELECT test, threshold_source FROM perturbation_tests WHERE scope = 'dataset'")
+    tests = dict(rows)
+    assert tests["linear_probe_residual"] == "default"  # no reference: Zhu et al.'s bound
+    assert "linear_probe_embedding" in tests and "pixel_minus_embedding_probe" in tests
+
+
+def test_no_labels_is_a_note_not_a_failure(shards, tmp_path):
+    one = tmp_path / "in"
+    one.mkdir()
+    for ext in (".tar", ".parquet", "_stats.json"):
+        shutil.copy(shards / f"00000{ext}", one / f"00000{ext}")
+    s = run_ingest(str(one), str(tmp_path / "out"), config(label_field=""))
+    assert any("no labels" in n for n in s.perturbations["notes"])
+
+
+def test_an_image_that_no_longer_decodes_becomes_an_errors_row(shards, tmp_path):
+    rows = [{"key": "good", "image_offset": 0, "image_bytes": 10}]
+    feats, errors = shard_features("00000", str(shards / "00000.tar"), rows, "r")
+    assert feats == [] and len(errors) == 1 and errors[0]["stage"] == "perturbation_features"
