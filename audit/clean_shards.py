@@ -4,7 +4,8 @@ Input: the kept samples (from the decisions and samples tables, in (shard, key) 
 source shard URIs, an opener, and a caption function `(key, caption, meta) -> [(new, strategy,
 changed) per epoch]`.
 Output, per output shard NNNNN (atomic: temp files, then rename; the completion marker last):
-  NNNNN.tar          key.jpg (the source image bytes, copied byte for byte by offset),
+  NNNNN.tar          key.jpg (the source image bytes, copied byte for byte by offset; or,
+                     with a sanitizer, the sanitized image: key.jpg for JPEG-q, else key.png),
                      key.txt (the caption to train on), key.json (the source json plus
                      original_caption, caption_strategy, caption_changed, source_shard,
                      source_key, shardguard_run)
@@ -47,6 +48,7 @@ class CleanConfig:
     apply_to: str = "flagged"  # captions changed for: 'all', 'flagged' (images repeated with one caption), 'none'
     epochs: int = 1  # caption variants per sample: epoch 0 in .txt, the others in the json
     caption: CaptionPolicy = field(default_factory=CaptionPolicy)
+    sanitize: str = "auto"  # images: 'auto' = the perturbation audit's chosen sanitizer when it found poisons, 'none', or a sanitizer name
 
 
 @dataclass(frozen=True)
@@ -75,9 +77,38 @@ def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
     tf.addfile(info, io.BytesIO(data))
 
 
+# (image bytes) -> (new bytes, new extension): a sanitizer applied to the pixels
+ImageFn = Callable[[bytes], tuple[bytes, str]]
+
+
+def sanitizing_encoder(name: str, params: dict) -> ImageFn:
+    """Decode, sanitize (audit.image_sanitizers, image-level ones), encode. JPEG at quality q is
+    one re-encode at q (exactly the sanitizer); the others are stored as lossless PNG so the
+    sanitized pixels are what training reads."""
+    import numpy as np
+    from PIL import Image
+
+    from audit.image_sanitizers import IMAGE_LEVEL, sanitize_image
+    from audit.image_tensors import pil_rgb
+    if name not in IMAGE_LEVEL:
+        raise ValueError(f"clean.sanitize: {name!r} is not an image-level sanitizer ({', '.join(IMAGE_LEVEL)})")
+
+    def fn(data: bytes) -> tuple[bytes, str]:
+        img = pil_rgb(data)
+        buf = io.BytesIO()
+        if name == "jpeg":
+            img.save(buf, format="JPEG", quality=int(params.get("quality", 10)))
+            return buf.getvalue(), "jpg"
+        Image.fromarray(sanitize_image(np.asarray(img), name, **params)).save(buf, format="PNG")
+        return buf.getvalue(), "png"
+    return fn
+
+
 def write_clean_shard(dest: Path, out_shard: str, samples: list[SampleRef], opener: Callable,
-                      caption_fn: CaptionFn, run_id: str) -> tuple[dict, list[dict]]:
-    """Write one output shard; returns (its stats, the caption-variant rows)."""
+                      caption_fn: CaptionFn, run_id: str, image_fn: ImageFn | None = None,
+                      image_note: str = "") -> tuple[dict, list[dict]]:
+    """Write one output shard; returns (its stats, the caption-variant rows). `image_fn`
+    replaces each image (a sanitizer), `image_note` names it in each sample's json."""
     t0 = time.perf_counter()
     key_digits = max(4, len(str(len(samples) - 1)))
     rows, variants = [], []
@@ -99,7 +130,11 @@ def write_clean_shard(dest: Path, out_shard: str, samples: list[SampleRef], open
                             caption_changed=changed, source_shard=s.shard, source_key=s.key)
                 if len(epochs) > 1:
                     meta["caption_epochs"] = [e[0] for e in epochs[1:]]
-                _add(tf, f"{key}.{s.image_ext}", image)
+                ext = s.image_ext
+                if image_fn is not None:
+                    image, ext = image_fn(image)
+                    meta["sanitizer"] = image_note
+                _add(tf, f"{key}.{ext}", image)
                 _add(tf, f"{key}.txt", new.encode("utf-8"))
                 _add(tf, f"{key}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))
                 rows.append({"key": key, "url": meta.get("url"), "caption": new, "status": "success",

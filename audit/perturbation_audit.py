@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from audit import image_sanitizers, perturbation_features, perturbation_probes as probes
-from audit.perturbation_verdicts import (Threshold, Verdict, calibrate, default_thresholds, failing, judge,
-                                         located_samples, sanitizer_order)
+from audit.perturbation_verdicts import (Threshold, Verdict, calibrate, default_thresholds, failing, feature_cuts,
+                                         feature_outliers, judge, located_samples, robust_cuts, sanitizer_order)
 
 SANITIZER_PARAMS = {"jpeg": {"quality": 10}, "grayscale": {}, "bit_depth": {"bits": 2}, "median_filter": {"size": 3},
                     "sharpen_lowpass": {}, "orthogonal_projection": {}}
@@ -57,6 +57,7 @@ class ImageSet:
     embeddings: np.ndarray | None = None
     crops: np.ndarray | None = None    # filled by prepare(): float32 (N, crop, crop, C)
     candidates: list | None = None     # filled by prepare(): one-pixel candidates per sample
+    features: dict | None = None       # filled by prepare(): scalar feature name -> values per sample
 
     def __len__(self) -> int:
         return len(self.images)
@@ -65,7 +66,8 @@ class ImageSet:
         emb = None if self.embeddings is None else self.embeddings[idx]
         return ImageSet([self.images[i] for i in idx], self.labels[idx], emb,
                         None if self.crops is None else self.crops[idx],
-                        None if self.candidates is None else [self.candidates[i] for i in idx])
+                        None if self.candidates is None else [self.candidates[i] for i in idx],
+                        None if self.features is None else {k: v[idx] for k, v in self.features.items()})
 
 
 @dataclass
@@ -81,6 +83,7 @@ class AuditOutcome:
     verdicts: list[Verdict]
     thresholds: dict[str, Threshold]
     located: dict[str, np.ndarray]
+    feature_flags: np.ndarray          # per tested sample: a feature outside the calibrated range
     tested: np.ndarray                 # indices into the data that were tested (located is aligned with it)
     trials: list[Trial] = field(default_factory=list)
     chosen: Trial | None = None
@@ -102,18 +105,32 @@ def center_crop(img: np.ndarray, size: int) -> np.ndarray:
     return img[top:top + size, left:left + size]
 
 
+def features_of(img: np.ndarray) -> dict:
+    return perturbation_features.sample_features(img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img)
+
+
 def one_pixel_candidates(img: np.ndarray) -> list[tuple]:
-    feats = perturbation_features.sample_features(img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img)
-    return [(p["row"], p["col"], p["color"]) for p in feats["extreme_positions"]]
+    return [(p["row"], p["col"], p["color"]) for p in features_of(img)["extreme_positions"]]
 
 
 def prepare(s: ImageSet, crop: int) -> ImageSet:
-    """Fill the analysis crops and one-pixel candidates."""
+    """Fill the analysis crops, per-sample features and one-pixel candidates."""
     if s.crops is None:
         s.crops = np.stack([center_crop(im, crop) for im in s.images]).astype(np.float32) / 255.0
-    if s.candidates is None:
-        s.candidates = [one_pixel_candidates(im) for im in s.images]
+    if s.candidates is None or s.features is None:
+        feats = [features_of(im) for im in s.images]
+        s.candidates = [[(p["row"], p["col"], p["color"]) for p in f["extreme_positions"]] for f in feats]
+        s.features = {c: np.array([f[c] for f in feats], np.float64) for c in perturbation_features.FEATURE_COLUMNS}
     return s
+
+
+def feature_flags(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig) -> np.ndarray:
+    """Per sample: some feature outside the reference's two-sided range (each feature at
+    feature_fpr / n_features), or, without a reference, a robust outlier of the data's own."""
+    cols = perturbation_features.FEATURE_COLUMNS
+    cuts = (feature_cuts(reference.features, cfg.feature_fpr / len(cols)) if reference is not None
+            else robust_cuts(data.features))
+    return np.array([bool(o) for o in feature_outliers(data.features, cuts)], bool)
 
 
 def run_tests(s: ImageSet, cfg: PerturbationConfig, seed: int | None = None) -> list[probes.CheckResult]:
@@ -146,7 +163,7 @@ def sanitized(s: ImageSet, name: str, params: dict, crop: int) -> ImageSet:
     if name == "orthogonal_projection":
         prepare(s, crop)
         crops, _ = image_sanitizers.orthogonal_projection(s.crops, s.labels, **params)
-        return ImageSet(s.images, s.labels, s.embeddings, crops.astype(np.float32), s.candidates)
+        return ImageSet(s.images, s.labels, s.embeddings, crops.astype(np.float32), s.candidates, s.features)
     images = [image_sanitizers.sanitize_image(im, name, **params) for im in s.images]
     return ImageSet(images, s.labels, s.embeddings)
 
@@ -166,6 +183,8 @@ def audit(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig,
         return calibrated[version]
 
     tested = np.arange(len(data))
+    if reference is not None:
+        prepare(reference, cfg.crop)
     if reference is not None and len(data) > int(0.8 * len(reference)):
         # statistics depend on n (probe accuracy grows with it): test at the reference's size
         tested = subsample(data.labels, int(0.8 * len(reference)), cfg.seed)
@@ -173,7 +192,8 @@ def audit(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig,
     prepare(data, cfg.crop)
     thresholds = thresholds_for("original", {})
     verdicts = judge(run_tests(data, cfg), thresholds)
-    outcome = AuditOutcome(verdicts, thresholds, located_samples(verdicts, data.labels), tested)
+    outcome = AuditOutcome(verdicts, thresholds, located_samples(verdicts, data.labels),
+                           feature_flags(data, reference, cfg), tested)
     if not (cfg.sanitize and outcome.failed):
         return outcome
     for name in sanitizer_order(outcome.failed)[:cfg.max_sanitizers]:

@@ -109,14 +109,15 @@ def sanitize(name: str, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def cnn_accuracy(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, n_classes: int, epochs: int) -> float:
-    fit = small_cnn.train(x.astype(np.float32) / 255.0, y, n_classes, epochs=epochs, seed=0, augment=True)
+    fit = small_cnn.train(x.astype(np.float32) / 255.0, y, n_classes, epochs=epochs, seed=0, augment=True,
+                          flip=x.shape[-1] == 3)
     return small_cnn.accuracy(fit.model, xt.astype(np.float32) / 255.0, yt)
 
 
 def located_share(outcome) -> float:
-    if not outcome.located:
-        return 0.0
-    any_loc = np.zeros(len(outcome.tested), bool)
+    """Share of the tested samples that a test locates or whose features are outliers
+    against the reference (what perturbation_flags.flagged says in the pipeline)."""
+    any_loc = outcome.feature_flags.copy()
     for mask in outcome.located.values():
         any_loc |= mask
     return float(any_loc.mean())

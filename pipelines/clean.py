@@ -8,6 +8,8 @@ Beam: one element per output shard (`WriteCleanShardFn`, caption vocabulary load
 worker in setup). Resumable: the plan is deterministic, completed shards are skipped; a
 destination built from other decisions or settings is refused, not mixed.
 Counts reconcile and are returned: input = kept + dropped; written = kept.
+Images: copied byte for byte, or, when the perturbation audit found poisons (`clean.sanitize:
+auto`) or a sanitizer is configured, re-encoded through it (`chosen_sanitizer`).
 Failure: `ValueError` for an empty audit output or a destination built differently.
 """
 
@@ -21,7 +23,8 @@ import apache_beam as beam
 import duckdb
 
 from audit.caption_strategies import apply, minilm_vocab
-from audit.clean_shards import CleanConfig, SampleRef, plan_shards, write_clean_shard
+from audit.clean_shards import CleanConfig, SampleRef, plan_shards, sanitizing_encoder, write_clean_shard
+from audit.image_sanitizers import IMAGE_LEVEL
 from audit.memorization_flags import latest_flagged
 from audit.output_dir import OutputDir
 from pipelines.ingest import open_uri
@@ -77,13 +80,44 @@ def caption_fn_for(cfg: CleanConfig, flagged: set[tuple[str, str]], vocab: list[
     return fn
 
 
+def chosen_sanitizer(out: OutputDir, cfg: CleanConfig) -> tuple[dict | None, str]:
+    """({'name', 'params'} or None, why). 'auto' follows the latest perturbation audit
+    (OUT/exports/perturbation_sanitizer.json): its sanitizer when the verdict was 'perturbed'
+    against reference-calibrated thresholds (default bounds are not trusted to rewrite every
+    image), and the sanitizer works per image (orthogonal projection is learned on analysis crops and
+    is not applied to full images: the note says so)."""
+    from audit.perturbation_audit import SANITIZER_PARAMS
+    from pipelines.perturbations import SANITIZER_FILE
+    if cfg.sanitize == "none":
+        return None, "sanitize: none"
+    if cfg.sanitize != "auto":
+        if cfg.sanitize not in IMAGE_LEVEL:
+            raise ValueError(f"clean.sanitize must be 'auto', 'none' or one of {IMAGE_LEVEL}, not {cfg.sanitize!r}")
+        return {"name": cfg.sanitize, "params": SANITIZER_PARAMS.get(cfg.sanitize, {})}, "configured"
+    path = out.root / SANITIZER_FILE
+    if not path.exists():
+        return None, "no perturbation audit in this output"
+    record = json.loads(path.read_text())
+    chosen = record.get("sanitizer")
+    if record.get("verdict") != "perturbed" or not chosen:
+        return None, f"perturbation verdict {record.get('verdict')!r}: images copied unchanged"
+    if record.get("thresholds") != "reference":
+        return None, ("perturbation verdict came from default bounds, not a clean reference: images copied "
+                      f"unchanged (set perturbations.reference_shards, or clean.sanitize: {chosen['name']})")
+    if chosen["name"] not in IMAGE_LEVEL:
+        return None, f"audit chose {chosen['name']}, which is dataset-level: images copied unchanged"
+    return chosen, f"perturbation audit run {record['run_id']} found {', '.join(record.get('failed', []))}"
+
+
 class WriteCleanShardFn(beam.DoFn):
-    def __init__(self, dest: str, out_root: str, run_id: str, cfg: CleanConfig, flagged, plan_id: str):
+    def __init__(self, dest: str, out_root: str, run_id: str, cfg: CleanConfig, flagged, plan_id: str,
+                 sanitizer: dict | None = None):
         self.dest, self.out_root, self.run_id, self.cfg = dest, out_root, run_id, cfg
-        self.flagged, self.plan_id = flagged, plan_id
+        self.flagged, self.plan_id, self.sanitizer = flagged, plan_id, sanitizer
 
     def setup(self):
         self.vocab = minilm_vocab() if self.cfg.caption.strategy in ("rc", "rt") else []
+        self.image_fn = sanitizing_encoder(**self.sanitizer) if self.sanitizer else None
 
     def process(self, element):
         out_shard, samples = element
@@ -92,7 +126,9 @@ class WriteCleanShardFn(beam.DoFn):
             return
         shard_of = {s.key: s.shard for s in samples}
         fn = caption_fn_for(self.cfg, self.flagged, self.vocab, shard_of)
-        stats, variants = write_clean_shard(dest.root, out_shard, samples, open_uri, fn, self.run_id)
+        note = json.dumps(self.sanitizer, sort_keys=True) if self.sanitizer else ""
+        stats, variants = write_clean_shard(dest.root, out_shard, samples, open_uri, fn, self.run_id,
+                                            self.image_fn, note)
         for v in variants:
             v["seed"] = self.cfg.caption.seed
         OutputDir(self.out_root).write_shard_table(CAPTION_VARIANTS, self.run_id, out_shard, variants)
@@ -110,7 +146,8 @@ def run_clean(from_out: str, to_dir: str, cfg: CleanConfig = CleanConfig(), beam
     try:
         samples, n_input, dec_run, flagged = kept_samples(out)
         plan = plan_shards(samples, cfg.shard_size)
-        plan_id = hashlib.sha256(json.dumps([dec_run, dataclasses.asdict(cfg), len(samples)],
+        sanitizer, why = chosen_sanitizer(out, cfg)
+        plan_id = hashlib.sha256(json.dumps([dec_run, dataclasses.asdict(cfg), len(samples), sanitizer],
                                             default=str).encode()).hexdigest()[:16]
         done = [m for m in dest.markers(STAGE)]
         if any(m.get("plan") != plan_id for m in done):
@@ -122,7 +159,7 @@ def run_clean(from_out: str, to_dir: str, cfg: CleanConfig = CleanConfig(), beam
                 p = beam.Pipeline(options=pipeline_options(beam_args or []))
                 _ = (p | "OutputShards" >> beam.Create(todo) | beam.Reshuffle()
                      | "Write" >> beam.ParDo(WriteCleanShardFn(str(dest.root), str(out.root), run_id, cfg,
-                                                                flagged, plan_id)))
+                                                                flagged, plan_id, sanitizer)))
                 p.run().wait_until_finish()
         markers = dest.markers(STAGE)
         written = sum(m["count"] for m in markers)
@@ -134,6 +171,7 @@ def run_clean(from_out: str, to_dir: str, cfg: CleanConfig = CleanConfig(), beam
         return {"run_id": run_id, "input": n_input, "kept": len(samples), "dropped": n_input - len(samples),
                 "written": written, "shards": len(plan), "shards_skipped": len(plan) - len(todo),
                 "captions_changed": sum(m["captions_changed"] for m in markers if m["run_id"] == run_id),
-                "decisions_run": dec_run, "dest": str(dest.root)}
+                "decisions_run": dec_run, "dest": str(dest.root),
+                "sanitizer": sanitizer["name"] if sanitizer else None, "sanitizer_reason": why}
     finally:
         dest.unlock()

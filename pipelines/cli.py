@@ -86,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--apply-to", choices=["all", "flagged", "none"], help="which samples get it (flagged)")
     k.add_argument("--epochs", type=int, help="caption variants per sample (1)")
     k.add_argument("--seed", type=int, help="caption policy seed (0)")
+    k.add_argument("--sanitize", help="images: 'auto' (the perturbation audit's choice when it found poisons), "
+                                      "'none', or jpeg|grayscale|bit_depth|median_filter|sharpen_lowpass")
     memorization_commands.add_parsers(sub)
     t = sub.add_parser("tables", help="list the audit tables and their documented columns")
     t.add_argument("--out", help="also count rows in this output folder")
@@ -139,6 +141,17 @@ def _cmd_run(args, beam_args) -> int:
         m = summary.memorization
         print(f"memorization {m['model_id']}: {m['n_flagged']} of {m['n_scored']} flagged at d >= {m['threshold']:.4g} "
               f"({m['method']} {m['level']} on {m['reference']}; tables 'memorization', 'memorization_runs')")
+    if summary.perturbations:
+        p = summary.perturbations
+        if "verdict" in p:
+            san = p.get("sanitizer") or {}
+            print(f"perturbations ({p['label_source']}, {p['n_tested']} tested, reference {p['n_reference']}): "
+                  f"{p['verdict']}" + (f", failing {', '.join(p['failed'])}; sanitizer {san.get('name')} "
+                                       f"(re-test still failing: {', '.join(san.get('failed_after', [])) or 'none'})"
+                                       if p["failed"] else "") + f"; {p['n_flagged']} samples flagged "
+                  "(tables 'perturbation_tests', 'perturbation_flags')")
+        for note in p.get("notes", []):
+            print(f"note: perturbations: {note}")
     for note in summary.notes:
         print(f"note: {note}")
     print(f"tables:   {summary.out}/<table>/run={summary.run_id}/")
@@ -195,7 +208,8 @@ def _cmd_clean(args, beam_args) -> int:
     from pipelines.config import load_config, with_overrides
 
     cfg = load_config(args.config)
-    cfg = with_overrides(cfg, "clean", shard_size=args.shard_size, apply_to=args.apply_to, epochs=args.epochs)
+    cfg = with_overrides(cfg, "clean", shard_size=args.shard_size, apply_to=args.apply_to, epochs=args.epochs,
+                         sanitize=args.sanitize)
     if args.caption_strategy or args.seed is not None:
         cap = dataclasses.replace(cfg.clean.caption, **{k: v for k, v in
                                   (("strategy", args.caption_strategy), ("seed", args.seed)) if v is not None})
@@ -205,6 +219,7 @@ def _cmd_clean(args, beam_args) -> int:
           f"(decisions of run {r['decisions_run'] or 'none: every ok sample kept'})")
     print(f"wrote {r['written']} samples in {r['shards']} shards ({r['shards_skipped']} already complete), "
           f"{r['captions_changed']} captions changed -> {r['dest']}")
+    print(f"images: {'sanitized with ' + r['sanitizer'] if r['sanitizer'] else 'copied unchanged'} ({r['sanitizer_reason']})")
     return 0
 
 

@@ -164,6 +164,7 @@ def test_and_record(out: OutputDir, run_id: str, cfg: PerturbationConfig) -> dic
             out.write_run_table(PERTURBATION_TESTS, run_id, PERTURBATION_TESTS.from_rows(trows))
             summary.update(label_source=corpus.source, n_tested=len(outcome.tested),
                            n_reference=0 if reference is None else len(reference),
+                           thresholds="default" if reference is None else "reference",
                            failed=outcome.failed, verdict="perturbed" if outcome.failed else "clean")
     flags = flag_rows(out, run_id, cfg, corpus, tested, outcome)
     out.write_run_table(PERTURBATION_FLAGS, run_id, PERTURBATION_FLAGS.from_rows(flags))

@@ -87,3 +87,47 @@ def test_a_destination_built_with_other_settings_is_refused(audited, tmp_path):
     with pytest.raises(ValueError, match="other decisions or settings"):
         run_clean(str(out), str(tmp_path / "c"), CleanConfig(shard_size=100))
     shutil.rmtree(tmp_path / "c")
+
+
+def test_clean_applies_a_configured_sanitizer_to_every_image(audited, tmp_path):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from audit.image_sanitizers import sanitize_image
+    from audit.image_tensors import pil_rgb
+
+    sample, out = audited
+    r = run_clean(str(out), str(tmp_path / "clean"), CleanConfig(shard_size=1000, sanitize="median_filter"))
+    assert r["sanitizer"] == "median_filter" and r["sanitizer_reason"] == "configured"
+    src = source_images(sample, ["00000", "00001"])
+    seen = 0
+    for sample_ in wds.WebDataset(str(tmp_path / "clean" / "00000.tar"), shardshuffle=False):
+        meta = json.loads(sample_["json"])
+        assert "png" in sample_ and json.loads(meta["sanitizer"])["name"] == "median_filter"
+        want = sanitize_image(np.asarray(pil_rgb(src[(meta["source_shard"], meta["source_key"])])), "median_filter", size=3)
+        assert (np.asarray(Image.open(io.BytesIO(sample_["png"]))) == want).all()
+        seen += 1
+    assert seen == r["written"]
+
+
+def test_auto_sanitize_follows_only_a_reference_backed_perturbed_verdict(audited, tmp_path):
+    from pipelines.clean import chosen_sanitizer
+    from pipelines.perturbations import SANITIZER_FILE
+    from audit.output_dir import OutputDir
+
+    _, out = audited
+    record = json.loads((out / SANITIZER_FILE).read_text())  # written by the audit run (pseudo-labels, no reference)
+    assert record["thresholds"] == "default"
+    sanitizer, why = chosen_sanitizer(OutputDir(out), CleanConfig())
+    assert sanitizer is None and ("default bounds" in why or "verdict 'clean'" in why)
+    copy = tmp_path / "copy"
+    (copy / "exports").mkdir(parents=True)
+    (copy / SANITIZER_FILE).write_text(json.dumps({**record, "verdict": "perturbed", "thresholds": "reference",
+                                                   "failed": ["one_pixel"],
+                                                   "sanitizer": {"name": "median_filter", "params": {"size": 3}}}))
+    assert chosen_sanitizer(OutputDir(copy), CleanConfig())[0] == {"name": "median_filter", "params": {"size": 3}}
+    assert chosen_sanitizer(OutputDir(copy), CleanConfig(sanitize="none"))[0] is None
+    with pytest.raises(ValueError, match="clean.sanitize"):
+        chosen_sanitizer(OutputDir(copy), CleanConfig(sanitize="orthogonal_projection"))
