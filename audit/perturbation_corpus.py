@@ -76,11 +76,25 @@ def labelled_corpus(out: OutputDir, cfg: PerturbationConfig) -> LabelledCorpus:
         label = kmeans_labels(np.stack([vectors[(r["shard"], r["key"])] for r in rows]), k, cfg.seed)
         names = [f"cluster-{i}" for i in range(k)]
         source = f"kmeans:{model}:k={k}"
+    dropped = dropped_duplicates(out)
+    rows_keep = [i for i, r in enumerate(rows) if (r["shard"], r["key"]) not in dropped]
+    rows, label = [rows[i] for i in rows_keep], label[rows_keep]
     emb = None
     if vectors and all((r["shard"], r["key"]) in vectors for r in rows):
         emb = np.stack([vectors[(r["shard"], r["key"])] for r in rows]).astype(np.float32)
     return LabelledCorpus(np.array([r["shard"] for r in rows]), np.array([r["key"] for r in rows]),
                           label, names, source, emb)
+
+
+def dropped_duplicates(out: OutputDir) -> set[tuple[str, str]]:
+    """Samples the latest decisions drop as duplicates: repeats would make class templates
+    and probe accuracies out of copies, not perturbations."""
+    if not any(out.table_dir("decisions").glob("run=*/*.parquet")):
+        return set()
+    dec = out.read_sql("decisions")
+    rows = scan(f"SELECT shard, key FROM {dec} WHERE run_id = (SELECT max(run_id) FROM {dec}) AND NOT keep "
+                f"AND len(list_filter(reasons, lambda x: x LIKE '%duplicate%')) > 0")
+    return {(r["shard"], r["key"]) for r in rows}
 
 
 def stratified(labels: np.ndarray, idx: np.ndarray, n: int, seed: int) -> np.ndarray:
