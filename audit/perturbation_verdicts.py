@@ -6,7 +6,8 @@ perturbation_tests rows, the per-sample location scores and cuts, and the ordere
 try for the failing tests. A test whose result is skipped gets verdict 'skipped', never 'pass'.
 
 Thresholds. With a reference, each test's threshold is mean + z * sd of its statistic over the
-reference subsamples, and at least mean + the test's minimum margin (so a reference whose
+reference subsamples (for probe accuracies sd also holds the binomial error p(1-p)/n of the
+held-out estimate on the data, which subsamples of one reference understate), and at least mean + the test's minimum margin (so a reference whose
 bootstrap barely varies cannot make every tiny difference a failure). Without one, the
 default bounds below apply: Zhu et al. (2024) flag data whose simple-model accuracy is over 0.7;
 they are meaningful for natural images, not for data that is linearly easy when clean (MNIST:
@@ -79,7 +80,12 @@ def calibrate(reference_runs: list[list[CheckResult]], z: float = 3.0, sample_fp
     for test, results in by_test.items():
         stats = np.array([r.statistic for r in results])
         classes = np.array([v for r in results for v in r.per_class.values()]) if results[0].per_class else stats
-        value = float(max(stats.mean() + z * stats.std(ddof=1 if len(stats) > 1 else 0), stats.mean() + margin(test)))
+        sd = stats.std(ddof=1 if len(stats) > 1 else 0)
+        n_heldout = results[0].details.get("n_heldout")
+        if n_heldout:  # an accuracy: add the data's own binomial error, which overlapping subsamples miss
+            p = float(np.clip(stats.mean(), 0.0, 1.0))
+            sd = math.sqrt(sd ** 2 + p * (1 - p) / n_heldout)
+        value = float(max(stats.mean() + z * sd, stats.mean() + margin(test)))
         class_value = float(max(classes.mean() + z * classes.std(), classes.mean() + margin(test)))
         scores = [r.sample_scores for r in results if r.sample_scores is not None]
         cut = float(np.quantile(np.concatenate(scores), 1 - sample_fpr)) if scores else None

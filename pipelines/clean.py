@@ -106,6 +106,7 @@ def chosen_sanitizer(out: OutputDir, cfg: CleanConfig) -> tuple[dict | None, str
                       f"unchanged (set perturbations.reference_shards, or clean.sanitize: {chosen['name']})")
     if chosen["name"] not in IMAGE_LEVEL:
         return None, f"audit chose {chosen['name']}, which is dataset-level: images copied unchanged"
+    chosen = {"name": chosen["name"], "params": chosen.get("params", {})}
     return chosen, f"perturbation audit run {record['run_id']} found {', '.join(record.get('failed', []))}"
 
 
