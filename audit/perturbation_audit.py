@@ -109,8 +109,13 @@ def features_of(img: np.ndarray) -> dict:
     return perturbation_features.sample_features(img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img)
 
 
+def candidates_of(feats: dict) -> list[tuple]:
+    """One-pixel candidates (row, col, color) from a sample's features."""
+    return [(p["row"], p["col"], p["color"]) for p in feats["extreme_positions"]]
+
+
 def one_pixel_candidates(img: np.ndarray) -> list[tuple]:
-    return [(p["row"], p["col"], p["color"]) for p in features_of(img)["extreme_positions"]]
+    return candidates_of(features_of(img))
 
 
 def prepare(s: ImageSet, crop: int) -> ImageSet:
@@ -119,7 +124,7 @@ def prepare(s: ImageSet, crop: int) -> ImageSet:
         s.crops = np.stack([center_crop(im, crop) for im in s.images]).astype(np.float32) / 255.0
     if s.candidates is None or s.features is None:
         feats = [features_of(im) for im in s.images]
-        s.candidates = [[(p["row"], p["col"], p["color"]) for p in f["extreme_positions"]] for f in feats]
+        s.candidates = [candidates_of(f) for f in feats]
         s.features = {c: np.array([f[c] for f in feats], np.float64) for c in perturbation_features.FEATURE_COLUMNS}
     return s
 

@@ -16,7 +16,7 @@ import numpy as np
 from audit.dedup_corpus import load_corpus
 from audit.finding_pages import read_training_images
 from audit.output_dir import OutputDir
-from audit.perturbation_audit import ImageSet, PerturbationConfig
+from audit.perturbation_audit import ImageSet, PerturbationConfig, subsample
 from audit.store import scan
 
 
@@ -98,16 +98,8 @@ def dropped_duplicates(out: OutputDir) -> set[tuple[str, str]]:
 
 
 def stratified(labels: np.ndarray, idx: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Up to n of `idx`, each class represented in proportion (at least one each), seeded."""
-    if len(idx) <= n:
-        return np.sort(idx)
-    rng = np.random.default_rng(seed)
-    out = []
-    for c in np.unique(labels[idx]):
-        members = idx[labels[idx] == c]
-        take = max(1, int(round(n * len(members) / len(idx))))
-        out.extend(rng.choice(members, min(take, len(members)), replace=False))
-    return np.sort(np.array(out[:n] if len(out) > n else out, np.int64))
+    """Up to n of `idx`, stratified by class (audit.perturbation_audit.subsample), seeded."""
+    return np.sort(idx) if len(idx) <= n else np.sort(idx[subsample(labels[idx], n, seed)])
 
 
 def split(corpus: LabelledCorpus, cfg: PerturbationConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -42,11 +42,6 @@ class TrainResult:
     model: nn.Module
     batch_accuracy: list[list[float]] = field(default_factory=list)   # per epoch, per batch
 
-    def early_accuracy(self) -> float:
-        """Mean training-batch accuracy over the first epoch: the area under the early learning
-        curve. Shortcut (poisoned) data is learned in the first few batches."""
-        return float(np.mean(self.batch_accuracy[0])) if self.batch_accuracy else float("nan")
-
 
 def train(x: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 5, batch: int = 64,
           lr: float = 2e-3, seed: int = 0, device: str = "auto", augment: bool = False,
