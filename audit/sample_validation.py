@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 
 from audit.image_decode import ImageLimits, ImageRejected, decode_image
+from audit.retrying_reads import ReadRetry
 from audit.tar_samples import RawSample
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
@@ -29,6 +30,10 @@ class IngestLimits:
     max_member_bytes: int = 64 << 20
     require_caption: bool = True
     max_caption_chars: int = 8192
+    max_meta_depth: int = 64
+    retry: ReadRetry = field(default_factory=ReadRetry)  # transient I/O errors on shard reads
+    max_failed_fraction: float = 1.0  # the run stops (TooManyFailures) over this share of failed samples
+    max_failed_samples: int = 0  # ... or over this many failed samples (0 = no count limit)
 
 
 class SampleRejected(Exception):
@@ -59,12 +64,38 @@ def decode_caption(data: bytes | None, limits: IngestLimits) -> str | None:
     return text
 
 
-def decode_meta(data: bytes | None) -> tuple[str | None, dict]:
-    """(verbatim json text, parsed object); a missing .json is allowed."""
+def json_depth(text: str) -> int:
+    """Deepest nesting of [ and { outside strings, counted without parsing (no recursion)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def decode_meta(data: bytes | None, max_depth: int = 64) -> tuple[str | None, dict]:
+    """(verbatim json text, parsed object); a missing .json is allowed. Nesting deeper than
+    `max_depth` is rejected before parsing, so no later json.loads of it can recurse too far."""
     if data is None:
         return None, {}
     try:
         text = data.decode("utf-8")
+        if text.count("[") + text.count("{") > max_depth:  # only then can it be too deep
+            if (depth := json_depth(text)) > max_depth:
+                raise SampleRejected("meta", "InvalidMeta", f".json is nested {depth} deep, over {max_depth}")
         obj = json.loads(text)
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise SampleRejected("meta", "InvalidMeta", f".json is not valid UTF-8 JSON: {str(e)[:200]}") from None
@@ -85,7 +116,7 @@ def validate_sample(raw: RawSample, shard: str, run_id: str, limits: IngestLimit
         data = raw.files[ext]
         row.update(image_ext=ext, image_bytes=len(data), image_offset=raw.offsets.get(ext),
                    byte_hash=hashlib.sha256(data).hexdigest())
-        meta_text, meta = decode_meta(raw.files.get("json"))
+        meta_text, meta = decode_meta(raw.files.get("json"), limits.max_meta_depth)
         row["meta_json"] = meta_text
         row["url"] = meta.get("url") if isinstance(meta.get("url"), str) else None
         row["caption"] = decode_caption(raw.files.get("txt"), limits)

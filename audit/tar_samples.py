@@ -9,9 +9,17 @@ Failure rows: nothing raises for bad content. Problems are attached to the sampl
 (`RawSample.problems`) and become its errors row downstream:
   DuplicateKey (same extension twice in a group, or a key that reappears later in the tar),
   MemberTooLarge, UnsafeMemberName (absolute or '..' paths), UnsupportedMember (links,
-  devices), TruncatedShard (the tar ended inside this sample).
+  devices), NonUtf8MemberName (the key is kept with the bad bytes as \\xNN escapes),
+  TruncatedShard (the tar ended inside this sample).
+Hostile headers: reads never ask the file for more than is left in it (a pax or GNU long-name
+header declaring a terabyte allocates nothing), a header whose size points backwards ends the
+read (no loop), and any error the tar parser raises on a corrupt header ends the read as
+'truncated' rather than escaping.
 Shard-level verdicts: 'complete', 'truncated' (the samples read so far are kept) or
 'unreadable' (not a tar at all: no samples).
+I/O failures are not content: `audit.retrying_reads.ReadFailed` (a read still failing after its
+retries) propagates out of the iteration instead of being taken for a truncated tar; the
+sample being read when it happened is not yielded.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ import re
 import tarfile
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterator
+
+from audit.retrying_reads import ReadFailed
 
 _KEY_EXT = re.compile(r"^((?:.*/|)[^./][^.]*)\.([^/]*)$")
 _END_OF_ARCHIVE = 2 * tarfile.BLOCKSIZE
@@ -46,6 +56,43 @@ def split_member_name(name: str) -> tuple[str, str]:
     return (m.group(1), m.group(2).lower()) if m else (name, "")
 
 
+def utf8_key(key: str) -> str:
+    """The key as writable UTF-8: undecodable name bytes become '\\xNN' escapes."""
+    try:
+        key.encode("utf-8")
+        return key
+    except UnicodeEncodeError:
+        try:
+            raw = key.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raw = key.encode("utf-8", "surrogatepass")
+        return raw.decode("utf-8", "backslashreplace")
+
+
+class _ClampedReads:
+    """A seekable file whose read(n) asks for at most the bytes left: tarfile reads a pax or
+    GNU long-name header with read(declared size), which would allocate that size up front."""
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        pos = f.tell()
+        self._size = f.seek(0, io.SEEK_END)
+        f.seek(pos)
+
+    def read(self, n: int | None = -1) -> bytes:
+        left = max(0, self._size - self._f.tell())
+        return self._f.read(left if n is None or n < 0 else min(n, left))
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+
 def _is_unsafe(name: str) -> bool:
     parts = name.replace("\\", "/").split("/")
     return name.startswith(("/", "\\")) or ".." in parts or "\x00" in name
@@ -57,7 +104,7 @@ class TarSamples:
     def __init__(self, fileobj: BinaryIO, max_member_bytes: int = 64 << 20):
         if not _seekable(fileobj):
             fileobj = io.BytesIO(fileobj.read())
-        self._f = fileobj
+        self._f = _ClampedReads(fileobj)
         self.max_member_bytes = max_member_bytes
         self.status = "complete"
         self.error: str | None = None
@@ -66,24 +113,35 @@ class TarSamples:
     def __iter__(self) -> Iterator[RawSample]:
         try:
             tf = tarfile.open(fileobj=self._f, mode="r:")
-        except (tarfile.TarError, OSError, EOFError, ValueError) as e:
-            self.status, self.error = "unreadable", f"not a readable tar: {e}"
+        except ReadFailed:
+            raise
+        except Exception as e:  # the parser on hostile bytes raises more than TarError
+            self.status, self.error = "unreadable", f"not a readable tar: {type(e).__name__}: {e}"
             return
         seen: set[str] = set()
         current: RawSample | None = None
+        last_offset = -1
         while True:
             try:
                 member = tf.next()
-            except (tarfile.TarError, OSError, EOFError, ValueError) as e:
-                self._truncated(current, f"tar ended early: {e}")
+            except ReadFailed:
+                raise
+            except Exception as e:  # TarError, OverflowError on a huge size field, ...
+                self._truncated(current, f"tar ended early: {type(e).__name__}: {e}")
                 break
             tf.members.clear()  # keep memory flat on large shards
             if member is None:
                 self._check_end(tf, current)
                 break
+            if member.offset <= last_offset or member.size < 0:
+                self._truncated(current, f"corrupt header at byte {member.offset}: size {member.size} "
+                                         "points back into the tar")
+                break
+            last_offset = member.offset
             if member.isdir():
                 continue
             key, ext = split_member_name(member.name)
+            key = utf8_key(key)
             if current is None or key != current.key:
                 if current is not None:
                     yield current
@@ -93,7 +151,9 @@ class TarSamples:
                 seen.add(key)
             try:
                 self._add_member(tf, member, current, ext)
-            except (tarfile.TarError, OSError, EOFError) as e:
+            except ReadFailed:
+                raise
+            except Exception as e:  # TarError/OSError on a cut tar, anything on a corrupt one
                 self._truncated(current, f"tar ended inside member {member.name!r}: {e}")
                 break
         if current is not None:
@@ -104,6 +164,9 @@ class TarSamples:
             pass
 
     def _add_member(self, tf: tarfile.TarFile, m: tarfile.TarInfo, s: RawSample, ext: str) -> None:
+        if utf8_key(m.name) != m.name:
+            s.problem("NonUtf8MemberName", f"member name {utf8_key(m.name)!r} is not valid UTF-8")
+            return
         if _is_unsafe(m.name):
             s.problem("UnsafeMemberName", f"member name {m.name!r} is absolute or escapes the folder")
             return
@@ -135,7 +198,9 @@ class TarSamples:
         try:
             self._f.seek(tf.offset)
             tail = self._f.read(_END_OF_ARCHIVE)
-        except OSError as e:
+        except ReadFailed:
+            raise
+        except (OSError, ValueError, OverflowError) as e:
             tail, e_msg = b"", str(e)
         else:
             e_msg = ""
@@ -146,5 +211,7 @@ class TarSamples:
 def _seekable(f) -> bool:
     try:
         return bool(f.seekable())
+    except ReadFailed:
+        raise
     except (AttributeError, OSError, ValueError):
         return False
