@@ -3,8 +3,10 @@
 Input: the shard's ok sample rows (key, caption, image_offset, image_bytes), an opener for the
 tar, a loaded DiffusionModel and a MemorizationConfig. Output: one score row per sample
 (key, caption, score, step_scores) and one errors row (stage 'memorization') per sample that
-could not be scored: an image that does not decode, or every sample of a batch whose model call
-raised. len(scores) + len(errors) == len(rows), always.
+could not be scored: an image that does not decode, every sample of a batch whose model call
+raised, or, in pair mode, 'ReadFailed' for the images the tar could not give back (the opener
+should retry transient errors: audit.retrying_reads; after a read fails for good the rest of
+the shard is not read). len(scores) + len(errors) == len(rows), always.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Callable
 from audit.diffusion_models import image_pixels
 from audit.image_tensors import pil_rgb
 from audit.memorization import ScoreConfig, score_pairs, score_prompts
-from audit.shard_embed import prefetch, read_images
+from audit.shard_embed import image_batches, prefetch
 
 MODES = ("pair", "prompt")
 
@@ -70,13 +72,12 @@ def score_shard(shard: str, uri: str, rows: list[dict], model, cfg: Memorization
         errors.append({"run_id": run_id, "stage": "memorization", "shard": shard, "key": r["key"],
                        "error_type": et, "message": f"{model.model_id}: {msg}"})
 
-    def batches():
-        with opener(uri) as f:
-            for i in range(0, len(rows), cfg.pairs_per_batch):
-                chunk = rows[i:i + cfg.pairs_per_batch]
-                yield chunk, (read_images(f, chunk) if cfg.mode == "pair" else None)
-
-    for chunk, datas in prefetch(batches()):
+    batches = image_batches(uri, rows, opener, cfg.pairs_per_batch, need_images=cfg.mode == "pair")
+    for chunk, datas, read_error in prefetch(batches):
+        if read_error is not None:
+            for r in chunk:
+                error(r, "ReadFailed", read_error)
+            continue
         good, images = chunk, None
         if datas is not None:
             good, images = [], []

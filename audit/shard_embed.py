@@ -7,6 +7,14 @@ one batch ahead of the models, so I/O overlaps compute.
 Output: one `ModelResult` per model id: keys, vectors (float32, L2-normalized), norms, and
 errors rows (stage 'embed') for samples a model could not embed. For every model,
 n_ok_samples = len(keys) + len(errors): `check()` asserts it.
+Failure rows, the shard always finishes: a model call that raises on a batch makes that batch's
+samples errors rows for that model ('EmbedFailed', message = model id, exception type and
+message), and the next batch goes on; so does an output that does not match its batch
+(wrong shape, positions missing or repeated). Non-finite vectors are 'NonFiniteEmbedding'
+rows. Reads retry transient I/O errors (`retry`, audit.retrying_reads: reopen and seek, so no
+image is read twice or skipped); a read still failing after its retries makes that batch and
+every later one 'ReadFailed' rows for the image models (the file is not read again), while
+caption models still embed the captions, which come from the samples table.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from audit.embedders import Embedded, Embedder
+from audit.retrying_reads import ReadRetry, RetryHook, retrying_opener
 
 
 @dataclass
@@ -74,15 +83,52 @@ def prefetch(items: Iterator, depth: int = 2) -> Iterator:
         yield it
 
 
-def _batches(uri: str, rows: list[dict], opener: Callable, size: int) -> Iterator[tuple[list[dict], list[bytes]]]:
-    with opener(uri) as f:
+def image_batches(uri: str, rows: list[dict], opener: Callable, size: int,
+                  need_images: bool = True) -> Iterator[tuple[list[dict], list | None, str | None]]:
+    """(rows, image bytes, None) per batch of `size` rows; once a read fails for good (an OSError
+    through the opener, which should be retrying) (rows, None, why) for that batch and every
+    later one, without reading again. need_images=False: (rows, None, None), the file unopened."""
+    failed, f = None, None
+    try:
+        if need_images and rows:
+            try:
+                f = opener(uri)
+            except OSError as e:
+                failed = f"cannot read {uri}: {type(e).__name__}: {e}"
         for i in range(0, len(rows), size):
-            chunk = rows[i:i + size]
-            yield chunk, read_images(f, chunk)
+            chunk, images = rows[i:i + size], None
+            if f is not None and failed is None:
+                try:
+                    images = read_images(f, chunk)
+                except OSError as e:
+                    failed = f"{type(e).__name__}: {e}"
+            yield chunk, images, failed
+    finally:
+        if f is not None:
+            f.close()
+
+
+def checked_output(out: Embedded, n_items: int, dim: int) -> Embedded:
+    """`out` if it accounts for each of the batch's items once with `dim`-wide vectors, its
+    non-finite vectors moved to errors; ValueError (a failed batch) when it does not."""
+    vectors = np.asarray(out.vectors)
+    positions = sorted(list(out.index) + [j for j, _, _ in out.errors])
+    if positions != list(range(n_items)) or vectors.shape != (len(out.index), dim):
+        raise ValueError(f"malformed output: {vectors.shape} vectors, {len(out.index)} positions and "
+                         f"{len(out.errors)} errors for a batch of {n_items} (dim {dim})")
+    finite = np.isfinite(vectors).all(axis=1)
+    if finite.all():
+        return out
+    norms = out.norms if out.norms is not None else np.linalg.norm(vectors, axis=1)
+    bad = [(j, "NonFiniteEmbedding", "the model returned NaN or infinite values")
+           for j, ok in zip(out.index, finite) if not ok]
+    return Embedded(vectors[finite], [j for j, ok in zip(out.index, finite) if ok], list(out.errors) + bad,
+                    np.asarray(norms)[finite])
 
 
 def embed_shard(shard: str, uri: str, rows: list[dict], replicas: list[list[Embedder]], opener: Callable,
-                run_id: str, batch_size: int = 64) -> dict[str, ModelResult]:
+                run_id: str, batch_size: int = 64, retry: ReadRetry = ReadRetry(),
+                on_retry: RetryHook | None = None) -> dict[str, ModelResult]:
     """`replicas[d]` holds the embedders loaded on device d (same models, same order)."""
     rows = sorted(rows, key=lambda r: r["image_offset"])
     first = replicas[0]
@@ -90,18 +136,23 @@ def embed_shard(shard: str, uri: str, rows: list[dict], replicas: list[list[Embe
     pool = ThreadPoolExecutor(len(replicas)) if len(replicas) > 1 else None
 
     def run_batch(args):
-        d, (chunk, images) = args
+        d, (chunk, images, read_error) = args
         outs = []
         for emb in replicas[d]:
+            if emb.modality == "image" and images is None:
+                outs.append(Embedded.empty(emb.dim, [(j, "ReadFailed", read_error) for j in range(len(chunk))]))
+                continue
             items = images if emb.modality == "image" else [r.get("caption") or "" for r in chunk]
             try:
-                outs.append(emb.embed(items))
+                outs.append(checked_output(emb.embed(items), len(chunk), emb.dim))
             except Exception as e:  # a model failing on one batch: that batch's samples become rows
                 outs.append(Embedded.empty(emb.dim, [(j, "EmbedFailed", f"{type(e).__name__}: {e}")
                                                      for j in range(len(chunk))]))
         return chunk, outs
 
-    work = enumerate(prefetch(_batches(uri, rows, opener, batch_size)))
+    need_images = any(e.modality == "image" for e in first)
+    work = enumerate(prefetch(image_batches(uri, rows, retrying_opener(opener, retry, on_retry), batch_size,
+                                            need_images)))
     work = ((i % len(replicas), b) for i, b in work)
     done = pool.map(run_batch, work) if pool else map(run_batch, work)
     for chunk, outs in done:

@@ -6,6 +6,12 @@ Output: `ShardResult` with the samples rows (one per input sample), the errors r
 failed sample, plus one shard-level row when the tar is truncated or unreadable) and the
 shards row. `check()` raises if the counts do not reconcile, which would be a bug.
 Failure rows: an unopenable URI is a shard-level 'unreadable' row, never an exception.
+Transient I/O errors (OSError at open or in the middle of a read) are retried per
+`limits.retry` by `audit.retrying_reads.RetryingFile`: it reopens and seeks back, so a retried
+shard has exactly the rows of a clean read. A read still failing after its retries ends the
+shard as 'unreadable' with a shard-level 'ReadFailed' errors row; the samples read before it
+are kept (like a truncated tar). `ShardResult.read_retries` counts the retries; the completion
+marker records it.
 `ingest_and_record` adds the side effects: per-shard tables, then the completion marker.
 """
 
@@ -17,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator
 
 from audit.output_dir import OutputDir
+from audit.retrying_reads import ReadFailed, RetryHook, RetryingFile, log_retry, retrying_opener
 from audit.sample_validation import IngestLimits, validate_sample
 from audit.tar_samples import RawSample, TarSamples
 from schemas import ERRORS, SAMPLES, SHARDS
@@ -37,6 +44,7 @@ class ShardResult:
     shard: dict
     samples: list[dict] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
+    read_retries: int = 0
 
     def check(self) -> None:
         s = self.shard
@@ -63,13 +71,19 @@ def iter_validated(raw_samples: Iterator[RawSample], shard: str, run_id: str, li
 
 
 def ingest_shard(shard: str, uri: str, run_id: str, opener: Opener = open_binary,
-                 limits: IngestLimits = IngestLimits(), on_sample: Callable | None = None) -> ShardResult:
-    """Read and validate every sample of one shard. `on_sample(raw, row)` sees each ok sample."""
+                 limits: IngestLimits = IngestLimits(), on_sample: Callable | None = None,
+                 on_retry: RetryHook | None = None) -> ShardResult:
+    """Read and validate every sample of one shard. `on_sample(raw, row)` sees each ok sample;
+    `on_retry(uri, attempt, error, wait)` each retried I/O error (default: a warning in the log)."""
     t0 = time.perf_counter()
     result = ShardResult(shard={})
-    status, error, nbytes = "complete", None, 0
+    status, error, error_type, nbytes = "complete", None, "UnreadableShard", 0
+
+    def count_retry(*args):
+        result.read_retries += 1
+        (on_retry or log_retry)(*args)
     try:
-        with opener(uri) as f:
+        with RetryingFile(opener, uri, limits.retry, count_retry) as f:
             reader = TarSamples(f, max_member_bytes=limits.max_member_bytes)
             for raw, (row, err) in iter_validated(iter(reader), shard, run_id, limits):
                 result.samples.append(row)
@@ -78,18 +92,21 @@ def ingest_shard(shard: str, uri: str, run_id: str, opener: Opener = open_binary
                 elif on_sample is not None:
                     on_sample(raw, row)
             status, error, nbytes = reader.status, reader.error, reader.bytes_read
+    except ReadFailed as e:
+        status, error, error_type = "unreadable", str(e), "ReadFailed"
     except OSError as e:
         status, error = "unreadable", f"cannot open {uri}: {e}"
     if status != "complete":
         result.errors.append({"run_id": run_id, "stage": "read", "shard": shard, "key": None,
-                              "error_type": "TruncatedShard" if status == "truncated" else "UnreadableShard",
+                              "error_type": "TruncatedShard" if status == "truncated" else error_type,
                               "message": error})
     n_ok = sum(r["status"] == "ok" for r in result.samples)
     stats_uri = uri[: -len(".tar")] + "_stats.json" if uri.endswith(".tar") else None
     result.shard = {
         "run_id": run_id, "shard": shard, "uri": uri, "status": status, "error": error,
         "n_inputs": len(result.samples), "n_ok": n_ok, "n_failed": len(result.samples) - n_ok,
-        "n_expected": read_expected_count(stats_uri, opener) if stats_uri else None,
+        "n_expected": read_expected_count(stats_uri, retrying_opener(opener, limits.retry, count_retry))
+        if stats_uri else None,
         "tar_bytes": nbytes, "seconds": time.perf_counter() - t0,
     }
     result.check()
@@ -97,18 +114,20 @@ def ingest_shard(shard: str, uri: str, run_id: str, opener: Opener = open_binary
 
 
 def ingest_and_record(out: OutputDir, shard: str, uri: str, run_id: str, opener: Opener = open_binary,
-                      limits: IngestLimits = IngestLimits()) -> dict | None:
+                      limits: IngestLimits = IngestLimits(), on_retry: RetryHook | None = None) -> dict | None:
     """Ingest one shard and record it in `out`: tables first, completion marker last.
 
-    Returns the shards row, or None when the shard was already complete (a retried bundle).
+    Returns the shards row plus 'read_retries' (also in the marker), or None when the shard was
+    already complete (a retried bundle).
     Leftover files of an interrupted attempt at this shard are removed first.
     """
     if out.is_complete(STAGE, shard):
         return None
     out.remove_orphans(shard, [t.name for t in SHARD_TABLES])
-    result = ingest_shard(shard, uri, run_id, opener, limits)
+    result = ingest_shard(shard, uri, run_id, opener, limits, on_retry=on_retry)
     out.write_shard_table(SAMPLES, run_id, shard, result.samples)
     out.write_shard_table(ERRORS, run_id, shard, result.errors)
     out.write_shard_table(SHARDS, run_id, shard, [result.shard])
-    out.mark_complete(STAGE, shard, result.shard)
-    return result.shard
+    record = {**result.shard, "read_retries": result.read_retries}
+    out.mark_complete(STAGE, shard, record)
+    return record

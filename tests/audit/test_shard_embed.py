@@ -66,3 +66,28 @@ def test_prefetch_reraises_producer_errors():
         assert "boom" in str(e)
     else:
         raise AssertionError("no error")
+
+
+class BrokenOutputs(CountingEmbedder):
+    """Returns NaN for every second item and, on its `short_batch`-th call, one vector too few."""
+
+    def __init__(self, short_batch: int):
+        super().__init__()
+        self.short_batch = short_batch
+
+    def embed(self, items):
+        out = super().embed(items)
+        if self.calls == self.short_batch:
+            return Embedded(out.vectors[1:], out.index[1:], [], out.norms[1:]) if len(items) > 1 else out
+        out.vectors[::2] = np.nan
+        return out
+
+
+def test_malformed_and_non_finite_outputs_become_errors_rows(broken_dir):
+    rows = sorted(_rows(broken_dir), key=lambda r: r["image_offset"])
+    res = embed_shard("s", str(broken_dir / "bad_mixed.tar"), rows, [[BrokenOutputs(short_batch=2)]],
+                      lambda u: open(u, "rb"), "r1", batch_size=2)["toy:bytes"]
+    kinds = {e["key"]: e["error_type"] for e in res.errors}
+    assert [kinds[r["key"]] for r in rows[2:4]] == ["EmbedFailed"] * 2  # the short batch: whole batch
+    assert all(kinds[r["key"]] == "NonFiniteEmbedding" for i, r in enumerate(rows) if i % 2 == 0 and i not in (2, 3))
+    assert np.isfinite(res.matrix()).all() and len(res.keys) + len(res.errors) == len(rows)
