@@ -37,7 +37,7 @@ def read_training_images(out: OutputDir, keys: list[tuple[str, str]], opener: Ca
     return images
 
 
-def _decode(data: bytes | None):
+def decode_or_none(data: bytes | None):
     try:
         return pil_rgb(data) if data else None
     except Exception:  # the replication row already says why; the page shows "(no image)"
@@ -51,30 +51,45 @@ def memorization_page(out: OutputDir, run: dict, rows: list[dict], opener: Calla
             f"{run['n_flagged']} of {run['n_scored']} pairs flagged at d &ge; {run['threshold']:.4g} "
             f"({text(run['method'])} {run['level']} on {text(run['reference'])}, {run['reference_count']} "
             f"reference scores). Darker words triggered the memorization more (Wen et al., ICLR 2024).</p>")
-    body = [[image_tag(images.get((r["shard"], r["key"]))), text(f"{r['shard']}/{r['key']}"),
-             token_spans(r.get("trigger_tokens")) or text(r.get("caption")), f"{r['score']:.4g}"]
-            for r in flagged]
     return write_page(out.root / "reports" / "memorization.html", "Memorized image-caption pairs",
-                      head + table(["training image", "sample", "caption (trigger tokens)", "d"], body))
+                      head + memorization_table(flagged, images))
+
+
+def memorization_table(rows: list[dict], images: dict, size: int = 128) -> str:
+    """Memorization rows (shard, key, caption, score, trigger_tokens) as a table: the training
+    image, the caption with its trigger words shaded (plain escaped caption without tokens), d."""
+    body = [[image_tag(images.get((r["shard"], r["key"])), size), text(f"{r['shard']}/{r['key']}"),
+             token_spans(r.get("trigger_tokens")) or text(r.get("caption")), f"{r['score']:.4g}"]
+            for r in rows]
+    return table(["training image", "sample", "caption (trigger tokens)", "d"], body)
 
 
 def replication_page(out: OutputDir, summary: list[dict], rows: list[dict], generated: dict, opener: Callable,
                      limit: int = 100) -> str:
     """`generated` maps a generated image's name to its bytes; only the shown ones are decoded."""
     top = sorted((r for r in rows if r.get("top1_similarity") is not None), key=lambda r: -r["top1_similarity"])[:limit]
-    shown = {r["generated"]: _decode(generated.get(r["generated"])) for r in top}
+    shown = {r["generated"]: decode_or_none(generated.get(r["generated"])) for r in top}
     images = read_training_images(out, [(r["top1_shard"], r["top1_key"]) for r in top], opener)
-    stats = table(["set", "n", "replication rate", "mean top-1", "p95 top-1"],
-                  [[text(s["set"]), str(s["n"]), "-" if s["replication_rate"] is None else f"{s['replication_rate']:.1%}",
-                    "-" if s["mean_similarity"] is None else f"{s['mean_similarity']:.3f}",
-                    "-" if s["p95_similarity"] is None else f"{s['p95_similarity']:.3f}"] for s in summary])
-    body = [[image_tag(shown[r["generated"]]), image_tag(images.get((r["top1_shard"], r["top1_key"]))),
-             f"{r['top1_similarity']:.3f}" + (" <b>replicated</b>" if r["replicated"] else ""),
-             text(r["generated"]), text(r.get("prompt")), text(f"{r['top1_shard']}/{r['top1_key']}")]
-            for r in top]
     head = (f"<p>Top-1 SSCD similarity of each generated image to the training set; replicated = similarity "
             f"&gt; {summary[0]['threshold']} (Somepalli et al., CVPR 2023). Train-vs-train is the baseline.</p>")
     return write_page(out.root / "reports" / "replication.html", "Replication of training images",
-                      head + stats + "<h2>Most similar pairs</h2>" +
-                      table(["generated", "nearest training image", "similarity", "generated id", "prompt",
-                             "training sample"], body))
+                      head + replication_summary_table(summary) + "<h2>Most similar pairs</h2>" +
+                      replication_pairs_table(top, shown, images))
+
+
+def replication_summary_table(summary: list[dict]) -> str:
+    return table(["set", "n", "replication rate", "mean top-1", "p95 top-1"],
+                 [[text(s["set"]), str(s["n"]), "-" if s["replication_rate"] is None else f"{s['replication_rate']:.1%}",
+                   "-" if s["mean_similarity"] is None else f"{s['mean_similarity']:.3f}",
+                   "-" if s["p95_similarity"] is None else f"{s['p95_similarity']:.3f}"] for s in summary])
+
+
+def replication_pairs_table(rows: list[dict], generated: dict, images: dict, size: int = 128) -> str:
+    """Replication rows side by side: `generated` maps a generated id to its PIL image (or None),
+    `images` (top1_shard, top1_key) to the training image."""
+    body = [[image_tag(generated.get(r["generated"]), size), image_tag(images.get((r["top1_shard"], r["top1_key"])), size),
+             f"{r['top1_similarity']:.3f}" + (" <b>replicated</b>" if r["replicated"] else ""),
+             text(r["generated"]), text(r.get("prompt")), text(f"{r['top1_shard']}/{r['top1_key']}")]
+            for r in rows]
+    return table(["generated", "nearest training image", "similarity", "generated id", "prompt",
+                  "training sample"], body)

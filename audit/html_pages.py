@@ -52,8 +52,9 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_page(path, title: str, body: str) -> str:
+def write_page(path, title: str, body: str, extra_style: str = "") -> str:
+    """`extra_style`: more CSS (a constant of the caller, never data)."""
     doc = (f'<!doctype html><html><head><meta charset="utf-8"><title>{text(title)}</title>'
-           f"<style>{STYLE}</style></head><body><h1>{text(title)}</h1>{body}</body></html>")
+           f"<style>{STYLE}{extra_style}</style></head><body><h1>{text(title)}</h1>{body}</body></html>")
     atomic_files.write_bytes(path, doc.encode("utf-8"))
     return str(path)
