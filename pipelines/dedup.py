@@ -12,14 +12,24 @@ exact and caption duplicates, and the summary says near duplicates were not comp
 from __future__ import annotations
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from audit.dedup_corpus import load_corpus
 from audit.duplicate_clusters import DedupConfig, find_duplicates
 from audit.incremental_dedup import incremental_duplicates, save_from_result
 from audit.memorization_flags import latest_flags, merge_flags
 from audit.output_dir import OutputDir
+from pipelines.progress import counter
 from schemas import DECISIONS, DUPLICATES
+
+
+def dedup_counters() -> dict:
+    return {k: counter(f"dedup_{k}") for k in ("samples", "kept", "dropped")}
+
+
+def count_decisions(counts: dict, n_samples: int, n_dropped: int) -> None:
+    counts["samples"].inc(n_samples)
+    counts["kept"].inc(n_samples - n_dropped)
+    counts["dropped"].inc(n_dropped)
 
 
 def dedup_and_record(out: OutputDir, run_id: str, cfg: DedupConfig, new_shards: set[str] = frozenset()) -> dict:
@@ -40,11 +50,11 @@ def dedup_and_record(out: OutputDir, run_id: str, cfg: DedupConfig, new_shards: 
 class DedupFn(beam.DoFn):
     def __init__(self, run_id: str, cfg: DedupConfig, new_shards: set[str]):
         self.run_id, self.cfg, self.new_shards = run_id, cfg, set(new_shards)
-        self.dropped = Metrics.counter("shardguard", "dedup_dropped")
+        self.counts = dedup_counters()
 
     def process(self, out_root: str):
         summary = dedup_and_record(OutputDir(out_root), self.run_id, self.cfg, self.new_shards)
-        self.dropped.inc(summary["dropped"])
+        count_decisions(self.counts, summary["samples"], summary["dropped"])
         yield summary
 
 

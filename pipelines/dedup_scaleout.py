@@ -24,6 +24,7 @@ from audit.memorization_flags import latest_flags, merge_flags
 from audit.output_dir import OutputDir
 from audit.partitioned_dedup import assign, group_edges_exact, n_centroids_for, train_centroids
 from audit.vector_index import Edges
+from pipelines.dedup import count_decisions, dedup_counters
 from schemas import DECISIONS, DUPLICATES
 
 SEP = "\t"
@@ -104,6 +105,7 @@ class FinalizeFn(beam.DoFn):
     def __init__(self, out_root: str, run_id: str, cfg: DedupConfig, plans):
         self.out_root, self.run_id, self.cfg = out_root, run_id, cfg
         self.kinds = {name: kind for name, (kind, _) in plans.items()}
+        self.counts = dedup_counters()
 
     def process(self, _, edges):
         out = OutputDir(self.out_root)
@@ -128,6 +130,7 @@ class FinalizeFn(beam.DoFn):
         decisions = merge_flags(result.decisions, latest_flags(out), self.run_id)  # keep memorization's verdicts
         out.write_run_table(DECISIONS, self.run_id, decisions)
         save_kept_index(out, result.decisions, self.cfg)
+        count_decisions(self.counts, len(decisions), sum(not d["keep"] for d in decisions))
         yield {"kinds": result.kinds, "samples": len(result.decisions)}
 
 

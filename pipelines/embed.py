@@ -8,7 +8,9 @@ OUT/errors/run=<run_id>/<shard>.embed-<model>.parquet, then the completion marke
 OUT/_manifest/embed/<model>/<shard>.json. Models load once per worker in `setup`, one replica
 per visible GPU (or the CPU). `resource_hints` ask runners for GPU workers when configured.
 Failure rows: images a model cannot decode or embed, and whole batches whose model call
-raised, are errors rows with stage 'embed'; the run goes on.
+raised, are errors rows with stage 'embed'; the run goes on. Transient read errors are retried
+(`retry`: the job passes config `ingest.retry`), logged and counted in
+`shardguard/embed_read_retries`; a read failing for good gives 'ReadFailed' rows.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from apache_beam.metrics import Metrics
 
 from audit import atomic_files
 from audit.embedder_specs import EmbedConfig, EmbedderSpec, model_slug, visible_devices
 from audit.output_dir import OutputDir
+from audit.retrying_reads import ReadRetry, log_retry
 from audit.shard_embed import ModelResult, embed_shard
 from pipelines.ingest import open_uri
+from pipelines.progress import ShardCounters, counter
 from schemas import EMBEDDINGS, ERRORS
 from schemas.embeddings import with_dim
 
@@ -79,10 +82,11 @@ def write_model_result(out: OutputDir, run_id: str, shard: str, res: ModelResult
 
 
 class EmbedShardFn(beam.DoFn):
-    def __init__(self, out_root: str, run_id: str, specs: list[EmbedderSpec], cfg: EmbedConfig):
-        self.out_root, self.run_id, self.specs, self.cfg = out_root, run_id, specs, cfg
-        self.vectors = Metrics.counter("shardguard", "embed_vectors")
-        self.failed = Metrics.counter("shardguard", "embed_failed")
+    def __init__(self, out_root: str, run_id: str, specs: list[EmbedderSpec], cfg: EmbedConfig,
+                 retry: ReadRetry = ReadRetry()):
+        self.out_root, self.run_id, self.specs, self.cfg, self.retry = out_root, run_id, specs, cfg, retry
+        self.counts = ShardCounters("embed")  # per (shard, model)
+        self.read_retries = counter("embed_read_retries")
 
     def setup(self):
         self.out = OutputDir(self.out_root)
@@ -102,19 +106,21 @@ class EmbedShardFn(beam.DoFn):
             self.out.remove_orphans(shard, [f"embeddings/{slug}"])
             self.out.remove_orphans(shard, ["errors"], part=f"embed-{slug}")
         replicas = [[r[i] for i in todo] for r in self.replicas]
-        results = embed_shard(shard, uri, ok_rows(self.out, shard), replicas, open_uri,
-                              self.run_id, self.cfg.batch_size)
+        retries: list[int] = []  # reads run on a prefetch thread: Beam counts only on this one
+        results = embed_shard(shard, uri, ok_rows(self.out, shard), replicas, open_uri, self.run_id,
+                              self.cfg.batch_size, self.retry, lambda *a: (retries.append(1), log_retry(*a)))
+        self.read_retries.inc(len(retries))
         for res in results.values():
             write_model_result(self.out, self.run_id, shard, res, self.cfg.vector_files)
-            self.vectors.inc(len(res.keys))
-            self.failed.inc(len(res.errors))
+            self.counts.record(len(res.keys) + len(res.errors), len(res.keys), len(res.errors))
             yield {"shard": shard, "model": res.model_id, "n_ok": len(res.keys), "n_failed": len(res.errors)}
 
 
 class EmbedShards(beam.PTransform):
-    def __init__(self, out_root: str, run_id: str, specs: list[EmbedderSpec], cfg: EmbedConfig):
+    def __init__(self, out_root: str, run_id: str, specs: list[EmbedderSpec], cfg: EmbedConfig,
+                 retry: ReadRetry = ReadRetry()):
         super().__init__()
-        self.fn = EmbedShardFn(out_root, run_id, specs, cfg)
+        self.fn = EmbedShardFn(out_root, run_id, specs, cfg, retry)
         self.accelerator = cfg.accelerator
 
     def expand(self, pcoll):

@@ -7,7 +7,10 @@ and atomic: OUT/samples|errors|shards/run=<run_id>/<shard>.parquet, then the com
 marker OUT/_manifest/ingest/<shard>.json (written last).
 Failure rows: every bad sample is a samples row with status 'failed' plus an errors row
 (see audit.sample_validation); a truncated or unreadable tar adds a shard-level errors row.
-Metrics: counters `shardguard/ingest_{shards,samples,ok,failed}` on any runner.
+Transient read errors are retried (config `ingest.retry`, audit.retrying_reads): each retry is
+logged as a warning and counted in `shardguard/ingest_read_retries`.
+Metrics: counters `shardguard/ingest_{shards,samples,ok,failed}` on any runner (all names:
+pipelines.progress.COUNTERS).
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import logging
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.metrics import Metrics
 
 from audit.output_dir import OutputDir
+from audit.retrying_reads import log_retry
 from audit.sample_validation import IngestLimits
 from audit.shard_ingest import ingest_and_record
+from pipelines.progress import ShardCounters, counter
 
 log = logging.getLogger("shardguard.ingest")
 
@@ -34,23 +38,22 @@ class IngestShardFn(beam.DoFn):
 
     def __init__(self, out_root: str, run_id: str, limits: IngestLimits):
         self.out_root, self.run_id, self.limits = out_root, run_id, limits
-        self.shards = Metrics.counter("shardguard", "ingest_shards")
-        self.samples = Metrics.counter("shardguard", "ingest_samples")
-        self.ok = Metrics.counter("shardguard", "ingest_ok")
-        self.failed = Metrics.counter("shardguard", "ingest_failed")
+        self.counts = ShardCounters("ingest")
+        self.read_retries = counter("ingest_read_retries")
 
     def setup(self):
         self.out = OutputDir(self.out_root)
 
+    def _on_retry(self, *args):
+        self.read_retries.inc()
+        log_retry(*args)
+
     def process(self, element):
         shard, uri = element
-        s = ingest_and_record(self.out, shard, uri, self.run_id, open_uri, self.limits)
+        s = ingest_and_record(self.out, shard, uri, self.run_id, open_uri, self.limits, self._on_retry)
         if s is None:  # a retried bundle: the work is already done
             return
-        self.shards.inc()
-        self.samples.inc(s["n_inputs"])
-        self.ok.inc(s["n_ok"])
-        self.failed.inc(s["n_failed"])
+        self.counts.record(s["n_inputs"], s["n_ok"], s["n_failed"])
         log.info("shard %s %s: %d samples, %d ok, %d failed (%.1fs)",
                  shard, s["status"], s["n_inputs"], s["n_ok"], s["n_failed"], s["seconds"])
         yield s

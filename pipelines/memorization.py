@@ -19,7 +19,6 @@ import logging
 from dataclasses import asdict
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from audit.diffusion_models import DiffusionModel, checkpoint_id, image_pixels
 from audit.embedder_specs import model_slug, visible_devices
@@ -31,7 +30,9 @@ from audit.output_dir import OutputDir
 from audit.store import scan
 from audit.trigger_tokens import token_influence
 from pipelines.embed import ok_rows
+from audit.retrying_reads import ReadRetry, retrying_opener
 from pipelines.ingest import open_uri
+from pipelines.progress import ShardCounters, counter
 from schemas import DECISIONS, ERRORS, MEMORIZATION, MEMORIZATION_RUNS, MEMORIZATION_SCORES
 
 log = logging.getLogger("shardguard.memorization")
@@ -50,10 +51,10 @@ def load_model(cfg: MemorizationConfig) -> DiffusionModel:
 
 
 class ScoreShardFn(beam.DoFn):
-    def __init__(self, out_root: str, run_id: str, cfg: MemorizationConfig, model_id: str):
-        self.out_root, self.run_id, self.cfg, self.model_id = out_root, run_id, cfg, model_id
-        self.scored = Metrics.counter("shardguard", "memorization_scored")
-        self.failed = Metrics.counter("shardguard", "memorization_failed")
+    def __init__(self, out_root: str, run_id: str, cfg: MemorizationConfig, model_id: str,
+                 retry: ReadRetry = ReadRetry()):
+        self.out_root, self.run_id, self.cfg, self.model_id, self.retry = out_root, run_id, cfg, model_id, retry
+        self.counts = ShardCounters("memorization")
 
     def setup(self):
         self.out = OutputDir(self.out_root)
@@ -68,7 +69,8 @@ class ScoreShardFn(beam.DoFn):
         self.out.remove_orphans(shard, [f"memorization_scores/{name}"])
         self.out.remove_orphans(shard, ["errors"], part=part)
         rows = ok_rows(self.out, shard)
-        scores, errors = score_shard(shard, uri, rows, self.model, self.cfg, open_uri, self.run_id)
+        scores, errors = score_shard(shard, uri, rows, self.model, self.cfg, retrying_opener(open_uri, self.retry),
+                                     self.run_id)
         extra = {"run_id": self.run_id, "shard": shard, "model_id": self.model_id,
                  "config": self.cfg.digest(), "mode": self.cfg.mode}
         self.out.write_shard_table(MEMORIZATION_SCORES, self.run_id, shard,
@@ -79,15 +81,15 @@ class ScoreShardFn(beam.DoFn):
         self.out.mark_complete(stage(self.cfg, self.model_id), shard, {
             "run_id": self.run_id, "shard": shard, "model": self.model_id, "n_inputs": len(rows),
             "n_ok": len(scores), "n_failed": len(errors)})
-        self.scored.inc(len(scores))
-        self.failed.inc(len(errors))
+        self.counts.record(len(rows), len(scores), len(errors))
         yield {"shard": shard, "n_ok": len(scores), "n_failed": len(errors)}
 
 
 class ScoreMemorization(beam.PTransform):
-    def __init__(self, out_root: str, run_id: str, cfg: MemorizationConfig, model_id: str):
+    def __init__(self, out_root: str, run_id: str, cfg: MemorizationConfig, model_id: str,
+                 retry: ReadRetry = ReadRetry()):
         super().__init__()
-        self.fn = ScoreShardFn(out_root, run_id, cfg, model_id)
+        self.fn = ScoreShardFn(out_root, run_id, cfg, model_id, retry)
         self.accelerator = cfg.accelerator
 
     def expand(self, pcoll):
@@ -147,7 +149,7 @@ def flag_and_record(out: OutputDir, run_id: str, cfg: MemorizationConfig, model_
 class FlagFn(beam.DoFn):
     def __init__(self, run_id: str, cfg: MemorizationConfig, model_id: str):
         self.run_id, self.cfg, self.model_id = run_id, cfg, model_id
-        self.flagged = Metrics.counter("shardguard", "memorization_flagged")
+        self.flagged = counter("memorization_flagged")
 
     def process(self, out_root: str):
         result = flag_and_record(OutputDir(out_root), self.run_id, self.cfg, self.model_id)

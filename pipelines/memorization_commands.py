@@ -18,7 +18,13 @@ from pathlib import Path
 
 
 def add_parsers(sub) -> None:
-    p = sub.add_parser("prompts", help="prompt-only memorization detection (Wen et al.) for a list of prompts")
+    import argparse
+    raw = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("prompts", help="prompt-only memorization detection (Wen et al.) for a list of prompts",
+                       formatter_class=raw, epilog="examples:\n"
+                       "  shardguard prompts --diffusion-model /models/sd-v1-5 --prompts prompts.txt\n"
+                       "  shardguard prompts --diffusion-model /models/sd-v1-5 --prompts p.txt --reference ref.txt "
+                       "--fpr 0.01 --jsonl scores.jsonl")
     p.add_argument("--diffusion-model", required=True, metavar="PATH", help="diffusers checkpoint folder")
     p.add_argument("--prompts", required=True, help="text file, one prompt per line")
     p.add_argument("--reference", help="prompts taken as non-memorized, to calibrate on (default: --prompts)")
@@ -27,7 +33,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--seeds", type=int, default=4, help="random starting latents per prompt (4)")
     p.add_argument("--device", default="auto")
     p.add_argument("--jsonl", help="also write one JSON object per prompt here")
-    r = sub.add_parser("replication", help="top-1 SSCD similarity of generated images to a training set")
+    r = sub.add_parser("replication", help="top-1 SSCD similarity of generated images to a training set",
+                       formatter_class=raw, epilog="examples:\n"
+                       "  shardguard replication --generated gen-images/ --against demo-out\n"
+                       "  shardguard replication --generated 'gen/*.tar' --against /data/audit --threshold 0.5")
     r.add_argument("--generated", required=True, help="folder of images (+ .txt prompts), a .tar, or a glob of tars")
     r.add_argument("--against", required=True, help="the training set's audit output folder (has SSCD embeddings)")
     r.add_argument("--threshold", type=float, default=0.5, help="replicated when top-1 similarity > this (0.5)")

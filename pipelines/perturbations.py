@@ -3,7 +3,8 @@
 PerturbationFeatures. Input: PCollection of (shard_id, uri) whose ingest is complete. Output:
 one dict per shard. Per shard, atomic: OUT/perturbation_samples/run=<run_id>/<shard>.parquet
 (one row per ok sample), errors rows (stage 'perturbation_features') for images that no longer
-decode or cannot be analysed, then the marker OUT/_manifest/perturbations/features/<shard>.json.
+decode or cannot be analysed ('ReadFailed' for images the shard could not give back after the
+retries of config `ingest.retry`), then the marker OUT/_manifest/perturbations/features/<shard>.json.
 features + errors = ok samples, checked.
 
 TestPerturbations. Input: the output folder (one element). Output: a summary dict. Labels
@@ -21,7 +22,6 @@ from dataclasses import asdict
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.metrics import Metrics
 
 from audit import atomic_files
 from audit.image_tensors import pil_rgb
@@ -30,9 +30,11 @@ from audit.perturbation_audit import AuditOutcome, PerturbationConfig, audit
 from audit.perturbation_corpus import NoLabels, feature_table, image_set, labelled_corpus, split
 from audit.perturbation_features import FEATURE_COLUMNS, sample_features
 from audit.perturbation_verdicts import feature_cuts, feature_outliers, robust_cuts, verdict_rows
-from audit.shard_embed import prefetch, read_images
+from audit.shard_embed import image_batches, prefetch
 from pipelines.embed import ok_rows
+from audit.retrying_reads import ReadRetry, retrying_opener
 from pipelines.ingest import open_uri
+from pipelines.progress import ShardCounters, counter
 from schemas import ERRORS, PERTURBATION_FLAGS, PERTURBATION_SAMPLES, PERTURBATION_TESTS
 
 log = logging.getLogger("shardguard.perturbations")
@@ -41,18 +43,17 @@ FEATURE_STAGE = "perturbations/features"
 SANITIZER_FILE = "exports/perturbation_sanitizer.json"
 
 
-def shard_features(shard: str, uri: str, rows: list[dict], run_id: str, batch: int = 64) -> tuple[list[dict], list[dict]]:
+def shard_features(shard: str, uri: str, rows: list[dict], run_id: str, batch: int = 64,
+                   opener=open_uri) -> tuple[list[dict], list[dict]]:
     """One shard's ok samples -> (perturbation_samples rows, errors rows)."""
     rows = sorted(rows, key=lambda r: r["image_offset"])
     feats, errors = [], []
 
-    def batches():
-        with open_uri(uri) as f:
-            for i in range(0, len(rows), batch):
-                chunk = rows[i:i + batch]
-                yield chunk, read_images(f, chunk)
-
-    for chunk, datas in prefetch(batches()):
+    for chunk, datas, read_error in prefetch(image_batches(uri, rows, opener, batch)):
+        if datas is None:  # the shard could not be read (after the opener's retries)
+            errors.extend({"run_id": run_id, "stage": "perturbation_features", "shard": shard, "key": r["key"],
+                           "error_type": "ReadFailed", "message": read_error} for r in chunk)
+            continue
         for r, data in zip(chunk, datas):
             try:
                 f = sample_features(np.asarray(pil_rgb(data)))
@@ -67,9 +68,9 @@ def shard_features(shard: str, uri: str, rows: list[dict], run_id: str, batch: i
 
 
 class FeatureShardFn(beam.DoFn):
-    def __init__(self, out_root: str, run_id: str):
-        self.out_root, self.run_id = out_root, run_id
-        self.done = Metrics.counter("shardguard", "perturbation_features")
+    def __init__(self, out_root: str, run_id: str, retry: ReadRetry = ReadRetry()):
+        self.out_root, self.run_id, self.retry = out_root, run_id, retry
+        self.counts = ShardCounters("perturbation_features")
 
     def setup(self):
         self.out = OutputDir(self.out_root)
@@ -81,19 +82,19 @@ class FeatureShardFn(beam.DoFn):
         self.out.remove_orphans(shard, ["perturbation_samples"])
         self.out.remove_orphans(shard, ["errors"], part="perturb")
         rows = ok_rows(self.out, shard)
-        feats, errors = shard_features(shard, uri, rows, self.run_id)
+        feats, errors = shard_features(shard, uri, rows, self.run_id, opener=retrying_opener(open_uri, self.retry))
         self.out.write_shard_table(PERTURBATION_SAMPLES, self.run_id, shard, PERTURBATION_SAMPLES.from_rows(feats))
         self.out.write_shard_table(ERRORS, self.run_id, shard, ERRORS.from_rows(errors), part="perturb")
         self.out.mark_complete(FEATURE_STAGE, shard, {"run_id": self.run_id, "shard": shard, "n_inputs": len(rows),
                                                       "n_ok": len(feats), "n_failed": len(errors)})
-        self.done.inc(len(feats))
+        self.counts.record(len(rows), len(feats), len(errors))
         yield {"shard": shard, "n_ok": len(feats), "n_failed": len(errors)}
 
 
 class PerturbationFeatures(beam.PTransform):
-    def __init__(self, out_root: str, run_id: str):
+    def __init__(self, out_root: str, run_id: str, retry: ReadRetry = ReadRetry()):
         super().__init__()
-        self.fn = FeatureShardFn(out_root, run_id)
+        self.fn = FeatureShardFn(out_root, run_id, retry)
 
     def expand(self, pcoll):
         return pcoll | "Reshuffle" >> beam.Reshuffle() | "Features" >> beam.ParDo(self.fn)
@@ -180,9 +181,14 @@ def test_and_record(out: OutputDir, run_id: str, cfg: PerturbationConfig) -> dic
 class TestFn(beam.DoFn):
     def __init__(self, run_id: str, cfg: PerturbationConfig):
         self.run_id, self.cfg = run_id, cfg
+        self.counts = {k: counter(f"perturbation_tests_{k}") for k in ("samples", "failed", "flagged")}
 
     def process(self, out_root: str):
-        yield test_and_record(OutputDir(out_root), self.run_id, self.cfg)
+        summary = test_and_record(OutputDir(out_root), self.run_id, self.cfg)
+        self.counts["samples"].inc(summary.get("n_tested", 0))
+        self.counts["failed"].inc(len(summary.get("failed", [])))
+        self.counts["flagged"].inc(summary["n_flagged"])
+        yield summary
 
 
 class TestPerturbations(beam.PTransform):
