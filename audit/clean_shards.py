@@ -49,6 +49,7 @@ class CleanConfig:
     epochs: int = 1  # caption variants per sample: epoch 0 in .txt, the others in the json
     caption: CaptionPolicy = field(default_factory=CaptionPolicy)
     sanitize: str = "auto"  # images: 'auto' = the perturbation audit's chosen sanitizer when it found poisons, 'none', or a sanitizer name
+    to: str = ""  # destination folder; set, `shardguard run` appends the new kept samples there after the audit
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,12 @@ folder; the `clean:` config (shard size, caption policy, which samples it applie
 Output: img2dataset-format shards in the destination (audit.clean_shards), one completion
 marker per output shard (DEST/_manifest/clean/), and the caption_variants table in OUT.
 Beam: one element per output shard (`WriteCleanShardFn`, caption vocabulary loaded once per
-worker in setup). Resumable: the plan is deterministic, completed shards are skipped; a
-destination built from other decisions or settings is refused, not mixed.
-Counts reconcile and are returned: input = kept + dropped; written = kept.
+worker in setup). Append-only (audit.clean_ledger): a rerun into the same destination plans
+only the kept samples no earlier run planned, into new output shards after the last one;
+earlier shards are never rewritten and no sample is written twice; a run killed mid-way is
+finished with the same plan. A destination built with other settings is refused, not mixed.
+Counts reconcile and are returned: input = kept + dropped; written (all shards in DEST) =
+kept + no_longer_kept (written on an earlier run, dropped since: they stay where they are).
 Images: copied byte for byte, or, when the perturbation audit found poisons (`clean.sanitize:
 auto`) or a sanitizer is configured, re-encoded through it (`chosen_sanitizer`).
 Failure: `ValueError` for an empty audit output or a destination built differently.
@@ -16,14 +19,14 @@ Failure: `ValueError` for an empty audit output or a destination built different
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 
 import apache_beam as beam
 import duckdb
 
 from audit.caption_strategies import apply, minilm_vocab
-from audit.clean_shards import CleanConfig, SampleRef, plan_shards, sanitizing_encoder, write_clean_shard
+from audit.clean_ledger import load_ledger, plan_append, settings_id, unwritten_shards, write_batch
+from audit.clean_shards import CleanConfig, SampleRef, sanitizing_encoder, write_clean_shard
 from audit.image_sanitizers import IMAGE_LEVEL
 from audit.memorization_flags import latest_flagged
 from audit.output_dir import OutputDir
@@ -138,6 +141,36 @@ class WriteCleanShardFn(beam.DoFn):
         yield stats
 
 
+@dataclasses.dataclass
+class CleanPlan:
+    """What a clean run writes, computed without writing: run_clean runs it, `clean --dry-run` prints it."""
+    samples: list[SampleRef]
+    n_input: int
+    dec_run: str | None
+    flagged: set
+    sanitizer: dict | None
+    why: str
+    plan_id: str
+    ledger: object  # audit.clean_ledger.Ledger before this run
+    new_plan: list  # new output shards (appended batch)
+    to_write: list  # (out_shard, samples): planned earlier and unwritten, then the new ones
+
+
+def plan_clean(out: OutputDir, dest: OutputDir, cfg: CleanConfig) -> CleanPlan:
+    samples, n_input, dec_run, flagged = kept_samples(out)
+    sanitizer, why = chosen_sanitizer(out, cfg)
+    plan_id = settings_id(cfg, sanitizer)
+    ledger = load_ledger(dest.root)
+    done_before = dest.markers(STAGE)
+    if any(m.get("plan") != plan_id for m in done_before) or ledger.plans - {plan_id} \
+            or (done_before and not ledger.rows):
+        raise ValueError(f"{dest.root} holds clean shards built from other decisions or settings; "
+                         "clean into a new --to folder")
+    new_plan = plan_append(samples, ledger, cfg.shard_size)
+    to_write = unwritten_shards(ledger, samples, lambda o: dest.is_complete(STAGE, o)) + new_plan
+    return CleanPlan(samples, n_input, dec_run, flagged, sanitizer, why, plan_id, ledger, new_plan, to_write)
+
+
 def run_clean(from_out: str, to_dir: str, cfg: CleanConfig = CleanConfig(), beam_args: list[str] | None = None,
               run_id: str | None = None) -> dict:
     from pipelines.job import new_run_id, pipeline_options, private_tempdir
@@ -145,16 +178,13 @@ def run_clean(from_out: str, to_dir: str, cfg: CleanConfig = CleanConfig(), beam
     run_id = run_id or new_run_id()
     dest.lock()
     try:
-        samples, n_input, dec_run, flagged = kept_samples(out)
-        plan = plan_shards(samples, cfg.shard_size)
-        sanitizer, why = chosen_sanitizer(out, cfg)
-        plan_id = hashlib.sha256(json.dumps([dec_run, dataclasses.asdict(cfg), len(samples), sanitizer],
-                                            default=str).encode()).hexdigest()[:16]
-        done = [m for m in dest.markers(STAGE)]
-        if any(m.get("plan") != plan_id for m in done):
-            raise ValueError(f"{dest.root} holds clean shards built from other decisions or settings; "
-                             "clean into a new --to folder")
-        todo = [p for p in plan if not dest.is_complete(STAGE, p[0])]
+        plan = plan_clean(out, dest, cfg)
+        samples, n_input, dec_run, flagged = plan.samples, plan.n_input, plan.dec_run, plan.flagged
+        sanitizer, why, plan_id, ledger, new_plan = plan.sanitizer, plan.why, plan.plan_id, plan.ledger, plan.new_plan
+        if new_plan:  # the batch is on disk before any of its shards: a killed run resumes it unchanged
+            write_batch(dest.root, ledger, new_plan, plan_id, run_id)
+            ledger = load_ledger(dest.root)
+        todo = unwritten_shards(ledger, samples, lambda o: dest.is_complete(STAGE, o))
         if todo:
             with private_tempdir(dest.root):
                 p = beam.Pipeline(options=pipeline_options(beam_args or []))
@@ -164,13 +194,20 @@ def run_clean(from_out: str, to_dir: str, cfg: CleanConfig = CleanConfig(), beam
                 p.run().wait_until_finish()
         markers = dest.markers(STAGE)
         written = sum(m["count"] for m in markers)
-        if written != len(samples) or len(markers) != len(plan):
-            raise RuntimeError(f"clean run {run_id}: wrote {written} of {len(samples)} kept samples")
+        planned = ledger.planned()
+        kept_keys = {(s.shard, s.key) for s in samples}
+        no_longer_kept = len(planned - kept_keys)  # written on an earlier night, dropped since: they stay
+        if written != len(planned) or len(markers) != len(ledger.shards()) or not kept_keys <= planned \
+                or written != len(samples) + no_longer_kept:
+            raise RuntimeError(f"clean run {run_id}: {written} samples written, {len(planned)} planned, "
+                               f"{len(samples)} kept, {no_longer_kept} planned earlier and dropped since")
         from audit import store
         from schemas import TABLES
         store.refresh_views(out, TABLES)
         return {"run_id": run_id, "input": n_input, "kept": len(samples), "dropped": n_input - len(samples),
-                "written": written, "shards": len(plan), "shards_skipped": len(plan) - len(todo),
+                "written": written, "shards": len(markers), "shards_skipped": len(markers) - len(todo),
+                "appended": sum(len(x) for _, x in todo), "appended_shards": [o for o, _ in todo],
+                "no_longer_kept": no_longer_kept,
                 "captions_changed": sum(m["captions_changed"] for m in markers if m["run_id"] == run_id),
                 "decisions_run": dec_run, "dest": str(dest.root),
                 "sanitizer": sanitizer["name"] if sanitizer else None, "sanitizer_reason": why}

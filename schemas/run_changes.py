@@ -15,9 +15,11 @@ RUN_CHANGES = table(
     column("change", pa.string(), "'new_shard', 'new_error', 'new_duplicate' (a sample that joined a duplicate "
                                   "cluster), 'new_drop' / 'new_keep' (the keep decision flipped), 'new_flag' / "
                                   "'cleared_flag' (memorization or perturbation flag), 'changed_verdict' "
-                                  "(a perturbation test's verdict).", False),
+                                  "(a perturbation test's verdict); 'no_changes' (the run's only row when it "
+                                  "changed nothing, so the latest view shows this run).", False),
     column("source_table", pa.string(), "Table the change was read from (decisions, duplicates, memorization, "
-                                        "perturbation_flags, perturbation_tests, errors, shards).", False),
+                                        "perturbation_flags, perturbation_tests, errors, shards; runs for "
+                                        "'no_changes').", False),
     column("shard", pa.string(), "Shard of the sample (null for dataset-level changes)."),
     column("key", pa.string(), "Sample key (null for shard- and dataset-level changes)."),
     column("before", pa.string(), "Value in the previous run (null when absent)."),

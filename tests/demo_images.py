@@ -4,26 +4,20 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from tests.conftest import DEMO_SAMPLE
+from tests.job_outputs import read_samples
 
 
 def demo_images(n: int, sample: Path = DEMO_SAMPLE) -> list[tuple[str, bytes, str, str]]:
     """The first n samples with distinct image bytes and distinct captions, across shards."""
     out, seen_bytes, seen_caps = [], set(), set()
     for tar in sorted(sample.glob("*.tar")):
-        members: dict[str, dict[str, bytes]] = {}
-        with tarfile.open(tar) as tf:
-            for m in tf:
-                if m.isfile():
-                    key, ext = m.name.split(".", 1)
-                    members.setdefault(key, {})[ext] = tf.extractfile(m).read()
-        for key, files in members.items():
+        for key, files in read_samples(tar).items():
             if "jpg" not in files:
                 continue
             cap = files.get("txt", b"").decode()
