@@ -33,7 +33,7 @@ class IndexConfig:
     nprobe: int = 32
     train_sample: int = 262_144
     block: int = 8192  # queries per search call, at most
-    block_bytes: int = 1 << 30  # and at most this much similarity matrix per block
+    block_bytes: int = 256 << 20  # and at most this much similarity matrix per block (flat memory as the corpus grows)
     backend: str = "auto"  # 'auto' (exact: torch; beyond exact_max: faiss), 'faiss', 'torch'
     device: str = "auto"
 

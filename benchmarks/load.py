@@ -1,0 +1,303 @@
+"""Load benchmark: the full CPU pipeline on generated img2dataset shards at several sizes.
+
+    .venv/bin/python benchmarks/load.py [--samples-list 10000,100000] [--shards-per 1000]
+        [--config infra/demo/job.yaml] [--sscd sscd_distilled|sscd|none] [--no-captions]
+        [--no-memorization] [--no-perturbations] [--beam-args "--direct_num_workers=2 --direct_running_mode=multi_processing"]
+        [--keep DIR] [--seed 0]
+
+Input: the committed demo sample (infra/demo/sample/*.tar: real img2dataset output, 1000
+samples, broken ones included), read with the real reader (audit.tar_samples).
+Generated per size, in img2dataset's format (NNNNN.tar with key.jpg/.txt/.json, NNNNN.parquet,
+NNNNN_stats.json), N samples in N / --shards-per shards, each drawn (seeded) from the demo
+samples as either an exact byte copy (--copy-share of them; broken demo samples are always
+copied, so the errors tables get real failures) or a variant: a random crop (80-100% per
+side), a resize (60-100%), a re-encode at a random JPEG quality (40-95), and for half of them
+a caption suffix; --broken-share of the images are cut in half (failed samples, errors rows).
+Generation runs before the timer, on every core.
+Run: `pipelines.job.run_ingest` with --config (default the demo config: SSCD, MiniLM captions,
+dedup, memorization on the tiny demo model, perturbation features and tests; --sscd,
+--no-captions, --no-memorization and --no-perturbations change what runs, and the table says
+what ran), each
+size in its own child process, so each peak is that size's alone.
+Output: one table (samples, shards, wall s, samples/s, peak RSS of the run's process and of
+its largest child process from getrusage, the peak summed RSS of its process tree sampled
+with psutil every 0.5 s, reconciliation), then the memory ratio largest size / smallest size.
+Reconciliation, per shard from the tables: inputs = generated samples = ok + failed =
+samples rows, failed = errors rows with a key. Failure: exit status 1 when a shard does not
+reconcile or a run fails; the generated data is removed unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import multiprocessing as mp
+import random
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SUFFIXES = [", high quality", ", stock image", " (copy)", ", 4k wallpaper", ", trending", ", vector art"]
+
+
+def demo_samples(sample_dir: Path) -> list[dict]:
+    """Every sample of the demo tars as {key, jpg, txt, json} (members may be missing)."""
+    from audit.tar_samples import TarSamples
+    out = []
+    for tar in sorted(sample_dir.glob("*.tar")):
+        with open(tar, "rb") as f:
+            for s in TarSamples(f):
+                out.append({"key": s.key, **{e: s.files.get(e) for e in ("jpg", "txt", "json")}})
+    if not out:
+        sys.exit(f"no demo samples in {sample_dir}")
+    return out
+
+
+def variant(src: dict, rng: random.Random) -> tuple[bytes, int, int]:
+    """(jpeg bytes, width, height) of a cropped, resized, re-encoded copy."""
+    from PIL import Image
+    img = Image.open(io.BytesIO(src["jpg"])).convert("RGB")
+    w, h = img.size
+    cw, ch = max(16, int(w * rng.uniform(0.8, 1.0))), max(16, int(h * rng.uniform(0.8, 1.0)))
+    x, y = rng.randrange(w - cw + 1), rng.randrange(h - ch + 1)
+    img = img.crop((x, y, x + cw, y + ch))
+    s = rng.uniform(0.6, 1.0)
+    img = img.resize((max(16, int(cw * s)), max(16, int(ch * s))), Image.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=rng.randint(40, 95))
+    return buf.getvalue(), img.width, img.height
+
+
+def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = len(data), 0, 0o644
+    tf.addfile(info, io.BytesIO(data))
+
+
+_SOURCES: list[dict] = []
+
+
+def write_shard(args: tuple[Path, int, int, int, float, float]) -> int:
+    """Write shard `index` (img2dataset layout) with `n` samples; returns n."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    dest, index, n, seed, copy_share, broken_share = args
+    rng = random.Random(seed * 1_000_003 + index)
+    t0, rows, name = time.time(), [], f"{index:05d}"
+    with tarfile.open(dest / f"{name}.tar", "w", format=tarfile.GNU_FORMAT) as tf:
+        for i in range(n):
+            src = rng.choice(_SOURCES)
+            key = f"{name}{i:04d}"
+            meta = json.loads(src["json"]) if src["json"] else {}
+            caption = (src["txt"] or b"").decode("utf-8", "replace")
+            image, width, height = src["jpg"], meta.get("width"), meta.get("height")
+            if image is not None and rng.random() >= copy_share:
+                try:
+                    image, width, height = variant(src, rng)
+                    if rng.random() < 0.5:
+                        caption += rng.choice(SUFFIXES)
+                except Exception:  # a broken demo image stays a byte copy (a failed sample)
+                    pass
+            if image is not None and rng.random() < broken_share:
+                image = image[: len(image) // 2]  # cut short in transfer: a CorruptImage row
+            meta.update(key=key, caption=caption, width=width, height=height, source_key=src["key"])
+            if image is not None:
+                _add(tf, f"{key}.jpg", image)
+            if src["txt"] is not None:
+                _add(tf, f"{key}.txt", caption.encode("utf-8"))
+            _add(tf, f"{key}.json", json.dumps(meta).encode("utf-8"))
+            rows.append({"key": key, "url": meta.get("url"), "caption": caption, "status": "success",
+                         "error_message": None, "width": width, "height": height,
+                         "original_width": meta.get("original_width"), "original_height": meta.get("original_height")})
+    pq.write_table(pa.Table.from_pylist(rows), dest / f"{name}.parquet")
+    (dest / f"{name}_stats.json").write_text(json.dumps({
+        "count": n, "successes": n, "failed_to_download": 0, "failed_to_resize": 0,
+        "duration": time.time() - t0, "start_time": t0, "end_time": time.time(), "status_dict": {"success": n}}))
+    return n
+
+
+def generate(dest: Path, n_samples: int, per_shard: int, seed: int, copy_share: float,
+             broken_share: float, sample_dir: Path) -> list[int]:
+    """Write the shards; returns the number of samples written per shard, in shard order."""
+    global _SOURCES
+    _SOURCES = demo_samples(sample_dir)
+    dest.mkdir(parents=True, exist_ok=True)
+    sizes = [per_shard] * (n_samples // per_shard) + ([n_samples % per_shard] if n_samples % per_shard else [])
+    jobs = [(dest, i, n, seed, copy_share, broken_share) for i, n in enumerate(sizes)]
+    with mp.get_context("fork").Pool(mp.cpu_count()) as pool:
+        return pool.map(write_shard, jobs, chunksize=1)
+
+
+def reconcile(out: Path, generated: list[int]) -> tuple[bool, dict]:
+    """Per shard: inputs = generated = ok + failed = samples rows; failed = errors rows with a key."""
+    from audit.store import query
+    _, rows = query(out, """
+        SELECT sh.shard, sh.n_inputs, sh.n_ok, sh.n_failed,
+               (SELECT count(*) FROM samples s WHERE s.shard = sh.shard),
+               (SELECT count(*) FROM errors e WHERE e.shard = sh.shard AND e.key IS NOT NULL)
+        FROM shards sh ORDER BY sh.shard""")
+    want = {f"{i:05d}": n for i, n in enumerate(generated)}
+    bad = [r[0] for r in rows if not (r[1] == want.get(r[0]) == r[2] + r[3] == r[4] and r[3] == r[5])]
+    ok = not bad and len(rows) == len(want)
+    return ok, {"shards": len(rows), "inputs": sum(r[1] for r in rows), "ok": sum(r[2] for r in rows),
+                "failed": sum(r[3] for r in rows), "bad_shards": bad[:5]}
+
+
+def run_one(inp: Path, out: Path, args: argparse.Namespace, result_path: Path) -> None:
+    """Child process: one run_ingest, then its own and its children's peak RSS."""
+    import dataclasses
+    import logging
+    logging.basicConfig(level=logging.WARNING)
+    from pipelines.config import load_config
+    from pipelines.job import run_ingest
+    config = load_config(args.config, environ=None)
+    embed = dict(sscd=args.sscd or config.embed.sscd, captions=config.embed.captions and not args.no_captions)
+    config = dataclasses.replace(config, progress_seconds=0, report=False,
+                                 embed=dataclasses.replace(config.embed, **embed))
+    if args.no_memorization:
+        config = dataclasses.replace(config, memorization=dataclasses.replace(config.memorization, model=""))
+    if args.no_perturbations:
+        config = dataclasses.replace(config, perturbations=dataclasses.replace(config.perturbations,
+                                                                               features=False, tests=False))
+    t0 = time.perf_counter()
+    summary = run_ingest(str(inp), str(out), config, shlex.split(args.beam_args))
+    wall = time.perf_counter() - t0
+    ran = sorted(summary.embeddings) + (["memorization"] if summary.memorization else []) \
+        + (["dedup"] if summary.dedup else []) + (["perturbations"] if summary.perturbations else [])
+    result_path.write_text(json.dumps({
+        "wall_s": wall, "ran": ran, "notes": summary.notes,
+        "self_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "children_maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+
+
+def tree_rss_peak(pid: int, stop: threading.Event, peak: list[float]) -> None:
+    """Peak of the summed RSS of pid and all its descendants, sampled every 0.5 s."""
+    try:
+        import psutil
+    except ImportError:
+        return
+    try:
+        root = psutil.Process(pid)
+    except psutil.Error:
+        return
+    while not stop.wait(0.5):
+        total = 0
+        try:
+            for p in [root] + root.children(recursive=True):
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            break
+        peak[0] = max(peak[0], total / 2**20)
+
+
+def ensure_demo_model(config_path: Path) -> None:
+    """The demo config's tiny model is assembled into .cache/ by `make demo`; do the same here."""
+    from pipelines.config import load_config
+    model = load_config(config_path, environ=None).memorization.model
+    if model == ".cache/tiny-diffusion" and not (REPO / model / "unet").exists():
+        subprocess.run([sys.executable, str(REPO / "infra/demo/tiny_diffusion.py"), "assemble", str(REPO / model)],
+                       check=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--samples-list", default="10000,100000", help="comma-separated sizes, samples")
+    ap.add_argument("--shards-per", type=int, default=1000, help="samples per shard")
+    ap.add_argument("--config", type=Path, default=REPO / "infra" / "demo" / "job.yaml")
+    ap.add_argument("--sscd", choices=["sscd_distilled", "sscd", "none"], help="override embed.sscd")
+    ap.add_argument("--no-captions", action="store_true", help="skip the MiniLM caption embeddings")
+    ap.add_argument("--no-memorization", action="store_true", help="skip the memorization stage")
+    ap.add_argument("--no-perturbations", action="store_true", help="skip perturbation features and tests")
+    ap.add_argument("--beam-args", default="", help="Beam flags passed to run_ingest")
+    ap.add_argument("--copy-share", type=float, default=0.1, help="share of samples that are exact byte copies")
+    ap.add_argument("--broken-share", type=float, default=0.01, help="share of images cut in half (failed rows)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sample", type=Path, default=REPO / "infra" / "demo" / "sample")
+    ap.add_argument("--keep", type=Path, help="keep the generated shards and outputs in this folder")
+    ap.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)  # inp out result: one run, in a child
+    args = ap.parse_args()
+    if args._child:
+        run_one(Path(args._child[0]), Path(args._child[1]), args, Path(args._child[2]))
+        return
+    import os
+    os.chdir(REPO)  # the demo config names its model relative to the repository
+    if not args.no_memorization:
+        ensure_demo_model(args.config)
+    sizes = [int(x) for x in args.samples_list.split(",")]
+    root = args.keep or Path(tempfile.mkdtemp(prefix="shardguard-load-"))
+    results, failed = [], False
+    try:
+        for n in sizes:
+            inp, out, res = root / f"in-{n}", root / f"out-{n}", root / f"result-{n}.json"
+            shutil.rmtree(out, ignore_errors=True)
+            t0 = time.perf_counter()
+            generated = generate(inp, n, args.shards_per, args.seed, args.copy_share, args.broken_share,
+                                 args.sample)
+            print(f"generated {sum(generated)} samples in {len(generated)} shards in {time.perf_counter() - t0:.0f} s",
+                  flush=True)
+            cmd = [sys.executable, __file__, "--_child", str(inp), str(out), str(res), "--config", str(args.config),
+                   "--beam-args", args.beam_args] + (["--sscd", args.sscd] if args.sscd else []) \
+                + (["--no-captions"] if args.no_captions else []) + (["--no-memorization"] if args.no_memorization else []) \
+                + (["--no-perturbations"] if args.no_perturbations else [])
+            proc = subprocess.Popen(cmd)
+            stop, peak = threading.Event(), [0.0]
+            sampler = threading.Thread(target=tree_rss_peak, args=(proc.pid, stop, peak), daemon=True)
+            sampler.start()
+            rc = proc.wait()
+            stop.set()
+            sampler.join()
+            if rc != 0:
+                print(f"run of {n} samples failed (exit {rc})", flush=True)
+                failed = True
+                continue
+            r = json.loads(res.read_text())
+            ok, counts = reconcile(out, generated)
+            failed |= not ok
+            results.append({"n": n, "generated": generated, "tree_peak_mb": peak[0], "reconciled": ok, **r, **counts})
+            print(f"{n} samples: {r['wall_s']:.0f} s, ran {', '.join(r['ran'])}", flush=True)
+            if not args.keep:
+                shutil.rmtree(inp, ignore_errors=True)
+                shutil.rmtree(out, ignore_errors=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print_table(results, args)
+    sys.exit(1 if failed else 0)
+
+
+def print_table(results: list[dict], args: argparse.Namespace) -> None:
+    if not results:
+        return
+    print(f"\nload benchmark: {args.shards_per} samples per shard, {mp.cpu_count()} CPUs, config {args.config.name}, "
+          f"beam args '{args.beam_args}'; ran: {', '.join(results[0]['ran'])}")
+    print(f"{'samples':>8} {'shards':>6} {'wall s':>8} {'samples/s':>9} {'ok':>7} {'failed':>6} "
+          f"{'RSS self MB':>11} {'RSS child MB':>12} {'tree peak MB':>12}  reconciled")
+    for r in results:
+        print(f"{r['inputs']:>8} {r['shards']:>6} {r['wall_s']:>8.1f} {r['inputs'] / r['wall_s']:>9.1f} "
+              f"{r['ok']:>7} {r['failed']:>6} {r['self_maxrss_mb']:>11.0f} {r['children_maxrss_mb']:>12.0f} "
+              f"{r['tree_peak_mb']:>12.0f}  {'yes' if r['reconciled'] else 'NO ' + str(r['bad_shards'])}")
+    if len(results) > 1:
+        lo, hi = results[0], results[-1]
+        peak = lambda r: max(r["self_maxrss_mb"], r["children_maxrss_mb"], r["tree_peak_mb"])  # noqa: E731
+        print(f"memory ratio {hi['inputs']} / {lo['inputs']} samples: self {hi['self_maxrss_mb'] / lo['self_maxrss_mb']:.2f}, "
+              f"tree peak {peak(hi) / peak(lo):.2f} (flat = near 1; the input grew {hi['inputs'] / lo['inputs']:.0f}x)")
+    print("RSS self = getrusage(RUSAGE_SELF) of the run's process; RSS child = the largest of its child "
+          "processes (RUSAGE_CHILDREN); tree peak = the summed RSS of the process tree, sampled every 0.5 s.")
+
+
+if __name__ == "__main__":
+    main()
