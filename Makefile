@@ -47,12 +47,14 @@ demo: demo-data $(DEMO_MODEL)/unet/config.json
 	$(VENV)/bin/shardguard replication --generated $(DEMO_OUT)-generated --against $(DEMO_OUT)
 	@echo; echo "== training-ready shards with the decisions applied =="
 	$(VENV)/bin/shardguard clean --from $(DEMO_OUT) --to $(DEMO_OUT)-shards
-	@echo; echo "tables and store: $(DEMO_OUT)/, clean shards: $(DEMO_OUT)-shards/  (rerun skips completed work; 'make demo-clean' starts over)"
+	@$(VENV)/bin/shardguard report --out $(DEMO_OUT) >/dev/null
+	@echo; echo "tables and store: $(DEMO_OUT)/, report: $(DEMO_OUT)/reports/index.html, clean shards: $(DEMO_OUT)-shards/  (rerun skips completed work; 'make demo-clean' starts over)"
 
 demo-clean:
 	rm -rf $(DEMO_OUT) $(DEMO_OUT)-shards $(DEMO_OUT)-generated
 
 test: venv
+	bash infra/install_browser.sh  # headless Chromium for tests/pipelines/test_report_browser.py (idempotent)
 	$(PY) -m pytest -m "not gpu" -q
 
 test-gpu: venv

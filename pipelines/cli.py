@@ -1,15 +1,19 @@
 """The `shardguard` command.
 
-  shardguard run    --input PATTERN --out DIR [--config job.yaml] [--diffusion-model PATH] [Beam flags ...]
+  shardguard run    [--input PATTERN] [--out DIR] [--config job.yaml] [--diffusion-model PATH] [Beam flags ...]
   shardguard sql    --out DIR "SELECT ..." [--format table|csv|json]
   shardguard tables [--out DIR]
+  shardguard status --out DIR [--format table|json]
   shardguard contamination --train OUT --eval OUT [--threshold 0.75]
   shardguard clean  --from OUT --to CLEAN_DIR [--caption-strategy rc] [Beam flags ...]
   shardguard prompts --diffusion-model PATH --prompts FILE [--reference FILE] [--fpr 0.01]
   shardguard replication --generated PATH_OR_SHARDS --against OUT [--threshold 0.5]
+  shardguard report --out DIR [--to DIR] [--top N]
 
 Exit codes: 0 success; 1 error (bad input pattern, bad config, missing store, SQL error);
-2 usage error; 3 the output folder is locked by another run.
+2 usage error; 3 the output folder is locked by another run; 4 too many failures (more than
+ingest.max_failed_fraction / max_failed_samples of the run's samples failed). Config precedence: defaults < --config YAML < SHARDGUARD_*
+environment variables < flags (pipelines.config).
 """
 
 from __future__ import annotations
@@ -20,28 +24,48 @@ import json
 import logging
 import sys
 
-from pipelines import memorization_commands
+from pipelines import memorization_commands, status_commands
+
+EPILOG_MAIN = """examples:
+  shardguard run --input 'infra/demo/sample/{00000..00003}.tar' --out demo-out
+  shardguard run --input shards/ --out demo-out --dry-run      # what would run, writes nothing
+  shardguard status --out demo-out
+  SHARDGUARD_DEDUP__NEAR_THRESHOLD=0.8 shardguard run --input shards/ --out demo-out
+config: defaults < --config YAML < environment SHARDGUARD_<SECTION>__<KEY> < flags
+exit codes: 0 ok, 1 error, 2 usage error, 3 output folder locked by another run,
+  4 too many failures (over ingest.max_failed_fraction / max_failed_samples)"""
 
 EXAMPLES_RUN = """examples:
   shardguard run --input 'shards/{00000..00003}.tar' --out demo-out
   shardguard run --input gs://bucket/laion/ --out /data/audit --config infra/job.yaml \\
       --runner DirectRunner --direct_num_workers 2 --direct_running_mode multi_processing
+  shardguard run --input /shared/shards/ --out /shared/audit --runner dask --dask_client_address 10.0.0.5:8786
+      (Beam's DaskRunner, apache_beam.runners.dask.dask_runner.DaskRunner; Dataflow, Flink, Spark:
+      infra/runners/)
 Any flag shardguard does not know is passed to Beam unchanged."""
 
 EXAMPLES_SQL = """examples:
   shardguard sql --out demo-out "SELECT status, count(*) FROM samples GROUP BY ALL"
   shardguard sql --out demo-out --format csv "SELECT * FROM errors" > errors.csv"""
 
+EXAMPLES_REPORT = """examples:
+  shardguard report --out demo-out                  # writes demo-out/reports/index.html
+  shardguard report --out demo-out --to /tmp/audit-report --top 50
+The page is self-contained (images and charts inlined, no script): open it offline or mail it.
+Every `shardguard run` writes it too (config `report: false` turns that off)."""
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="shardguard", description="Audit and clean LAION-style image-text shards.")
+    p = argparse.ArgumentParser(prog="shardguard", description="Audit and clean LAION-style image-text shards.",
+                                epilog=EPILOG_MAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="ingest shards and write the audit tables", epilog=EXAMPLES_RUN,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    r.add_argument("--input", required=True, help="shard URI pattern: folder, glob, {a..b} braces, comma list")
-    r.add_argument("--out", required=True, help="output folder for tables and audit.duckdb")
+    r.add_argument("--input", help="shard URI pattern: folder, glob, {a..b} braces, comma list (or the config's input:)")
+    r.add_argument("--out", help="output folder for tables and audit.duckdb (or the config's out:)")
     r.add_argument("--config", help="job YAML (see infra/job.yaml)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    r.add_argument("--dry-run", action="store_true", help="list the shards each stage would process; write nothing")
     e = r.add_argument_group("embeddings (override the config's embed: section)")
     e.add_argument("--no-embed", action="store_true", help="ingest only")
     e.add_argument("--sscd", choices=["sscd", "sscd_distilled", "none"],
@@ -78,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
                               "  shardguard clean --from demo-out --to clean-rc --caption-strategy rc --apply-to all",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     k.add_argument("--from", dest="src", required=True, help="audit output folder of `shardguard run`")
-    k.add_argument("--to", required=True, help="destination folder for the clean shards")
+    k.add_argument("--to", help="destination folder for the clean shards (or the config's clean.to:); "
+                   "a rerun appends new kept samples in new shards")
     k.add_argument("--config", help="job YAML (its clean: section)")
     k.add_argument("--shard-size", type=int, help="samples per output shard (10000)")
     k.add_argument("--caption-strategy", choices=["none", "mc", "rc", "rt", "cwr", "rna"],
@@ -88,8 +113,18 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--seed", type=int, help="caption policy seed (0)")
     k.add_argument("--sanitize", help="images: 'auto' (the perturbation audit's choice when it found poisons), "
                                       "'none', or jpeg|grayscale|bit_depth|median_filter|sharpen_lowpass")
+    k.add_argument("--dry-run", action="store_true", help="list the output shards that would be written; write nothing")
     memorization_commands.add_parsers(sub)
-    t = sub.add_parser("tables", help="list the audit tables and their documented columns")
+    status_commands.add_parsers(sub)
+    h = sub.add_parser("report", help="write the self-contained HTML audit report", epilog=EXAMPLES_REPORT,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    h.add_argument("--out", required=True, help="output folder of `shardguard run`")
+    h.add_argument("--to", help="folder for index.html (default OUT/reports)")
+    h.add_argument("--top", type=int, default=20, help="duplicate clusters, memorization and replication pairs "
+                                                       "and change rows shown at most (20)")
+    t = sub.add_parser("tables", help="list the audit tables and their documented columns",
+                       epilog="examples:\n  shardguard tables\n  shardguard tables --out demo-out   # with row counts",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--out", help="also count rows in this output folder")
     return p
 
@@ -107,9 +142,9 @@ def format_table(cols: list[str], rows: list[tuple], max_width: int = 60) -> str
     return "\n".join(out)
 
 
-def _cmd_run(args, beam_args) -> int:
+def run_config(args):
+    """defaults < --config YAML < SHARDGUARD_* environment < this command's flags."""
     from pipelines.config import load_config, with_overrides
-    from pipelines.job import run_ingest
 
     config = load_config(args.config)
     if args.quiet:
@@ -120,9 +155,21 @@ def _cmd_run(args, beam_args) -> int:
                             batch_size=args.embed_batch_size)
     config = with_overrides(config, "dedup", enabled=False if args.no_dedup else None,
                             near_threshold=args.near_threshold, keep_policy=args.keep_policy)
-    config = with_overrides(config, "memorization", model=args.diffusion_model, mode=args.memorization_mode,
-                            device=args.memorization_device)
-    summary = run_ingest(args.input, args.out, config, beam_args)
+    return with_overrides(config, "memorization", model=args.diffusion_model, mode=args.memorization_mode,
+                          device=args.memorization_device)
+
+
+def _cmd_run(args, beam_args) -> int:
+    from pipelines.job import run_ingest
+
+    config = run_config(args)
+    from pipelines.scheduled_run import clean_lines, resolve_paths
+    input_pattern, out = resolve_paths(args.input, args.out, config, args.config)
+    if args.dry_run:
+        return status_commands.print_run_plan(input_pattern, out, config)
+    if not args.quiet:
+        logging.getLogger("shardguard.counters").setLevel(logging.INFO)  # final counter values
+    summary = run_ingest(input_pattern, out, config, beam_args)
     print(f"run {summary.run_id}: {summary.n_shards_matched} shards matched, "
           f"{summary.n_shards_skipped} skipped (already complete), {len(summary.shards)} processed")
     print(f"samples: {summary.n_inputs} in = {summary.n_ok} ok + {summary.n_failed} failed "
@@ -154,9 +201,25 @@ def _cmd_run(args, beam_args) -> int:
             print(f"note: perturbations: {note}")
     for note in summary.notes:
         print(f"note: {note}")
+    if summary.changes:
+        print(summary.changes["line"])
+    for line in clean_lines(summary.clean) if summary.clean else []:
+        print(line)
     print(f"tables:   {summary.out}/<table>/run={summary.run_id}/")
     print(f"store:    {summary.out}/audit.duckdb")
+    if summary.report:
+        print(f"report:   {summary.report}")
     print(f'query:    shardguard sql --out {summary.out} "SELECT status, count(*) FROM samples GROUP BY ALL"')
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from audit.run_report import write_report
+    from pipelines.ingest import open_uri
+
+    if args.top < 1:
+        raise ValueError("--top must be at least 1")
+    print(f"report: {write_report(args.out, args.to, top=args.top, opener=open_uri)}")
     return 0
 
 
@@ -214,12 +277,13 @@ def _cmd_clean(args, beam_args) -> int:
         cap = dataclasses.replace(cfg.clean.caption, **{k: v for k, v in
                                   (("strategy", args.caption_strategy), ("seed", args.seed)) if v is not None})
         cfg = dataclasses.replace(cfg, clean=dataclasses.replace(cfg.clean, caption=cap))
-    r = run_clean(args.src, args.to, cfg.clean, beam_args)
-    print(f"clean {r['run_id']}: {r['input']} input = {r['kept']} kept + {r['dropped']} dropped "
-          f"(decisions of run {r['decisions_run'] or 'none: every ok sample kept'})")
-    print(f"wrote {r['written']} samples in {r['shards']} shards ({r['shards_skipped']} already complete), "
-          f"{r['captions_changed']} captions changed -> {r['dest']}")
-    print(f"images: {'sanitized with ' + r['sanitizer'] if r['sanitizer'] else 'copied unchanged'} ({r['sanitizer_reason']})")
+    from pipelines.scheduled_run import clean_lines
+    if not (args.to or cfg.clean.to):
+        raise ValueError("shardguard clean needs --to DIR or clean.to in the --config file")
+    if args.dry_run:
+        return status_commands.print_clean_plan(args.src, args.to or cfg.clean.to, cfg.clean)
+    r = run_clean(args.src, args.to or cfg.clean.to, cfg.clean, beam_args)
+    print("\n".join(clean_lines(r)))
     return 0
 
 
@@ -254,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command not in ("run", "clean") and rest:
         _parser().error(f"unrecognized arguments: {' '.join(rest)}")
     from audit.output_dir import OutputLocked
+    from audit.failure_threshold import TooManyFailures
 
     try:
         if args.command == "run":
@@ -268,10 +333,17 @@ def main(argv: list[str] | None = None) -> int:
             return memorization_commands.cmd_prompts(args)
         if args.command == "replication":
             return memorization_commands.cmd_replication(args)
+        if args.command == "report":
+            return _cmd_report(args)
+        if args.command == "status":
+            return status_commands.cmd_status(args)
         return _cmd_tables(args)
     except OutputLocked as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except TooManyFailures as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 4
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -9,9 +9,17 @@ work its completion markers say is done.
 
 Input: an --input pattern, an output folder, a JobConfig and Beam pipeline flags (passed
 through unchanged: --runner, --direct_num_workers, --direct_running_mode, ...).
-Output: `RunSummary`; side effects: the per-shard tables, the runs row, OUT/audit.duckdb.
+Output: `RunSummary`; side effects: the per-shard tables, the runs row, OUT/audit.duckdb,
+the run_changes table (audit.run_diff, after the corpus steps) and, with `clean.to` set, the
+new kept samples appended to that clean destination (pipelines.scheduled_run), and (config
+`report`, default on) the HTML report OUT/reports/index.html (audit.run_report).
+While it runs, OUT/_manifest/_running.json says what it is doing (audit.run_status: run id,
+pid, host, the to-do shards per stage); it is removed when the run ends.
 Failure: `OutputLocked` when another run holds OUT; `ValueError` for an input that matches
-no shard. Bad samples never fail the job: they are rows (see pipelines.ingest).
+no shard. Bad samples never fail the job: they are rows (see pipelines.ingest), unless more
+than `ingest.max_failed_fraction` (or `max_failed_samples`) of the run's samples failed: then,
+after the per-shard pipeline, the corpus steps are skipped, the runs row says 'failed' and
+`audit.failure_threshold.TooManyFailures` is raised (CLI exit code 4).
 """
 
 from __future__ import annotations
@@ -31,8 +39,9 @@ from importlib.metadata import PackageNotFoundError, version
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from audit import atomic_files, store
+from audit import atomic_files, run_status, store
 from audit.embedder_specs import plan_embedders
+from audit.failure_threshold import over_threshold, tally_run
 from audit.output_dir import OutputDir
 from pipelines.config import JobConfig
 from pipelines.dedup import DedupCorpus
@@ -43,7 +52,7 @@ from pipelines.ingest import IngestShards
 from pipelines.memorization import FlagMemorization, ScoreMemorization, model_id_of, needs_flagging
 from pipelines.memorization import stage as mem_stage
 from pipelines.perturbations import FEATURE_STAGE, SANITIZER_FILE, PerturbationFeatures, TestPerturbations, needs_testing
-from pipelines.progress import ProgressMonitor, StageCounter
+from pipelines.progress import ProgressMonitor, StageCounter, finish_and_log
 from pipelines.shard_uris import expand_input
 from schemas import RUNS, TABLES
 
@@ -63,6 +72,9 @@ class RunSummary:
     memorization: dict = field(default_factory=dict)  # scored, flagged, threshold (empty: not run)
     perturbations: dict = field(default_factory=dict)  # label source, failed tests, sanitizer (empty: not run)
     notes: list[str] = field(default_factory=list)
+    changes: dict = field(default_factory=dict)  # run_changes summary against the previous run (audit.run_diff)
+    clean: dict = field(default_factory=dict)  # clean.to set: what the append to the clean destination did
+    report: str = ""  # path of the HTML report (config `report: false`: not written)
 
     @property
     def n_inputs(self) -> int:
@@ -125,10 +137,22 @@ def shardguard_version() -> str:
         return "unknown"
 
 
+DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"  # not in Beam's short-name list
+
+
 def pipeline_options(beam_args: list[str]) -> PipelineOptions:
+    """Beam flags -> options; `--runner dask` (or DaskRunner) means Beam's DaskRunner, whose
+    elements (whole shards) then default to one per Dask partition so shards spread over workers."""
     opts = PipelineOptions(beam_args)
     std = opts.view_as(StandardOptions)
     std.runner = std.runner or "DirectRunner"
+    if std.runner.lower() in ("dask", "daskrunner"):
+        std.runner = DASK_RUNNER
+    if std.runner == DASK_RUNNER:
+        from apache_beam.runners.dask.dask_runner import DaskOptions
+        dask = opts.view_as(DaskOptions)
+        if dask.npartitions is None and dask.partition_size is None:
+            dask.partition_size = 1
     return opts
 
 
@@ -148,20 +172,38 @@ def private_tempdir(root: Path):
             path.parent.rmdir()  # only when no other run's temp dir is in it
 
 
-def run_ingest(input_pattern: str, out_root: str, config: JobConfig | None = None,
-               beam_args: list[str] | None = None) -> RunSummary:
-    config = config or JobConfig()
-    out = OutputDir(out_root)
-    out.lock()
-    try:
-        return _run_locked(input_pattern, out, config, beam_args or [])
-    finally:
-        out.unlock()
+@dataclass
+class RunPlan:
+    """What a run does, from the completion markers: the job runs it, `run --dry-run` prints it.
+    Every list holds (shard_id, uri); computing it reads OUT and writes nothing."""
+    shards: list[tuple[str, str]]  # matched by the input
+    todo: list[tuple[str, str]]  # not ingested: ingest, then every per-shard stage
+    embed_todo: list[tuple[str, str]]  # ingested earlier, missing a configured model
+    mem_todo: list[tuple[str, str]]  # ingested earlier, not scored with this model and config
+    feat_todo: list[tuple[str, str]]  # ingested earlier, no perturbation features
+    specs: list
+    notes: list[str]
+    model_ids: list[str]
+    mem_id: str
+    stage_todo: dict[str, list[str]]  # marker stage -> shard ids this run processes in it
+    corpus_steps: dict[str, bool]  # dedup, memorization flags, perturbation tests: whether they run
+    dedup_new: set[str] = field(default_factory=set)  # shards completed since the last dedup (incremental: searched)
 
 
-def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args: list[str]) -> RunSummary:
-    t0, started = time.perf_counter(), datetime.now(timezone.utc)
-    atomic_files.remove_stale_temps(out.root)
+def _last_run(out: OutputDir, table: str) -> str:
+    """Run id of the newest whole run-level file of `table` ('' when none)."""
+    return max((p.parent.name.removeprefix("run=") for p in out.table_dir(table).glob("run=*/run.parquet")), default="")
+
+
+def _completed_since(markers: dict[str, list[dict]], stages: list[str], last_run: str) -> set[str]:
+    """Shards a per-shard stage completed in a run after `last_run` (run ids sort by start time).
+    A run killed between its per-shard pipeline and a corpus step leaves these for the next run,
+    whose own to-do lists are then empty: without this, the corpus step would never see them.
+    `markers`: stage -> its completion markers (read once per plan)."""
+    return {m["shard"] for st in stages for m in markers[st] if m.get("run_id", "") > last_run}
+
+
+def plan_run(input_pattern: str, out: OutputDir, config: JobConfig) -> RunPlan:
     shards = expand_input(input_pattern)
     todo = [(sid, uri) for sid, uri in shards if not out.is_complete(STAGE, sid)]
     specs, notes = plan_embedders(config.embed)
@@ -176,7 +218,58 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
     pert = config.perturbations
     feat_todo = [(sid, uri) for sid, uri in shards if pert.features and sid not in todo_ids
                  and not out.is_complete(FEATURE_STAGE, sid)]
+    ids = lambda pairs: [sid for sid, _ in pairs]  # noqa: E731
+    stage_todo = {STAGE: ids(todo)}
+    for m in model_ids:
+        stage_todo[embed_stage(m)] = ids(todo) + [s for s in ids(embed_todo) if not out.is_complete(embed_stage(m), s)]
+    if mem.enabled:
+        stage_todo[mem_stage(mem, mem_id)] = ids(todo) + ids(mem_todo)
+    if pert.features:
+        stage_todo[FEATURE_STAGE] = ids(todo) + ids(feat_todo)
+    # the corpus steps read files the per-shard pipeline does not write: decided before it runs
+    embed_stages = [embed_stage(m) for m in model_ids]
+    markers = {st: out.markers(st) for st in [STAGE, FEATURE_STAGE] + embed_stages
+               + ([mem_stage(mem, mem_id)] if mem.enabled else [])}
+    dedup_new = _completed_since(markers, [STAGE] + embed_stages, _last_run(out, "decisions")) if config.dedup.enabled else set()
+    mem_stale = mem.enabled and _completed_since(markers, [STAGE, mem_stage(mem, mem_id)], _last_run(out, "memorization_runs"))
+    tested = out.root / SANITIZER_FILE  # written last by the perturbation tests
+    tested_run = json.loads(tested.read_text()).get("run_id", "") if tested.exists() else ""
+    pert_stale = pert.tests and _completed_since(markers, [STAGE, FEATURE_STAGE] + embed_stages, tested_run)
+    corpus_steps = {
+        "dedup": bool(config.dedup.enabled and (todo or embed_todo or dedup_new
+                                                or not any(out.table_dir("decisions").glob("run=*/*.parquet")))),
+        "memorization flags": bool(mem.enabled and (todo or mem_todo or mem_stale or needs_flagging(out, mem, mem_id))),
+        "perturbation tests": bool(pert.tests and (todo or feat_todo or embed_todo or pert_stale or needs_testing(out, pert))),
+    }
+    return RunPlan(shards, todo, embed_todo, mem_todo, feat_todo, specs, notes, model_ids, mem_id,
+                   stage_todo, corpus_steps, dedup_new)
+
+
+def run_ingest(input_pattern: str, out_root: str, config: JobConfig | None = None,
+               beam_args: list[str] | None = None) -> RunSummary:
+    config = config or JobConfig()
+    out = OutputDir(out_root)
+    out.lock()
+    try:
+        summary = _run_locked(input_pattern, out, config, beam_args or [])
+        from pipelines.scheduled_run import clean_after_audit
+        summary.clean = clean_after_audit(out.root, config, beam_args or [], summary.run_id)
+        return summary
+    finally:
+        run_status.clear_running(out.root)  # a run killed before this line leaves it: 'interrupted'
+        out.unlock()
+
+
+def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args: list[str]) -> RunSummary:
+    t0, started = time.perf_counter(), datetime.now(timezone.utc)
+    atomic_files.remove_stale_temps(out.root)
+    shutil.rmtree(out.root / "_tmp", ignore_errors=True)  # private temp dirs of killed runs (we hold the lock)
+    plan = plan_run(input_pattern, out, config)
+    shards, todo, embed_todo, mem_todo, feat_todo = plan.shards, plan.todo, plan.embed_todo, plan.mem_todo, plan.feat_todo
+    specs, notes, model_ids, mem_id = plan.specs, plan.notes, plan.model_ids, plan.mem_id
+    mem, pert, todo_ids = config.memorization, config.perturbations, {sid for sid, _ in todo}
     run_id = new_run_id()
+    run_status.write_running(out.root, run_id, input_pattern, plan.stage_todo)
     summary = RunSummary(run_id, str(out.root), len(shards), len(shards) - len(todo), notes=notes)
     log.info("run %s: %d shards matched, %d already complete, %d to do",
              run_id, len(shards), summary.n_shards_skipped, len(todo))
@@ -196,25 +289,33 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
             ingested = (p | "Shards" >> beam.Create(todo)
                           | "Ingest" >> IngestShards(str(out.root), run_id, config.ingest))
             fresh = ingested | "ShardUri" >> beam.Map(lambda s: (s["shard"], s["uri"]))
+            ends = [fresh]  # every branch ends in one final step: the DaskRunner computes only the last one's inputs
             if specs:
                 earlier = p | "IngestedEarlier" >> beam.Create(embed_todo)
-                _ = ((fresh, earlier) | "ToEmbed" >> beam.Flatten()
-                     | "Embed" >> EmbedShards(str(out.root), run_id, specs, config.embed))
+                ends.append((fresh, earlier) | "ToEmbed" >> beam.Flatten()
+                     | "Embed" >> EmbedShards(str(out.root), run_id, specs, config.embed, config.ingest.retry))
             if mem.enabled:
                 unscored = p | "IngestedUnscored" >> beam.Create(mem_todo)
-                _ = ((fresh, unscored) | "ToScore" >> beam.Flatten()
-                     | "Memorization" >> ScoreMemorization(str(out.root), run_id, mem, mem_id))
+                ends.append((fresh, unscored) | "ToScore" >> beam.Flatten()
+                     | "Memorization" >> ScoreMemorization(str(out.root), run_id, mem, mem_id, config.ingest.retry))
             if pert.features:
                 unfeatured = p | "IngestedUnfeatured" >> beam.Create(feat_todo)
-                _ = ((fresh, unfeatured) | "ToFeatures" >> beam.Flatten()
-                     | "PerturbationFeatures" >> PerturbationFeatures(str(out.root), run_id))
-            p.run().wait_until_finish()
+                ends.append((fresh, unfeatured) | "ToFeatures" >> beam.Flatten()
+                     | "PerturbationFeatures" >> PerturbationFeatures(str(out.root), run_id, config.ingest.retry))
+            _ = tuple(ends) | "AllStages" >> beam.Flatten()
+            finish_and_log(p.run(), "ingest/embed")
     summary.shards = [m for m in out.markers(STAGE) if m.get("run_id") == run_id]
     missing = {sid for sid, _ in todo} - {m["shard"] for m in summary.shards}
     if missing:
         raise RuntimeError(f"run {run_id}: the pipeline finished but {len(missing)} shards have no "
                            f"completion marker: {sorted(missing)[:5]}")
-    if config.dedup.enabled and (todo or embed_todo or not any(out.table_dir("decisions").glob("run=*/*.parquet"))):
+    stop = over_threshold(tally_run(out, run_id, summary.shards), config.ingest.max_failed_fraction,
+                          config.ingest.max_failed_samples, run_id)  # TooManyFailures or None
+    if stop:  # the finished shards stay complete; no corpus step runs on a failing input
+        log.error("%s", stop)
+        summary.notes.append(str(stop))
+        plan.corpus_steps = dict.fromkeys(plan.corpus_steps, False)
+    if plan.corpus_steps["dedup"]:
         # the dedup pipeline needs every shard's embeddings: it runs after the first pipeline
         with private_tempdir(out.root):
             p = beam.Pipeline(options=opts)
@@ -222,26 +323,28 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
                 done = [sid for sid, _ in shards if out.is_complete(STAGE, sid)]
                 _ = p | "Dedup" >> PartitionedDedup(str(out.root), run_id, config.dedup, done)
             else:
-                _ = p | "Dedup" >> DedupCorpus(str(out.root), run_id, config.dedup, todo_ids)
-            p.run().wait_until_finish()
+                _ = p | "Dedup" >> DedupCorpus(str(out.root), run_id, config.dedup, todo_ids | plan.dedup_new)
+            finish_and_log(p.run(), "dedup")
         written = out.table_dir("decisions") / f"run={run_id}" / "run.parquet"
         if not written.exists():
             raise RuntimeError(f"run {run_id}: the dedup pipeline finished without writing {written}")
         summary.dedup = _dedup_summary(out, run_id)
-    if mem.enabled and (todo or mem_todo or needs_flagging(out, mem, mem_id)):
+    if plan.corpus_steps["memorization flags"]:
         # calibration needs every shard's scores: a third pipeline, after dedup wrote decisions
         with private_tempdir(out.root):
             p = beam.Pipeline(options=opts)
             _ = p | "Memorization" >> FlagMemorization(str(out.root), run_id, mem, mem_id)
-            p.run().wait_until_finish()
+            finish_and_log(p.run(), "memorization flags")
         summary.memorization = _memorization_summary(out, run_id)
-    if pert.tests and (todo or feat_todo or embed_todo or needs_testing(out, pert)):
+    if plan.corpus_steps["perturbation tests"]:
         # the dataset tests need every shard's labels, features and embeddings: a fourth pipeline
         with private_tempdir(out.root):
             p = beam.Pipeline(options=opts)
             _ = p | "Perturbations" >> TestPerturbations(str(out.root), run_id, pert)
-            p.run().wait_until_finish()
+            finish_and_log(p.run(), "perturbation tests")
         summary.perturbations = _perturbation_summary(out, run_id)
+    from audit.run_diff import record_changes
+    summary.changes = record_changes(out, run_id)  # after the last corpus step, before the runs row
     for m in model_ids:
         done = [r for r in out.markers(embed_stage(m)) if r.get("run_id") == run_id]
         if done:
@@ -251,7 +354,7 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
         "run_id": run_id, "job": "+".join([name for name, ran in (("ingest", todo), ("embed", specs and (todo or embed_todo)),
                                                                    ("memorization", summary.memorization), ("dedup", summary.dedup),
                                                                    ("perturbations", summary.perturbations)) if ran]) or "nothing to do",
-        "status": "succeeded", "input_pattern": input_pattern,
+        "status": "failed" if stop else "succeeded", "input_pattern": input_pattern,
         "started_at": started, "finished_at": datetime.now(timezone.utc),
         "runner": str(opts.view_as(StandardOptions).runner), "shardguard_version": shardguard_version(),
         "config_json": config.to_json(), "n_shards_matched": summary.n_shards_matched,
@@ -264,4 +367,10 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
         "perturbations_json": json.dumps(summary.perturbations, sort_keys=True),
     }])
     store.refresh_views(out, TABLES)
+    if config.report:  # OUT/reports/index.html over the whole folder (audit.run_report); a failed run too
+        from audit.run_report import write_report
+        from pipelines.ingest import open_uri
+        summary.report = write_report(out.root, opener=open_uri)
+    if stop:
+        raise stop
     return summary
