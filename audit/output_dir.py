@@ -87,6 +87,15 @@ class OutputDir:
     def mark_complete(self, stage: str, shard: str, record: dict) -> None:
         atomic_files.write_json(self.marker(stage, shard), record)
 
+    def forget_shard(self, shard: str) -> int:
+        """Remove the shard's completion markers in every stage (ingest marker last), so the next
+        run redoes it everywhere; its files become orphans that each stage removes first."""
+        ingest = self.root / "_manifest" / "ingest" / f"{_safe(shard)}.json"
+        found = [p for p in (self.root / "_manifest").rglob(f"{_safe(shard)}.json") if p != ingest]
+        for p in found + [ingest]:
+            p.unlink(missing_ok=True)
+        return len(found) + 1
+
     def markers(self, stage: str) -> list[dict]:
         out = []
         for p in sorted(self.manifest_dir(stage).glob("*.json")):

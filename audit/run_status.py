@@ -13,8 +13,9 @@ States of a shard in a stage:
   failed       its marker exists but records a shard-level failure: ingest of a truncated or
                unreadable tar (not a tar, empty file, cannot open) completes with a shard-level
                errors row, and the marker's status says which ('truncated', 'unreadable'); the
-               samples read before the failure are counted. A rerun does not retry it (delete
-               the marker to). Later stages' markers have no shard-level status: done.
+               samples read before the failure are counted. The next run retries a shard whose
+               read failed on I/O (ingest.retry_unreadable); a truncated or non-tar file stays
+               failed. Later stages' markers have no shard-level status: done.
   running      no marker yet, in the to-do list of the run that holds OUT/.lock now
   interrupted  no marker, in the to-do list of a run whose process is gone (killed, crashed:
                the record was left behind); the next run redoes it

@@ -32,6 +32,7 @@ class IngestLimits:
     max_caption_chars: int = 8192
     max_meta_depth: int = 64
     retry: ReadRetry = field(default_factory=ReadRetry)  # transient I/O errors on shard reads
+    retry_unreadable: bool = True  # a shard whose read failed on I/O is tried again by the next run
     max_failed_fraction: float = 1.0  # the run stops (TooManyFailures) over this share of failed samples
     max_failed_samples: int = 0  # ... or over this many failed samples (0 = no count limit)
 

@@ -45,6 +45,7 @@ class ShardResult:
     samples: list[dict] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
     read_retries: int = 0
+    retryable: bool = False  # the read failed on I/O (not a bad tar): a later run tries the shard again
 
     def check(self) -> None:
         s = self.shard
@@ -93,9 +94,9 @@ def ingest_shard(shard: str, uri: str, run_id: str, opener: Opener = open_binary
                     on_sample(raw, row)
             status, error, nbytes = reader.status, reader.error, reader.bytes_read
     except ReadFailed as e:
-        status, error, error_type = "unreadable", str(e), "ReadFailed"
+        status, error, error_type, result.retryable = "unreadable", str(e), "ReadFailed", True
     except OSError as e:
-        status, error = "unreadable", f"cannot open {uri}: {e}"
+        status, error, result.retryable = "unreadable", f"cannot open {uri}: {e}", True
     if status != "complete":
         result.errors.append({"run_id": run_id, "stage": "read", "shard": shard, "key": None,
                               "error_type": "TruncatedShard" if status == "truncated" else error_type,
@@ -113,6 +114,17 @@ def ingest_shard(shard: str, uri: str, run_id: str, opener: Opener = open_binary
     return result
 
 
+def retry_unreadable(out: OutputDir) -> list[str]:
+    """Shards whose last read failed on I/O (storage down, object missing, retries exhausted)
+    are forgotten: every completion marker of theirs is removed, so this run redoes them in
+    every stage and each stage's orphan cleanup replaces their earlier rows. Call it holding
+    the run lock. Shards that are not tars at all or are truncated stay done. Returns their ids."""
+    shards = [m["shard"] for m in out.markers(STAGE) if m.get("retryable")]
+    for shard in shards:
+        out.forget_shard(shard)
+    return shards
+
+
 def ingest_and_record(out: OutputDir, shard: str, uri: str, run_id: str, opener: Opener = open_binary,
                       limits: IngestLimits = IngestLimits(), on_retry: RetryHook | None = None) -> dict | None:
     """Ingest one shard and record it in `out`: tables first, completion marker last.
@@ -128,6 +140,6 @@ def ingest_and_record(out: OutputDir, shard: str, uri: str, run_id: str, opener:
     out.write_shard_table(SAMPLES, run_id, shard, result.samples)
     out.write_shard_table(ERRORS, run_id, shard, result.errors)
     out.write_shard_table(SHARDS, run_id, shard, [result.shard])
-    record = {**result.shard, "read_retries": result.read_retries}
+    record = {**result.shard, "read_retries": result.read_retries, "retryable": result.retryable}
     out.mark_complete(STAGE, shard, record)
     return record

@@ -47,7 +47,7 @@ from pipelines.config import JobConfig
 from pipelines.dedup import DedupCorpus
 from pipelines.dedup_scaleout import PartitionedDedup
 from pipelines.embed import EmbedShards, stage as embed_stage
-from audit.shard_ingest import STAGE
+from audit.shard_ingest import STAGE, retry_unreadable
 from pipelines.ingest import IngestShards
 from pipelines.memorization import FlagMemorization, ScoreMemorization, model_id_of, needs_flagging
 from pipelines.memorization import stage as mem_stage
@@ -264,6 +264,7 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
     t0, started = time.perf_counter(), datetime.now(timezone.utc)
     atomic_files.remove_stale_temps(out.root)
     shutil.rmtree(out.root / "_tmp", ignore_errors=True)  # private temp dirs of killed runs (we hold the lock)
+    retried = retry_unreadable(out) if config.ingest.retry_unreadable else []  # storage was down last time
     plan = plan_run(input_pattern, out, config)
     shards, todo, embed_todo, mem_todo, feat_todo = plan.shards, plan.todo, plan.embed_todo, plan.mem_todo, plan.feat_todo
     specs, notes, model_ids, mem_id = plan.specs, plan.notes, plan.model_ids, plan.mem_id
@@ -271,6 +272,8 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
     run_id = new_run_id()
     run_status.write_running(out.root, run_id, input_pattern, plan.stage_todo)
     summary = RunSummary(run_id, str(out.root), len(shards), len(shards) - len(todo), notes=notes)
+    if retried:
+        summary.notes.append(f"retrying {len(retried)} shard(s) whose read failed last time: {', '.join(sorted(retried)[:5])}")
     log.info("run %s: %d shards matched, %d already complete, %d to do",
              run_id, len(shards), summary.n_shards_skipped, len(todo))
     opts = pipeline_options(beam_args)

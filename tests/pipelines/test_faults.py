@@ -83,6 +83,27 @@ def test_a_shard_that_never_reads_becomes_errors_rows_and_the_run_goes_on(broken
     assert status == "succeeded"
 
 
+def test_the_next_run_retries_a_shard_whose_read_failed_and_only_that_one(broken_dir, flaky, tmp_path):
+    alone = run_ingest(str(broken_dir / "bad_truncated.tar"), str(tmp_path / "alone"), INGEST_ONLY)
+    pattern, out = PREFIX + f"{broken_dir}/bad_{{mixed,truncated}}.tar", tmp_path / "out"
+    flaky.reset({"bad_truncated.tar": FaultPlan(open_failures=10**6)})
+    first = run_ingest(pattern, str(out), INGEST_ONLY)
+    flaky.reset({})  # storage is back
+    second = run_ingest(pattern, str(out), INGEST_ONLY)
+    assert [x["shard"] for x in second.shards] == ["bad_truncated"]  # bad_mixed stays done
+    assert any("retrying 1 shard" in n for n in second.notes)
+    [redone] = second.shards
+    assert (redone["status"], redone["n_inputs"], redone["n_failed"]) == ("truncated", alone.n_inputs, alone.n_failed)
+    _, rows = query(out, "SELECT shard, count(*) FROM shards GROUP BY ALL ORDER BY 1")
+    assert rows == [("bad_mixed", 1), ("bad_truncated", 1)]  # the failed attempt's rows are gone
+    _, rows = query(out, "SELECT count(*) FROM errors WHERE shard = 'bad_truncated' AND error_type = 'ReadFailed'")
+    assert rows == [(0,)]
+    _, [(n_samples,)] = query(out, "SELECT count(*) FROM samples WHERE shard = 'bad_truncated'")
+    assert n_samples == alone.n_inputs
+    third = run_ingest(pattern, str(out), INGEST_ONLY)  # a truncated tar is an answer, not a fault: not retried
+    assert third.shards == [] and first.run_id < second.run_id < third.run_id
+
+
 class FlakySscd(SscdOnnx):
     """The real SSCD ONNX model, raising on its k-th batch (a test double of the model only)."""
 
