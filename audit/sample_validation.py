@@ -102,6 +102,11 @@ def decode_meta(data: bytes | None, max_depth: int = 64) -> tuple[str | None, di
         raise SampleRejected("meta", "InvalidMeta", f".json is not valid UTF-8 JSON: {str(e)[:200]}") from None
     if not isinstance(obj, dict):
         raise SampleRejected("meta", "InvalidMeta", f".json is a {type(obj).__name__}, not an object")
+    if "\\ud" in text.lower():  # a \uD800-\uDFFF escape: valid JSON syntax, but a lone one is no text
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise SampleRejected("meta", "InvalidMeta", ".json has a lone UTF-16 surrogate escape (\\uD800-\\uDFFF)") from None
     return text, obj
 
 

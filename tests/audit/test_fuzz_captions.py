@@ -15,7 +15,7 @@ import tarfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from audit.embedder_specs import EmbedConfig
 from audit.output_dir import OutputDir
@@ -94,6 +94,7 @@ KEYS = st.one_of(st.from_regex(r"\A[0-9a-z_]{1,12}\Z"),
 
 @FUZZ
 @given(key=KEYS, caption=CAPTION_BYTES, meta=JSON_BYTES, with_image=st.booleans())
+@example(key="\x00", caption=b"", meta=b'{"url":"\\ud800"}', with_image=True)  # found in CI: a lone surrogate escape
 def test_any_sample_gives_one_row_one_error_and_writes_to_parquet(tmp_path_factory, key, caption, meta,
                                                                   with_image):
     raw = RawSample(escaped(key), files={"txt": caption, "json": meta, **({"jpg": IMAGE} if with_image else {})},
