@@ -7,7 +7,6 @@ input: nothing raises, a failed sample has exactly one errors row with the expec
 the rows are writable to Parquet, and the job writes nothing outside its output folder.
 """
 
-import io
 import json
 import os
 import random
