@@ -9,8 +9,11 @@ Kinds: exact (same byte hash or same pixel hash), near (SSCD cosine >= near_thre
 semantic (CLIP image cosine >= semantic_threshold, when CLIP vectors exist), caption
 (same normalized caption, or MiniLM cosine >= caption_threshold). Clusters are the connected
 components of a kind's edges (union-find over edges, so a cluster of any size and shape is
-one cluster). The kinds in `drop_kinds` together form image clusters; in each, the keep
-policy picks one representative and the others are dropped with the reason. Per image
+one cluster). Edges are streamed block by block from the search into per-kind union-find and
+nearest-neighbour state (audit.cluster_accumulator), never held as one list: memory grows
+with the samples, not with the edges, which are quadratic in a cluster's size (100 copies of
+an image: 4950 edges). The kinds in `drop_kinds` together form image clusters; in each, the
+keep policy picks one representative and the others are dropped with the reason. Per image
 cluster, `repeat_type` tells one image repeated with one caption (the pattern Somepalli et al.
 2023 found to drive memorization) from one image with different captions.
 """
@@ -19,17 +22,20 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from audit.cluster_accumulator import ClusterAccumulator, EdgeSummary
 from audit.dedup_corpus import Corpus
-from audit.vector_index import Edges, IndexConfig, self_edges
+from audit.vector_index import Edges, IndexConfig, iter_self_edges
 
 IMAGE_KINDS = ("exact", "near", "semantic")
 # vector kinds: (model id prefix, modality of the vectors)
+EdgeSource = Edges | EdgeSummary | Iterable[Edges | EdgeSummary]
 VECTOR_KINDS = {"near": ("sscd:", "image"), "semantic": ("clip:", "image"), "caption": ("minilm:", "text")}
 
 
@@ -72,17 +78,18 @@ def group_edges(values: np.ndarray) -> Edges:
 
 
 def _vector_edges(corpus: Corpus, model_prefix: str, modality: str, threshold: float,
-                  cfg: IndexConfig) -> tuple[Edges, str | None]:
+                  cfg: IndexConfig) -> tuple[Iterable[Edges], str | None]:
+    """(a lazy stream of edge blocks in corpus rows, model id); ((), None) without vectors."""
     found = corpus.matrix(model_prefix, modality)
     if found is None:
-        return Edges.empty(), None
+        return (), None
     model_id, rows, x = found
-    e = self_edges(x, threshold, cfg)
-    return Edges(rows[e.i], rows[e.j], e.sim), model_id
+    return (Edges(rows[e.i], rows[e.j], e.sim) for e in iter_self_edges(x, threshold, cfg)), model_id
 
 
 def components(n: int, edges: Edges) -> np.ndarray:
-    """Component label per node; nodes without edges get -1."""
+    """Component label per node; nodes without edges get -1 (the whole-list reference of
+    ClusterAccumulator.labels)."""
     if len(edges) == 0:
         return np.full(n, -1, np.int64)
     g = coo_matrix((np.ones(len(edges)), (edges.i, edges.j)), shape=(n, n))
@@ -92,7 +99,8 @@ def components(n: int, edges: Edges) -> np.ndarray:
 
 
 def nearest(n: int, edges: Edges) -> tuple[np.ndarray, np.ndarray]:
-    """For every node: its most similar neighbour (-1 if none) and that similarity."""
+    """For every node: its most similar neighbour (-1 if none) and that similarity (the
+    whole-list reference of ClusterAccumulator.nearest)."""
     src = np.concatenate([edges.i, edges.j])
     dst = np.concatenate([edges.j, edges.i])
     sim = np.concatenate([edges.sim, edges.sim])
@@ -139,14 +147,15 @@ class DedupResult:
 
 
 def find_duplicates(corpus: Corpus, cfg: DedupConfig, run_id: str,
-                    vector_edges: dict[str, tuple[Edges, str]] | None = None,
+                    vector_edges: dict[str, tuple[EdgeSource, str | None]] | None = None,
                     pinned: np.ndarray | None = None) -> DedupResult:
     """`vector_edges` (kind -> (edges in corpus rows, model id)) replaces the search for those
-    kinds: the partitioned and incremental modes compute them and pass them in. `pinned`
-    marks samples that must stay kept (the accepted corpus, in incremental mode)."""
+    kinds: the partitioned and incremental modes compute them and pass them in, as one `Edges`,
+    or an iterable of `Edges` / `EdgeSummary` blocks consumed once. `pinned` marks samples
+    that must stay kept (the accepted corpus, in incremental mode)."""
     vector_edges = vector_edges or {}
 
-    def edges_for(kind: str) -> tuple[Edges, str | None]:
+    def edges_for(kind: str) -> tuple[EdgeSource, str | None]:
         if kind in vector_edges:
             return vector_edges[kind]
         prefix, modality = VECTOR_KINDS[kind]
@@ -155,28 +164,39 @@ def find_duplicates(corpus: Corpus, cfg: DedupConfig, run_id: str,
     n = len(corpus)
     ok = corpus.status == "ok"
     norm_caps = np.array([normalize_caption(c) if o else "" for c, o in zip(corpus.caption, ok)], dtype=object)
-    kind_edges: dict[str, tuple[Edges, str | None, float]] = {
-        "exact": (Edges.concat([group_edges(np.where(ok, corpus.byte_hash, None)),
-                                group_edges(np.where(ok, corpus.pixel_hash, None))]), None, 1.0)}
+    drop = ClusterAccumulator(n, with_nearest=False)  # the drop kinds' edges together: image clusters
+    kind_state: dict[str, tuple[ClusterAccumulator, str | None, float]] = {}
+
+    def consume(kind: str, model: str | None, threshold: float, *sources: EdgeSource) -> None:
+        acc = ClusterAccumulator(n)
+        for source in sources:  # in the order the whole edge list would have them (nearest's ties)
+            for block in [source] if isinstance(source, (Edges, EdgeSummary)) else source:
+                acc.feed(block)
+                if kind in cfg.drop_kinds:
+                    drop.feed(block)
+        kind_state[kind] = (acc, model, threshold)
+
+    exact = Edges.concat([group_edges(np.where(ok, corpus.byte_hash, None)),
+                          group_edges(np.where(ok, corpus.pixel_hash, None))])  # chains: O(n)
+    consume("exact", None, 1.0, exact)
     near, near_model = edges_for("near")
-    kind_edges["near"] = (Edges.concat([near, kind_edges["exact"][0]]), near_model, cfg.near_threshold)
+    consume("near", near_model, cfg.near_threshold, near, exact)
     sem, sem_model = edges_for("semantic")
     if sem_model:
-        kind_edges["semantic"] = (sem, sem_model, cfg.semantic_threshold)
+        consume("semantic", sem_model, cfg.semantic_threshold, sem)
     cap, cap_model = edges_for("caption")
-    kind_edges["caption"] = (Edges.concat([group_edges(norm_caps), cap]), cap_model, cfg.caption_threshold)
+    consume("caption", cap_model, cfg.caption_threshold, group_edges(norm_caps), cap)
 
-    drop = Edges.concat([kind_edges[k][0] for k in cfg.drop_kinds if k in kind_edges])
-    image_labels = components(n, drop)
+    image_labels = drop.labels()
     reps = choose_representatives(corpus, image_labels, cfg.keep_policy, pinned)
     is_rep = np.zeros(n, bool)
     is_rep[list(reps.values())] = True
 
     duplicates, kinds = [], {}
     dup_of: dict[int, list[str]] = {}
-    for kind, (edges, model, threshold) in kind_edges.items():
-        labels = components(n, edges)
-        near_idx, near_sim = nearest(n, edges)
+    for kind, (acc, model, threshold) in kind_state.items():
+        labels = acc.labels()
+        near_idx, near_sim = acc.nearest()
         members = np.flatnonzero(labels >= 0)
         sizes = np.bincount(labels[members]) if len(members) else np.zeros(0, np.int64)
         captions: dict[int, set] = {}
@@ -185,7 +205,7 @@ def find_duplicates(corpus: Corpus, cfg: DedupConfig, run_id: str,
         first_of: dict[int, int] = {}
         for i in members:
             first_of.setdefault(int(labels[i]), int(i))
-        kinds[kind] = {"threshold": threshold, "model": model, "edges": len(edges),
+        kinds[kind] = {"threshold": threshold, "model": model, "edges": acc.edges,
                        "clusters": len(captions), "samples": len(members)}
         for i in members:
             lab = int(labels[i])

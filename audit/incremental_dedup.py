@@ -29,7 +29,7 @@ from audit.dedup_corpus import Corpus, load_corpus
 from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, DedupResult, find_duplicates
 from audit.embedder_specs import model_slug
 from audit.output_dir import OutputDir
-from audit.vector_index import Edges, build_index, cross_edges, self_edges
+from audit.vector_index import Edges, IndexConfig, build_index, iter_cross_edges, iter_self_edges
 
 
 def index_dir(out: OutputDir, model_id: str) -> Path:
@@ -96,6 +96,19 @@ def previous(out: OutputDir, table: str) -> list[dict]:
         con.close()
 
 
+def _edge_stream(rows: np.ndarray, x: np.ndarray, threshold: float, cfg: IndexConfig, against=None):
+    """Edge blocks in corpus rows: the batch's own pairs, then with `against` ((index, keys),
+    row of each key) its pairs with the accepted corpus; consumed once by find_duplicates."""
+    for e in iter_self_edges(x, threshold, cfg):
+        yield Edges(rows[e.i], rows[e.j], e.sim)
+    if against is not None:
+        (index, acc_keys), rows_of = against
+        for c in iter_cross_edges(x, np.zeros((0, x.shape[1]), np.float32), threshold, cfg, index=index):
+            acc_rows = np.array([rows_of.get(acc_keys[j], -1) for j in c.j], np.int64)
+            ok = acc_rows >= 0
+            yield Edges(rows[c.i][ok], acc_rows[ok], c.sim[ok])
+
+
 def incremental_duplicates(out: OutputDir, cfg: DedupConfig, run_id: str, new_shards: set[str]) -> DedupResult | None:
     """None when there is nothing to build on (no earlier decisions or index): run the full dedup."""
     prev_dec = {(d["shard"], d["key"]): d for d in previous(out, "decisions")}
@@ -110,21 +123,14 @@ def incremental_duplicates(out: OutputDir, cfg: DedupConfig, run_id: str, new_sh
     mask = is_new | accepted
     sub = corpus.subset(mask)
     rows_of = sub.row_index()
-    vector_edges: dict[str, tuple[Edges, str]] = {}
+    vector_edges: dict[str, tuple] = {}
     for kind, (prefix, modality) in VECTOR_KINDS.items():
         found = sub.matrix(prefix, modality)
         if found is None:
             continue
         model_id, rows, x = found
-        e = self_edges(x, cfg.threshold(kind), cfg.index)
-        parts = [Edges(rows[e.i], rows[e.j], e.sim)]
-        if kind == "near":  # new x accepted through the saved index
-            index, acc_keys = base
-            c = cross_edges(x, np.zeros((0, x.shape[1]), np.float32), cfg.threshold(kind), cfg.index, index=index)
-            acc_rows = np.array([rows_of.get(acc_keys[j], -1) for j in c.j], np.int64)
-            ok = acc_rows >= 0
-            parts.append(Edges(rows[c.i][ok], acc_rows[ok], c.sim[ok]))
-        vector_edges[kind] = (Edges.concat(parts), model_id)
+        against = (base, rows_of) if kind == "near" else None  # new x accepted through the saved index
+        vector_edges[kind] = (_edge_stream(rows, x, cfg.threshold(kind), cfg.index, against), model_id)
     result = find_duplicates(sub, cfg, run_id, vector_edges, pinned=accepted[mask])
     new_keys = {k for k, n in zip(keys, is_new) if n}
     prev_dups = previous(out, "duplicates")

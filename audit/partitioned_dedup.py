@@ -3,20 +3,25 @@
 1. `train_centroids`: spherical k-means (faiss) on a sample of the vectors.
 2. `assign`: every vector goes to its `top` nearest centroids (2 by default), so a duplicate
    pair split by a partition boundary still meets in at least one group.
-3. `group_edges_exact`: exact range search inside one group (audit.vector_index).
-4. Edges from all groups are merged (a pair found in two groups counts once) and clustered
-   as in the global mode.
-Each group fits one worker, so no machine ever holds all vectors: in Beam, step 2 is a
-ParDo, the groups are a GroupByKey per centroid and step 3 is a ParDo per group
-(pipelines.dedup_scaleout). `partitioned_self_edges` runs the same steps in one process, for
-tests and for measuring recall against the exact global search.
+3. `group_summary`: exact range search inside one group (audit.vector_index), its edges
+   streamed into a union-find, reduced to an `EdgeSummary` of O(members): links to each
+   member's group-component root, each member's best edge, and the number of edges this group
+   counts (a pair in two groups is counted by the lower one only).
+4. The summaries of all groups are clustered as in the global mode (audit.cluster_accumulator):
+   the same components, each sample's nearest neighbour, the count of distinct pairs.
+Each group fits one worker, so no machine ever holds all vectors, and no place ever holds the
+edges (quadratic in a cluster's size): in Beam, step 2 is a ParDo, the groups are a
+GroupByKey per centroid and step 3 is a ParDo per group (pipelines.dedup_scaleout).
+`partitioned_self_edges` runs steps 1-3 in one process and returns the merged edge list
+itself, for tests and for measuring recall against the exact global search.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from audit.vector_index import Edges, IndexConfig, self_edges
+from audit.cluster_accumulator import ClusterAccumulator, EdgeSummary
+from audit.vector_index import Edges, IndexConfig, iter_self_edges, self_edges
 
 
 def train_centroids(sample: np.ndarray, k: int, seed: int = 0, niter: int = 20) -> np.ndarray:
@@ -44,6 +49,27 @@ def group_edges_exact(ids: np.ndarray, vectors: np.ndarray, threshold: float,
     e = self_edges(vectors, threshold, cfg)
     i, j = ids[e.i], ids[e.j]
     return Edges(np.minimum(i, j), np.maximum(i, j), e.sim)
+
+
+def counted_here(groups_i: np.ndarray, groups_j: np.ndarray, group: int) -> np.ndarray:
+    """Per edge found in `group`: whether this group counts it, i.e. no lower group holds both
+    ends (`groups_*`: [m, top] group ids of each edge's ends, from `assign`)."""
+    elsewhere = np.zeros(len(groups_i), bool)
+    for t in range(groups_i.shape[1]):
+        c = groups_i[:, t]
+        elsewhere |= (c < group) & (groups_j == c[:, None]).any(axis=1)
+    return ~elsewhere
+
+
+def group_summary(vectors: np.ndarray, groups: np.ndarray, group: int, threshold: float,
+                  cfg: IndexConfig = IndexConfig()) -> EdgeSummary:
+    """One group's exact pairs over its members' local numbers, streamed, never listed.
+    `groups` are the members' rows of `assign`, `group` this group's centroid id."""
+    acc, counted = ClusterAccumulator(len(vectors)), 0
+    for e in iter_self_edges(vectors, threshold, cfg):
+        acc.add(e)
+        counted += int(counted_here(groups[e.i], groups[e.j], group).sum())
+    return acc.summary(counted)
 
 
 def merge(edges: Edges) -> Edges:

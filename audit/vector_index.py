@@ -1,7 +1,10 @@
 """Similarity search for dedup: every pair of vectors at or above a cosine threshold.
 
 Input: L2-normalized float32 vectors (inner product = cosine), a threshold, `IndexConfig`.
-Output: `Edges` (i, j, similarity) with i < j for self-search, or (query, base) pairs.
+Output: `Edges` (i, j, similarity) with i < j for self-search, or (query, base) pairs;
+`iter_self_edges` / `iter_cross_edges` yield the same list as blocks of at most about
+EDGE_CHUNK edges, in the same order, for consumers that must not hold millions of pairs
+(dedup of heavily repeated images: audit.duplicate_clusters).
 Range search, not top-k: a cluster of any size is found, however many copies it has.
 
 Method by size: up to `exact_max` vectors, exact search as a blocked matmul in torch over
@@ -24,6 +27,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+EDGE_CHUNK = 1 << 20  # edges per yielded block (~25 MB of i, j, sim): memory flat however many duplicates
 
 
 @dataclass(frozen=True)
@@ -102,37 +107,53 @@ def _torch_device(cfg: IndexConfig):
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def torch_range_search(base: np.ndarray, queries: np.ndarray, threshold: float, cfg: IndexConfig,
-                       self_search: bool) -> Edges:
-    """Exact blocked matmul; on CUDA in fp16 with fp32 accumulation (cosines exact to ~1e-3)."""
+def iter_torch_range_search(base: np.ndarray, queries: np.ndarray, threshold: float, cfg: IndexConfig,
+                            self_search: bool):
+    """Exact blocked matmul; on CUDA in fp16 with fp32 accumulation (cosines exact to ~1e-3).
+    Yields `Edges` blocks in (query, base) order, each at most EDGE_CHUNK edges: a corpus of
+    heavy duplicates is never held as one edge list here. A query block with more than
+    4 * EDGE_CHUNK candidates makes the next ones smaller (candidate indices stay bounded)."""
     import torch
     dev = _torch_device(cfg)
     dtype = torch.float16 if dev.type == "cuda" else torch.float32
-    b = torch.from_numpy(np.ascontiguousarray(base, np.float32)).to(dev, dtype)
+    base32 = np.ascontiguousarray(base, np.float32)
+    b = torch.from_numpy(base32).to(dev, dtype)
     b32 = b if dtype == torch.float32 else None
     margin = 2e-3 if dtype != torch.float32 else 0.0  # fp16 rounding near the threshold
     block = max(64, min(cfg.block, cfg.block_bytes // max(1, len(base) * b.element_size())))
-    parts = []
+    gather = max(1024, (16 << 20) // max(1, 4 * base32.shape[1]))  # candidates re-scored at once: <= 16 MB
+    start = 0
     with torch.inference_mode():
-        for start in range(0, len(queries), block):
+        while start < len(queries):
             q = torch.from_numpy(np.ascontiguousarray(queries[start:start + block], np.float32)).to(dev)
             first = start if self_search else 0  # self-search: columns j >= block start only
             sims = q.to(dtype) @ b[first:].T
             if self_search:  # within the diagonal block keep only j > i: each pair once
                 rows = torch.arange(len(q), device=dev)[:, None]
                 sims[:, : len(q)].masked_fill_(torch.arange(min(len(q), sims.shape[1]), device=dev)[None, :] <= rows, -2.0)
-            qi, bj = torch.nonzero(sims >= threshold - margin, as_tuple=True)
+            qi_all, bj_all = torch.nonzero(sims >= threshold - margin, as_tuple=True)
             del sims
-            if b32 is None:  # recompute the candidates' cosine in fp32: exact, and cheap
-                exact = (q[qi] * torch.from_numpy(np.ascontiguousarray(base, np.float32)[
-                    (bj + first).cpu().numpy()]).to(dev)).sum(1)
-            else:
-                exact = (q[qi] * b32[bj + first]).sum(1)
-            keep = exact >= threshold
-            parts.append(Edges((qi[keep] + start).cpu().numpy().astype(np.int64),
-                               (bj[keep] + first).cpu().numpy().astype(np.int64),
-                               exact[keep].cpu().numpy().astype(np.float32)))
-    return Edges.concat(parts)
+            for p in range(0, len(qi_all), EDGE_CHUNK):
+                qi, bj = qi_all[p:p + EDGE_CHUNK], bj_all[p:p + EDGE_CHUNK]
+                exact = torch.empty(len(qi), dtype=torch.float32, device=dev)
+                for c in range(0, len(qi), gather):  # recompute the candidates' cosine in fp32: exact
+                    ci, cj = qi[c:c + gather], bj[c:c + gather] + first
+                    other = b32[cj] if b32 is not None else torch.from_numpy(base32[cj.cpu().numpy()]).to(dev)
+                    exact[c:c + gather] = (q[ci] * other).sum(1)
+                keep = exact >= threshold
+                yield Edges((qi[keep] + start).cpu().numpy().astype(np.int64),
+                            (bj[keep] + first).cpu().numpy().astype(np.int64),
+                            exact[keep].cpu().numpy().astype(np.float32))
+            start += len(q)
+            if len(qi_all) > 4 * EDGE_CHUNK:
+                block = max(64, int(len(q) * 4 * EDGE_CHUNK / len(qi_all)))
+            del qi_all, bj_all
+
+
+def torch_range_search(base: np.ndarray, queries: np.ndarray, threshold: float, cfg: IndexConfig,
+                       self_search: bool) -> Edges:
+    """`iter_torch_range_search` as one edge list."""
+    return Edges.concat(list(iter_torch_range_search(base, queries, threshold, cfg, self_search)))
 
 
 def knn_range_search(index, queries: np.ndarray, threshold: float, k0: int = 64) -> tuple:
@@ -171,43 +192,67 @@ def _faiss_gpu(index):
     return faiss.index_cpu_to_all_gpus(index)
 
 
-def faiss_range_search(index, queries: np.ndarray, threshold: float, cfg: IndexConfig,
-                       self_search: bool) -> Edges:
+def iter_faiss_range_search(index, queries: np.ndarray, threshold: float, cfg: IndexConfig,
+                            self_search: bool):
+    """Range search in query blocks, yielding `Edges` per block in query order; a block whose
+    result exceeded EDGE_CHUNK makes the next ones smaller (faiss returns a block's results at once)."""
     gpu = _faiss_gpu(index) if cfg.device != "cpu" else None
-    parts = []
-    for start in range(0, len(queries), cfg.block):
-        q = np.ascontiguousarray(queries[start:start + cfg.block], np.float32)
+    start, block = 0, cfg.block
+    while start < len(queries):
+        q = np.ascontiguousarray(queries[start:start + block], np.float32)
         if gpu is not None:  # faiss GPU indexes have k-NN only
             lims, dist, ids = knn_range_search(gpu, q, threshold)
         else:  # faiss returns inner products strictly above the radius; nudge it to include equality
             lims, dist, ids = index.range_search(q, float(np.nextafter(np.float32(threshold), np.float32(-1))))
         qi = np.repeat(np.arange(len(q), dtype=np.int64), np.diff(lims).astype(np.int64)) + start
         e = Edges(qi, ids.astype(np.int64), dist.astype(np.float32))
+        del lims, dist, ids
         if self_search:
             keep = e.j > e.i
             e = Edges(e.i[keep], e.j[keep], e.sim[keep])
-        parts.append(e)
-    return Edges.concat(parts)
+        yield e
+        start += len(q)
+        if len(qi) > EDGE_CHUNK:
+            block = max(64, int(len(q) * EDGE_CHUNK / len(qi)))
+
+
+def faiss_range_search(index, queries: np.ndarray, threshold: float, cfg: IndexConfig,
+                       self_search: bool) -> Edges:
+    return Edges.concat(list(iter_faiss_range_search(index, queries, threshold, cfg, self_search)))
+
+
+def iter_self_edges(x: np.ndarray, threshold: float, cfg: IndexConfig = IndexConfig()):
+    """All pairs i < j of `x` with cosine >= threshold, as a stream of `Edges` blocks."""
+    if len(x) < 2:
+        return
+    if _use_torch(cfg, len(x)):
+        yield from iter_torch_range_search(x, x, threshold, cfg, self_search=True)
+    else:
+        yield from iter_faiss_range_search(build_index(x, cfg), x, threshold, cfg, self_search=True)
+
+
+def iter_cross_edges(queries: np.ndarray, base: np.ndarray, threshold: float, cfg: IndexConfig = IndexConfig(),
+                     index=None):
+    """All (query, base) pairs with cosine >= threshold, as a stream of `Edges` blocks;
+    `index` reuses a saved faiss index."""
+    if len(queries) == 0 or (index is None and len(base) == 0):
+        return
+    if index is None and _use_torch(cfg, len(base)):
+        yield from iter_torch_range_search(base, queries, threshold, cfg, self_search=False)
+    else:
+        yield from iter_faiss_range_search(index if index is not None else build_index(base, cfg), queries,
+                                           threshold, cfg, self_search=False)
 
 
 def self_edges(x: np.ndarray, threshold: float, cfg: IndexConfig = IndexConfig()) -> Edges:
-    """All pairs i < j of `x` with cosine >= threshold."""
-    if len(x) < 2:
-        return Edges.empty()
-    if _use_torch(cfg, len(x)):
-        return torch_range_search(x, x, threshold, cfg, self_search=True)
-    return faiss_range_search(build_index(x, cfg), x, threshold, cfg, self_search=True)
+    """All pairs i < j of `x` with cosine >= threshold, as one list (dedup streams `iter_self_edges`)."""
+    return Edges.concat(list(iter_self_edges(x, threshold, cfg)))
 
 
 def cross_edges(queries: np.ndarray, base: np.ndarray, threshold: float, cfg: IndexConfig = IndexConfig(),
                 index=None) -> Edges:
-    """All (query, base) pairs with cosine >= threshold; `index` reuses a saved faiss index."""
-    if len(queries) == 0 or (index is None and len(base) == 0):
-        return Edges.empty()
-    if index is None and _use_torch(cfg, len(base)):
-        return torch_range_search(base, queries, threshold, cfg, self_search=False)
-    return faiss_range_search(index if index is not None else build_index(base, cfg), queries, threshold,
-                              cfg, self_search=False)
+    """All (query, base) pairs with cosine >= threshold, as one list."""
+    return Edges.concat(list(iter_cross_edges(queries, base, threshold, cfg, index)))
 
 
 def top1(queries: np.ndarray, base: np.ndarray, exclude: np.ndarray | None = None,

@@ -3,12 +3,15 @@
 Input: the shards of the output folder (one element per shard) and, per embedding model,
 k-means centroids trained by the driver on a sample of that model's vectors.
 Steps: `AssignShardFn` loads one shard's vectors and emits each vector to its top-2 centroids,
-keyed (model, centroid) -> GroupByKey -> `GroupEdgesFn` searches each group exactly at the
-model's threshold and emits pairs keyed by the two sample ids -> CombinePerKey(max) counts a
-pair found in two groups once -> one final element clusters the edges with the samples'
-metadata (no vectors needed) and writes duplicates and decisions, as the global mode does.
+keyed (model, centroid), with its centroid ids -> GroupByKey -> `GroupEdgesFn` searches each
+group exactly at the model's threshold, streaming its edges into a union-find, and emits one
+`EdgeSummary` per group (O(members): component links, each member's best edge, the number of
+pairs this group counts, a pair in two groups counted once) -> one final element clusters the
+summaries with the samples' metadata (no vectors needed) and writes duplicates and
+decisions, as the global mode does.
 Output: the same tables and summary dict as pipelines.dedup. No worker holds more than one
-group's vectors; only the edges (pairs over threshold) meet in one place.
+group's vectors, and no place holds the edges: what meets in one place grows with the
+samples (about top_centroids records each), not with the pairs.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, find_duplicates
 from audit.incremental_dedup import save_accepted_index
 from audit.memorization_flags import latest_flags, merge_flags
 from audit.output_dir import OutputDir
-from audit.partitioned_dedup import assign, group_edges_exact, n_centroids_for, train_centroids
+from audit.partitioned_dedup import assign, group_summary, n_centroids_for, train_centroids
 from audit.vector_index import Edges
 from pipelines.dedup import count_decisions, dedup_counters
 from schemas import DECISIONS, DUPLICATES
@@ -79,7 +82,7 @@ class AssignShardFn(beam.DoFn):
             groups = assign(x, centroids, self.top)
             for row, key in enumerate(keys):
                 for c in groups[row]:
-                    yield (mdir.name, int(c)), (f"{shard}{SEP}{key}", x[row])
+                    yield (mdir.name, int(c)), (f"{shard}{SEP}{key}", x[row], groups[row])
 
 
 class GroupEdgesFn(beam.DoFn):
@@ -88,17 +91,20 @@ class GroupEdgesFn(beam.DoFn):
         self.cfg = cfg
 
     def process(self, element):
-        (model_dir, _), members = element
+        """-> (model dir, ([sample id of each node the summary names], summary over those nodes))"""
+        (model_dir, group), members = element
         members = list(members)
         if len(members) < 2:
             return
-        ids = [m[0] for m in members]
         kind = self.kinds[model_dir]
-        e = group_edges_exact(np.arange(len(ids)), np.stack([m[1] for m in members]),
-                              self.cfg.threshold(kind), self.cfg.index)
-        for i, j, sim in zip(e.i, e.j, e.sim):
-            a, b = sorted((ids[i], ids[j]))
-            yield (model_dir, a, b), float(sim)
+        s = group_summary(np.stack([m[1] for m in members]), np.stack([m[2] for m in members]), group,
+                          self.cfg.threshold(kind), self.cfg.index)
+        used = np.unique(np.concatenate([s.link_i, s.link_j, s.near_i, s.near_j]))
+        if len(used) == 0:
+            return
+        local = np.full(len(members), -1, np.int64)
+        local[used] = np.arange(len(used))
+        yield model_dir, ([members[k][0] for k in used], s.mapped(local))
 
 
 class FinalizeFn(beam.DoFn):
@@ -107,22 +113,19 @@ class FinalizeFn(beam.DoFn):
         self.kinds = {name: kind for name, (kind, _) in plans.items()}
         self.counts = dedup_counters()
 
-    def process(self, _, edges):
+    def process(self, _, summaries):
         out = OutputDir(self.out_root)
         corpus = load_corpus(out, with_vectors=False)
         index = corpus.row_index()
         per_kind: dict[str, list] = {}
         models: dict[str, str] = {}
-        for (model_dir, a, b), sim in edges:
-            ia, ib = index.get(tuple(a.split(SEP, 1))), index.get(tuple(b.split(SEP, 1)))
-            if ia is not None and ib is not None:
-                per_kind.setdefault(self.kinds[model_dir], []).append((ia, ib, sim))
+        for model_dir, (ids, s) in summaries:  # samples that are not ok (no row) drop out
+            rows = np.array([index.get(tuple(k.split(SEP, 1)), -1) for k in ids], np.int64)
+            per_kind.setdefault(self.kinds[model_dir], []).append(s.mapped(rows))
         for mdir in model_dirs(out):
             if mdir.name in self.kinds:
                 models[self.kinds[mdir.name]] = shard_model_id(out, mdir)
-        vector_edges = {kind: (Edges(np.array([e[0] for e in es], np.int64), np.array([e[1] for e in es], np.int64),
-                                     np.array([e[2] for e in es], np.float32)), models.get(kind))
-                        for kind, es in per_kind.items()}
+        vector_edges = {kind: (ss, models.get(kind)) for kind, ss in per_kind.items()}
         for kind, model in models.items():
             vector_edges.setdefault(kind, (Edges.empty(), model))
         result = find_duplicates(corpus, self.cfg, self.run_id, vector_edges)
@@ -170,11 +173,10 @@ class PartitionedDedup(beam.PTransform):
         self.plans = plan_centroids(OutputDir(out_root), cfg, shards)
 
     def expand(self, pbegin):
-        edges = (pbegin | "Shards" >> beam.Create(self.shards)
-                 | "AssignToCentroids" >> beam.ParDo(AssignShardFn(self.out_root, self.plans, self.cfg.top_centroids))
-                 | "GroupByCentroid" >> beam.GroupByKey()
-                 | "ExactSearchInGroup" >> beam.ParDo(GroupEdgesFn(self.plans, self.cfg))
-                 | "OncePerPair" >> beam.CombinePerKey(max))
+        summaries = (pbegin | "Shards" >> beam.Create(self.shards)
+                     | "AssignToCentroids" >> beam.ParDo(AssignShardFn(self.out_root, self.plans, self.cfg.top_centroids))
+                     | "GroupByCentroid" >> beam.GroupByKey()
+                     | "ExactSearchInGroup" >> beam.ParDo(GroupEdgesFn(self.plans, self.cfg)))
         return (pbegin | "One" >> beam.Create([None])
                 | "Cluster" >> beam.ParDo(FinalizeFn(self.out_root, self.run_id, self.cfg, self.plans),
-                                          edges=beam.pvalue.AsList(edges)))
+                                          summaries=beam.pvalue.AsIter(summaries)))
