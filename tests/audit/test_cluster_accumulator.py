@@ -8,8 +8,9 @@ import pytest
 
 from audit.cluster_accumulator import ClusterAccumulator
 from audit.dedup_corpus import Corpus
-from audit.duplicate_clusters import DedupConfig, components, find_duplicates, nearest
+from audit.duplicate_clusters import DedupConfig, find_duplicates
 from audit.vector_index import Edges, IndexConfig, iter_self_edges, self_edges
+from tests.edge_reference import components, nearest
 
 
 def random_edges(rng, n: int, m: int, levels: int) -> Edges:

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from audit.dedup_corpus import Corpus
-from audit.duplicate_clusters import DedupConfig, components, find_duplicates, group_edges, normalize_caption
+from audit.duplicate_clusters import DedupConfig, find_duplicates, group_edges, normalize_caption
 from audit.vector_index import Edges
+from tests.edge_reference import components
 
 
 def unit(v):
