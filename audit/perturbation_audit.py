@@ -10,8 +10,9 @@ Tests look at an analysis crop: the central `crop` x `crop` pixels at native res
 (never resampled: resampling erases pixel-level perturbations; smaller images are
 reflect-padded). The one-pixel test looks at the whole image through its isolated
 corner-colour pixels. A sanitizer is applied to the whole images (orthogonal projection, which
-is learned on the data, to the crops), then every test runs again against thresholds
-calibrated on the reference sanitized the same way.
+is learned on the data, to the crops; class-wise deconvolution, whose kernels are fitted
+against the reference's classes, only with a reference), then every test runs again against
+thresholds calibrated on the reference sanitized the same way.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from audit import image_sanitizers, perturbation_features, perturbation_probes as probes
+from audit import class_deconvolution, image_sanitizers, perturbation_features, perturbation_probes as probes
 from audit.perturbation_verdicts import (Threshold, Verdict, calibrate, default_thresholds, failing, feature_cuts,
                                          feature_outliers, judge, located_samples, robust_cuts, sanitizer_order)
 
 SANITIZER_PARAMS = {"jpeg": {"quality": 10}, "grayscale": {}, "bit_depth": {"bits": 2}, "median_filter": {"size": 3},
-                    "sharpen_lowpass": {}, "orthogonal_projection": {}}
+                    "sharpen_lowpass": {}, "orthogonal_projection": {}, "class_deconvolution": {"size": 3}}
+NEEDS_REFERENCE = ("class_deconvolution",)  # fitted against the clean reference's classes
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class PerturbationConfig:
     feature_fpr: float = 0.001         # per-sample feature flags: two-sided share of the reference flagged
     mlp: bool = True                   # also the one-hidden-layer MLP probes
     sanitize: bool = True              # on a failing verdict, try sanitizers and re-test
-    max_sanitizers: int = 3
+    max_sanitizers: int = 4
     device: str = "auto"               # learning-speed CNN: 'auto' = cuda when present
     seed: int = 0
 
@@ -164,13 +166,42 @@ def bootstrap_thresholds(ref: ImageSet, n: int, cfg: PerturbationConfig) -> dict
     return calibrate(runs, cfg.z, cfg.sample_fpr)
 
 
-def sanitized(s: ImageSet, name: str, params: dict, crop: int) -> ImageSet:
+def sanitized(s: ImageSet, name: str, params: dict, crop: int,
+              reference: ImageSet | None = None) -> tuple[ImageSet, dict]:
+    """(the set through sanitizer `name`, what was fitted: {} or, for class_deconvolution,
+    {"kernels": {class id: (s, s) list}, "applied": [class ids]})."""
     if name == "orthogonal_projection":
         prepare(s, crop)
         crops, _ = image_sanitizers.orthogonal_projection(s.crops, s.labels, **params)
-        return ImageSet(s.images, s.labels, s.embeddings, crops.astype(np.float32), s.candidates, s.features)
+        return ImageSet(s.images, s.labels, s.embeddings, crops.astype(np.float32), s.candidates, s.features), {}
+    if name == "class_deconvolution":
+        return deconvolved(s, reference, params, crop)
     images = [image_sanitizers.sanitize_image(im, name, **params) for im in s.images]
-    return ImageSet(images, s.labels, s.embeddings)
+    return ImageSet(images, s.labels, s.embeddings), {}
+
+
+def deconvolved(s: ImageSet, reference: ImageSet | None, params: dict, crop: int) -> tuple[ImageSet, dict]:
+    """Class-wise deconvolution: kernels fitted on the whole images when data and reference
+    share one size (the poisoner's zero-padded border then counts), else on the analysis crops;
+    each whole image deconvolved by its class's kernel."""
+    if reference is None:
+        raise ValueError("class_deconvolution needs a clean reference (perturbations.reference_shards)")
+    shapes = {im.shape for im in s.images} | {im.shape for im in reference.images}
+    if len(shapes) == 1:
+        as_float = lambda ims: np.stack([im.reshape(im.shape[0], im.shape[1], -1) for im in ims]).astype(np.float32) / 255.0  # noqa: E731
+        fit = class_deconvolution.fit_class_kernels(as_float(s.images), s.labels, as_float(reference.images),
+                                                    reference.labels, params.get("size", 3), zero_border=True)
+    else:
+        prepare(s, crop)
+        prepare(reference, crop)
+        fit = class_deconvolution.fit_class_kernels(s.crops, s.labels, reference.crops, reference.labels,
+                                                    params.get("size", 3), zero_border=False)
+    kernels = fit["kernels"]
+    images = [class_deconvolution.deconvolve_image(im, kernels[c]) if c in fit["applied"] else im
+              for im, c in zip(s.images, s.labels)]
+    return ImageSet(images, s.labels, s.embeddings), {
+        "kernels": {int(c): np.asarray(k, float).round(6).tolist() for c, k in kernels.items() if c in fit["applied"]},
+        "applied": [int(c) for c in fit["applied"]]}
 
 
 def audit(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig,
@@ -183,9 +214,14 @@ def audit(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig,
         if reference is None:
             return default_thresholds(int(np.prod(data.crops.shape[1:])))
         if version not in calibrated:
-            ref = reference if version == "original" else sanitized(reference, version, params, cfg.crop)
+            ref = reference if version == "original" else sanitized(reference, version, params, cfg.crop, reference)[0]
             calibrated[version] = bootstrap_thresholds(ref, len(data), cfg)
         return calibrated[version]
+
+    def taught(s: ImageSet) -> list[probes.CheckResult]:
+        if reference is None:
+            return []
+        return [probes.reference_accuracy(s.crops, s.labels, reference.crops, reference.labels, cfg.seed, cfg.device)]
 
     tested = np.arange(len(data))
     if reference is not None:
@@ -196,17 +232,36 @@ def audit(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig,
         data = data.subset(tested)
     prepare(data, cfg.crop)
     thresholds = thresholds_for("original", {})
-    verdicts = judge(run_tests(data, cfg), thresholds)
+    verdicts = judge(run_tests(data, cfg) + taught(data), thresholds)
     outcome = AuditOutcome(verdicts, thresholds, located_samples(verdicts, data.labels),
                            feature_flags(data, reference, cfg), tested)
     if not (cfg.sanitize and outcome.failed):
         return outcome
-    for name in sanitizer_order(outcome.failed)[:cfg.max_sanitizers]:
+    order = [n for n in sanitizer_order(outcome.failed) if reference is not None or n not in NEEDS_REFERENCE]
+    for name in order[:cfg.max_sanitizers]:
         params = SANITIZER_PARAMS.get(name, {})
-        trial_verdicts = judge(run_tests(sanitized(data, name, params, cfg.crop), cfg), thresholds_for(name, params))
-        trial = Trial(name, params, trial_verdicts, len(failing(trial_verdicts)))
-        outcome.trials.append(trial)
-        if trial.n_failed == 0:
+        clean, fitted = sanitized(data, name, params, cfg.crop, reference)
+        trial_verdicts = judge(run_tests(clean, cfg) + taught(clean), thresholds_for(name, params))
+        outcome.trials.append(Trial(name, {**params, **fitted}, trial_verdicts, len(failing(trial_verdicts))))
+        if reference is None and outcome.trials[-1].n_failed == 0:
             break
-    outcome.chosen = min(outcome.trials, key=lambda t: t.n_failed)
+    outcome.chosen = choose(outcome.trials)
     return outcome
+
+
+def teaches(verdicts: list[Verdict]) -> float:
+    """The reference accuracy among these verdicts (nan without one)."""
+    return next((v.result.statistic for v in verdicts if v.result.test == "reference_accuracy"
+                 and not v.result.skipped), float("nan"))
+
+
+def choose(trials: list[Trial], tolerance: float = 0.02) -> Trial:
+    """With a reference: the sanitizer whose data teaches the small CNN most about the clean
+    reference; among those within `tolerance` of the best, the fewest failing re-tests, then the
+    earliest tried. Without one: the fewest failing re-tests, then the earliest."""
+    accs = [teaches(t.verdicts) for t in trials]
+    if all(np.isnan(a) for a in accs):
+        return min(trials, key=lambda t: t.n_failed)
+    best = np.nanmax(accs)
+    near = [t for t, a in zip(trials, accs) if not np.isnan(a) and a >= best - tolerance]
+    return min(near, key=lambda t: t.n_failed)

@@ -277,6 +277,28 @@ def learning_speed(x: np.ndarray, y: np.ndarray, seed: int = 0, device: str = "a
                        {"batches": len(steps), "epochs": epochs, "final_batch_accuracy": steps[-1]})
 
 
+def reference_accuracy(x: np.ndarray, y: np.ndarray, ref_x: np.ndarray, ref_y: np.ndarray, seed: int = 0,
+                       device: str = "auto", epochs: int = 8) -> CheckResult:
+    """What the data teaches: the small CNN trained on (x, y) (crops and flips, cosine decay)
+    and scored on the clean labelled reference. Poisons make it low (the network learns the
+    shortcut, not the content); it ranks sanitizers by what matters to training. Context for the
+    sanitizer choice, not a verdict. per_class: accuracy on each reference class."""
+    why = usable(y)
+    if why:
+        return CheckResult("reference_accuracy", float("nan"), skipped=why)
+    classes, yi = np.unique(y, return_inverse=True)
+    known = np.isin(ref_y, classes)
+    if not known.any():
+        return CheckResult("reference_accuracy", float("nan"), skipped="no reference sample has a tested class")
+    fit = small_cnn.train(x, yi, len(classes), epochs=epochs, seed=seed, device=device, augment=True,
+                          flip=x.shape[-1] == 3, cosine=True)
+    ry = np.searchsorted(classes, ref_y[known])
+    hit = small_cnn.predict(fit.model, ref_x[known]) == ry
+    per_class = {int(c): float(hit[ry == i].mean()) for i, c in enumerate(classes) if (ry == i).any()}
+    return CheckResult("reference_accuracy", float(hit.mean()), per_class, None,
+                       {"epochs": epochs, "n_reference": int(known.sum())})
+
+
 def run_all(x: np.ndarray, y: np.ndarray, candidates: list | None = None,
             embeddings: np.ndarray | None = None, seed: int = 0, device: str = "auto",
             mlp: bool = True) -> list[CheckResult]:

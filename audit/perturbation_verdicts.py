@@ -31,19 +31,20 @@ DEFAULT_BOUNDS = {
 }
 MIN_MARGIN = {"template_snr": 0.01, "one_pixel": 0.2, "learning_speed": 0.02}
 ACCURACY_MARGIN = 0.03
-NO_VERDICT = {"linear_probe_embedding"}  # context for the gap test, not evidence itself
+NO_VERDICT = {"linear_probe_embedding",  # context for the gap test, not evidence itself
+              "reference_accuracy"}     # what the data teaches on the clean reference: ranks sanitizers
 
 # Sanitizers to try, in order, per failing test (most specific evidence first).
 SANITIZERS_FOR = {
-    "one_pixel": ["median_filter"],
-    "linear_probe_spectrum": ["sharpen_lowpass", "jpeg"],
+    "one_pixel": ["median_filter", "class_deconvolution"],
+    "linear_probe_spectrum": ["class_deconvolution", "sharpen_lowpass", "jpeg"],
     "template_snr": ["orthogonal_projection", "jpeg"],
     "linear_probe_residual": ["jpeg", "orthogonal_projection"],
     "mlp_probe_residual": ["jpeg", "median_filter"],
     "linear_probe_pixels": ["orthogonal_projection", "jpeg"],
     "mlp_probe_pixels": ["jpeg", "orthogonal_projection"],
     "pixel_minus_embedding_probe": ["jpeg", "orthogonal_projection"],
-    "learning_speed": ["jpeg", "sharpen_lowpass", "grayscale"],
+    "learning_speed": ["jpeg", "class_deconvolution", "sharpen_lowpass", "grayscale"],
 }
 PRIORITY = list(SANITIZERS_FOR)
 

