@@ -78,25 +78,39 @@ def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
     tf.addfile(info, io.BytesIO(data))
 
 
-# (image bytes) -> (new bytes, new extension): a sanitizer applied to the pixels
-ImageFn = Callable[[bytes], tuple[bytes, str]]
+# (image bytes, the sample's metadata) -> (new bytes, new extension): a sanitizer applied to the
+# pixels; (the same bytes, None) when it leaves this image as it is
+ImageFn = Callable[[bytes, dict], tuple[bytes, str | None]]
 
 
 def sanitizing_encoder(name: str, params: dict) -> ImageFn:
-    """Decode, sanitize (audit.image_sanitizers, image-level ones), encode. JPEG at quality q is
-    one re-encode at q (exactly the sanitizer); the others are stored as lossless PNG so the
-    sanitized pixels are what training reads."""
+    """Decode, sanitize (audit.image_sanitizers, image-level ones, or class_deconvolution with the
+    audit's per-class kernels), encode. JPEG at quality q is one re-encode at q (exactly the
+    sanitizer); the others are stored as lossless PNG so the sanitized pixels are what training
+    reads. class_deconvolution reads the class from the sample's metadata field
+    (params['label_field']); an image of a class without a kernel (the audit found it clean) or
+    without that field is left as it is."""
     import numpy as np
     from PIL import Image
 
+    from audit.class_deconvolution import deconvolve_image
     from audit.image_sanitizers import IMAGE_LEVEL, sanitize_image
     from audit.image_tensors import pil_rgb
-    if name not in IMAGE_LEVEL:
+    if name == "class_deconvolution":
+        if not params.get("label_field") or not params.get("kernels"):
+            raise ValueError("clean.sanitize: class_deconvolution needs the audit's kernels and a label_field")
+        kernels, field = {str(k): np.asarray(v, np.float64) for k, v in params["kernels"].items()}, params["label_field"]
+    elif name not in IMAGE_LEVEL:
         raise ValueError(f"clean.sanitize: {name!r} is not an image-level sanitizer ({', '.join(IMAGE_LEVEL)})")
 
-    def fn(data: bytes) -> tuple[bytes, str]:
+    def fn(data: bytes, meta: dict) -> tuple[bytes, str | None]:
+        if name == "class_deconvolution" and str(meta.get(field)) not in kernels:
+            return data, None
         img = pil_rgb(data)
         buf = io.BytesIO()
+        if name == "class_deconvolution":
+            Image.fromarray(deconvolve_image(np.asarray(img), kernels[str(meta[field])])).save(buf, format="PNG")
+            return buf.getvalue(), "png"
         if name == "jpeg":
             img.save(buf, format="JPEG", quality=int(params.get("quality", 10)))
             return buf.getvalue(), "jpg"
@@ -133,8 +147,10 @@ def write_clean_shard(dest: Path, out_shard: str, samples: list[SampleRef], open
                     meta["caption_epochs"] = [e[0] for e in epochs[1:]]
                 ext = s.image_ext
                 if image_fn is not None:
-                    image, ext = image_fn(image)
-                    meta["sanitizer"] = image_note
+                    image, new_ext = image_fn(image, meta)
+                    if new_ext is not None:
+                        ext = new_ext
+                        meta["sanitizer"] = image_note
                 _add(tf, f"{key}.{ext}", image)
                 _add(tf, f"{key}.txt", new.encode("utf-8"))
                 _add(tf, f"{key}.json", json.dumps(meta, ensure_ascii=False).encode("utf-8"))

@@ -107,7 +107,10 @@ def chosen_sanitizer(out: OutputDir, cfg: CleanConfig) -> tuple[dict | None, str
     if record.get("thresholds") != "reference":
         return None, ("perturbation verdict came from default bounds, not a clean reference: images copied "
                       f"unchanged (set perturbations.reference_shards, or clean.sanitize: {chosen['name']})")
-    if chosen["name"] not in IMAGE_LEVEL:
+    if chosen["name"] == "class_deconvolution" and not chosen.get("params", {}).get("label_field"):
+        return None, ("audit chose class_deconvolution on k-means pseudo-labels: a new image's class is unknown, "
+                      "images copied unchanged (set perturbations.label_field)")
+    if chosen["name"] not in IMAGE_LEVEL and chosen["name"] != "class_deconvolution":
         return None, f"audit chose {chosen['name']}, which is dataset-level: images copied unchanged"
     chosen = {"name": chosen["name"], "params": chosen.get("params", {})}
     return chosen, f"perturbation audit run {record['run_id']} found {', '.join(record.get('failed', []))}"

@@ -172,10 +172,20 @@ def test_and_record(out: OutputDir, run_id: str, cfg: PerturbationConfig) -> dic
     summary["n_flagged"] = sum(r["flagged"] for r in flags)
     chosen = outcome.chosen if outcome else None
     summary["sanitizer"] = None if chosen is None else {
-        "name": chosen.sanitizer, "params": chosen.params, "failed_after": [v.result.test for v in chosen.verdicts
-                                                                            if v.verdict == "fail"]}
+        "name": chosen.sanitizer, "params": named_params(chosen.params, corpus.names, cfg),
+        "failed_after": [v.result.test for v in chosen.verdicts if v.verdict == "fail"]}
     atomic_files.write_json(out.root / SANITIZER_FILE, {"run_id": run_id, **summary})
     return summary
+
+
+def named_params(params: dict, names: list[str], cfg: PerturbationConfig) -> dict:
+    """The chosen sanitizer's parameters for the export, class-wise ones keyed by class name with
+    the metadata field that names the class (None for pseudo-labels: the clean job cannot tell a
+    new image's class then)."""
+    if "kernels" not in params:
+        return params
+    return {**params, "kernels": {names[c]: k for c, k in params["kernels"].items()},
+            "applied": [names[c] for c in params.get("applied", [])], "label_field": cfg.label_field or None}
 
 
 class TestFn(beam.DoFn):

@@ -131,3 +131,51 @@ def test_auto_sanitize_follows_only_a_reference_backed_perturbed_verdict(audited
     assert chosen_sanitizer(OutputDir(copy), CleanConfig(sanitize="none"))[0] is None
     with pytest.raises(ValueError, match="clean.sanitize"):
         chosen_sanitizer(OutputDir(copy), CleanConfig(sanitize="orthogonal_projection"))
+
+
+def test_auto_class_deconvolution_deconvolves_each_image_by_its_class_kernel(audited, tmp_path):
+    """The audit's class-wise deconvolution (kernels per class name, the class read from the
+    metadata field) applied by the clean job: images of a class with a kernel are deconvolved
+    by it, the others are copied byte for byte; on pseudo-labels it is not applied."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from audit.class_deconvolution import deconvolve_image
+    from audit.image_tensors import pil_rgb
+    from audit.output_dir import OutputDir
+    from pipelines.clean import chosen_sanitizer
+    from pipelines.perturbations import SANITIZER_FILE
+
+    sample, out = audited
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    record = json.loads((copy / SANITIZER_FILE).read_text())
+    kernel = [[0.0, 0.1, 0.0], [0.1, 0.6, 0.1], [0.0, 0.1, 0.0]]
+    params = {"size": 3, "kernels": {"computer": kernel}, "applied": ["computer"], "label_field": "category"}
+    (copy / SANITIZER_FILE).write_text(json.dumps({**record, "verdict": "perturbed", "thresholds": "reference",
+                                                   "failed": ["linear_probe_spectrum"],
+                                                   "sanitizer": {"name": "class_deconvolution", "params": params}}))
+    r = run_clean(str(copy), str(tmp_path / "clean"), CleanConfig(shard_size=1000))
+    assert r["sanitizer"] == "class_deconvolution"
+    src = source_images(sample, ["00000", "00001"])
+    n_deconvolved = n_copied = 0
+    for s in wds.WebDataset(str(tmp_path / "clean" / "00000.tar"), shardshuffle=False):
+        meta = json.loads(s["json"])
+        original = src[(meta["source_shard"], meta["source_key"])]
+        if meta.get("category") == "computer":
+            want = deconvolve_image(np.asarray(pil_rgb(original)), kernel)
+            assert (np.asarray(Image.open(io.BytesIO(s["png"]))) == want).all()
+            assert json.loads(meta["sanitizer"])["name"] == "class_deconvolution"
+            n_deconvolved += 1
+        else:
+            assert s["jpg"] == original and "sanitizer" not in meta
+            n_copied += 1
+    assert n_deconvolved > 0 and n_copied > 0
+
+    pseudo = {**params, "label_field": None}
+    (copy / SANITIZER_FILE).write_text(json.dumps({**record, "verdict": "perturbed", "thresholds": "reference",
+                                                   "sanitizer": {"name": "class_deconvolution", "params": pseudo}}))
+    sanitizer, why = chosen_sanitizer(OutputDir(copy), CleanConfig())
+    assert sanitizer is None and "pseudo-labels" in why
