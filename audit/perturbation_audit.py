@@ -245,7 +245,7 @@ def audit(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig,
         outcome.trials.append(Trial(name, {**params, **fitted}, trial_verdicts, len(failing(trial_verdicts))))
         if reference is None and outcome.trials[-1].n_failed == 0:
             break
-    outcome.chosen = choose(outcome.trials)
+    outcome.chosen = choose(outcome.trials, teaches(outcome.verdicts))
     return outcome
 
 
@@ -255,13 +255,16 @@ def teaches(verdicts: list[Verdict]) -> float:
                  and not v.result.skipped), float("nan"))
 
 
-def choose(trials: list[Trial], tolerance: float = 0.02) -> Trial:
-    """With a reference: the sanitizer whose data teaches the small CNN most about the clean
-    reference; among those within `tolerance` of the best, the fewest failing re-tests, then the
-    earliest tried. Without one: the fewest failing re-tests, then the earliest."""
+def choose(trials: list[Trial], original: float = float("nan"), tolerance: float = 0.02) -> Trial:
+    """With a reference, when some sanitizer's data teaches the small CNN more about the clean
+    reference than the original data did (by more than `tolerance`): the one that teaches most,
+    and among those within `tolerance` of it the fewest failing re-tests. Otherwise (no reference,
+    or the original already teaches as much: the poison does not stop this CNN, so accuracy
+    cannot rank the sanitizers): the fewest failing re-tests. Ties go to the earliest tried."""
     accs = [teaches(t.verdicts) for t in trials]
-    if all(np.isnan(a) for a in accs):
+    finite = [a for a in accs if not np.isnan(a)]
+    if not finite or not max(finite) > (original if not np.isnan(original) else -1.0) + tolerance:
         return min(trials, key=lambda t: t.n_failed)
-    best = np.nanmax(accs)
+    best = max(finite)
     near = [t for t, a in zip(trials, accs) if not np.isnan(a) and a >= best - tolerance]
     return min(near, key=lambda t: t.n_failed)
