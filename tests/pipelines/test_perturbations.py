@@ -94,3 +94,13 @@ def test_an_image_that_no_longer_decodes_becomes_an_errors_row(shards, tmp_path)
     rows = [{"key": "good", "image_offset": 0, "image_bytes": 10}]
     feats, errors = shard_features("00000", str(shards / "00000.tar"), rows, "r")
     assert feats == [] and len(errors) == 1 and errors[0]["stage"] == "perturbation_features"
+
+
+def test_class_wise_sanitizer_parameters_are_exported_by_class_name():
+    from pipelines.perturbations import named_params
+    params = {"size": 3, "kernels": {0: [[1.0]], 2: [[0.5]]}, "applied": [0, 2]}
+    out = named_params(params, ["animals", "computer", "shapes"], PerturbationConfig(label_field="category"))
+    assert out == {"size": 3, "kernels": {"animals": [[1.0]], "shapes": [[0.5]]}, "applied": ["animals", "shapes"],
+                   "label_field": "category"}
+    assert named_params(params, ["a", "b", "c"], PerturbationConfig())["label_field"] is None  # pseudo-labels
+    assert named_params({"quality": 10}, ["a"], PerturbationConfig()) == {"quality": 10}
