@@ -24,6 +24,8 @@ Sanitizers, their defaults and the poison families they target (`TARGETS`):
   then an orthonormal DCT-II low-pass over each image/channel that keeps the lowest `keep`
   fraction of frequencies along each axis; against convolution-based poisons (class-wise 3x3
   blur filters, CUDA, Sadasivan et al. 2023) and the high-frequency part of additive noise.
+  With a clean labelled reference, audit/class_deconvolution.py inverts each class's fitted
+  kernel instead, which recovers far more of a CUDA poison's damage.
 - orthogonal_projection (dataset level only): Sandoval-Segura et al. 2023, "What Can We Learn
   from Unlearnable Datasets?" (NeurIPS), reference code psandovalsegura/learn-from-unlearnable
   (orthogonal_projection_step_1.py, utils_projection.py). As there: a bias-free linear model on
