@@ -213,8 +213,12 @@ def audit(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig,
     def thresholds_for(version: str, params: dict) -> dict[str, Threshold]:
         if reference is None:
             return default_thresholds(int(np.prod(data.crops.shape[1:])))
+        if version not in calibrated and version in NEEDS_REFERENCE:
+            # fitted against itself the reference explains itself exactly (gain 0): the guard keeps
+            # every class as it is, so the thresholds are the original ones
+            calibrated[version] = thresholds_for("original", {})
         if version not in calibrated:
-            ref = reference if version == "original" else sanitized(reference, version, params, cfg.crop, reference)[0]
+            ref = reference if version == "original" else sanitized(reference, version, params, cfg.crop)[0]
             calibrated[version] = bootstrap_thresholds(ref, len(data), cfg)
         return calibrated[version]
 
