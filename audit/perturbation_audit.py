@@ -9,7 +9,9 @@ and the samples each failing test locates. Used by the Beam corpus step
 Tests look at an analysis crop: the central `crop` x `crop` pixels at native resolution
 (never resampled: resampling erases pixel-level perturbations; smaller images are
 reflect-padded). The one-pixel test looks at the whole image through its isolated
-corner-colour pixels. A sanitizer is applied to the whole images (orthogonal projection, which
+corner-colour pixels. With a reference, the feature-shift test compares the data's per-sample
+features (whole images) with the reference's, and the reference-accuracy probe ranks sanitizers.
+A sanitizer is applied to the whole images (orthogonal projection, which
 is learned on the data, to the crops; class-wise deconvolution, whose kernels are fitted
 against the reference's classes, only with a reference), then every test runs again against
 thresholds calibrated on the reference sanitized the same way.
@@ -23,7 +25,8 @@ import numpy as np
 
 from audit import class_deconvolution, image_sanitizers, perturbation_features, perturbation_probes as probes
 from audit.perturbation_verdicts import (Threshold, Verdict, calibrate, default_thresholds, failing, feature_cuts,
-                                         feature_outliers, judge, located_samples, robust_cuts, sanitizer_order)
+                                         feature_outliers, judge, located_samples, robust_cuts, sanitizer_order,
+                                         shift_threshold)
 
 SANITIZER_PARAMS = {"jpeg": {"quality": 10}, "grayscale": {}, "bit_depth": {"bits": 2}, "median_filter": {"size": 3},
                     "sharpen_lowpass": {}, "orthogonal_projection": {}, "class_deconvolution": {"size": 3}}
@@ -205,9 +208,10 @@ def deconvolved(s: ImageSet, reference: ImageSet | None, params: dict, crop: int
 
 
 def audit(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig,
-          calibrated: dict[str, dict[str, Threshold]] | None = None) -> AuditOutcome:
-    """`calibrated` caches reference thresholds per data version ('original' or a sanitizer
-    name) across calls on data of the same size and reference (the benchmark's many runs)."""
+          calibrated: dict[str, dict] | None = None) -> AuditOutcome:
+    """`calibrated` caches, per data version ('original' or a sanitizer name), the reference's
+    thresholds and (under 'features/<version>') its per-sample features, across calls on data
+    of the same size and reference (the benchmark's many runs)."""
     calibrated = {} if calibrated is None else calibrated
 
     def thresholds_for(version: str, params: dict) -> dict[str, Threshold]:
@@ -215,17 +219,23 @@ def audit(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig,
             return default_thresholds(int(np.prod(data.crops.shape[1:])))
         if version not in calibrated and version in NEEDS_REFERENCE:
             # fitted against itself the reference explains itself exactly (gain 0): the guard keeps
-            # every class as it is, so the thresholds are the original ones
+            # every class as it is, so the thresholds and features are the original ones
             calibrated[version] = thresholds_for("original", {})
+            calibrated["features/" + version] = calibrated["features/original"]
         if version not in calibrated:
             ref = reference if version == "original" else sanitized(reference, version, params, cfg.crop)[0]
-            calibrated[version] = bootstrap_thresholds(ref, len(data), cfg)
+            th = bootstrap_thresholds(ref, len(data), cfg)
+            prepare(ref, cfg.crop)
+            th["feature_shift"] = shift_threshold(len(ref.features), len(np.unique(ref.labels)))
+            calibrated[version], calibrated["features/" + version] = th, ref.features
         return calibrated[version]
 
-    def taught(s: ImageSet) -> list[probes.CheckResult]:
+    def taught(s: ImageSet, version: str) -> list[probes.CheckResult]:
+        """The tests that compare with the reference itself (run after thresholds_for(version))."""
         if reference is None:
             return []
-        return [probes.reference_accuracy(s.crops, s.labels, reference.crops, reference.labels, cfg.seed, cfg.device)]
+        return [probes.feature_shift(s.features, s.labels, calibrated["features/" + version], reference.labels),
+                probes.reference_accuracy(s.crops, s.labels, reference.crops, reference.labels, cfg.seed, cfg.device)]
 
     tested = np.arange(len(data))
     if reference is not None:
@@ -236,7 +246,7 @@ def audit(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig,
         data = data.subset(tested)
     prepare(data, cfg.crop)
     thresholds = thresholds_for("original", {})
-    verdicts = judge(run_tests(data, cfg) + taught(data), thresholds)
+    verdicts = judge(run_tests(data, cfg) + taught(data, "original"), thresholds)
     outcome = AuditOutcome(verdicts, thresholds, located_samples(verdicts, data.labels),
                            feature_flags(data, reference, cfg), tested)
     if not (cfg.sanitize and outcome.failed):
@@ -245,7 +255,8 @@ def audit(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig,
     for name in order[:cfg.max_sanitizers]:
         params = SANITIZER_PARAMS.get(name, {})
         clean, fitted = sanitized(data, name, params, cfg.crop, reference)
-        trial_verdicts = judge(run_tests(clean, cfg) + taught(clean), thresholds_for(name, params))
+        trial_thresholds = thresholds_for(name, params)
+        trial_verdicts = judge(run_tests(clean, cfg) + taught(clean, name), trial_thresholds)
         outcome.trials.append(Trial(name, {**params, **fitted}, trial_verdicts, len(failing(trial_verdicts))))
         if reference is None and outcome.trials[-1].n_failed == 0:
             break

@@ -20,6 +20,11 @@ The tests (each is what a family of poisons cannot hide):
   minus the share of other classes that carry it (Wu et al. 2023's shortcut).
 - learning speed: mean training-batch accuracy of a small CNN in its first epoch, and each
   sample's loss after it (early-loss rank locates what was learned first).
+- feature shift (needs a clean reference of the same source): two-sample Kolmogorov-Smirnov
+  distance between the data's and the reference's per-sample features (JPEG residuals,
+  Laplacian, noise, share of saturated values, ...), dataset-wide and per class. A poison too
+  weak against the content for any probe still moves these distributions (on clip art, LSP's
+  patch noise turns the white background's exact 255s into 249-254s).
 """
 
 from __future__ import annotations
@@ -297,6 +302,37 @@ def reference_accuracy(x: np.ndarray, y: np.ndarray, ref_x: np.ndarray, ref_y: n
     per_class = {int(c): float(hit[ry == i].mean()) for i, c in enumerate(classes) if (ry == i).any()}
     return CheckResult("reference_accuracy", float(hit.mean()), per_class, None,
                        {"epochs": epochs, "n_reference": int(known.sum())})
+
+
+def feature_shift(features: dict[str, np.ndarray], y: np.ndarray, ref_features: dict[str, np.ndarray],
+                  ref_y: np.ndarray) -> CheckResult:
+    """Statistic: the largest scaled two-sample Kolmogorov-Smirnov distance sqrt(nm/(n+m)) * D
+    over the per-sample features, data vs reference; its null distribution is Kolmogorov's at
+    any n and m (conservative for tied, discrete features), so its threshold needs no bootstrap.
+    per_class: the same, each class against the reference's same class (classes with fewer
+    than MIN_PER_CLASS samples on either side are left out). Details: every feature's scaled
+    distance and the data-minus-reference median (which way it moved)."""
+    from scipy.stats import ks_2samp
+    names = [k for k in features if k in ref_features and len(features[k]) and len(ref_features[k])]
+    if not names or min(len(features[names[0]]), len(ref_features[names[0]])) < MIN_PER_CLASS:
+        return CheckResult("feature_shift", float("nan"), skipped="needs per-sample features of the data and the reference")
+
+    def scaled(a: np.ndarray, b: np.ndarray) -> float:
+        n, m = len(a), len(b)
+        return float(ks_2samp(a, b).statistic * np.sqrt(n * m / (n + m)))
+
+    by_feature = {k: scaled(features[k], ref_features[k]) for k in names}
+    y, ref_y = np.asarray(y), np.asarray(ref_y)
+    per_class = {}
+    for c in np.unique(y):
+        a, b = y == c, ref_y == c
+        if a.sum() >= MIN_PER_CLASS and b.sum() >= MIN_PER_CLASS:
+            per_class[int(c)] = max(scaled(features[k][a], ref_features[k][b]) for k in names)
+    worst = max(by_feature, key=by_feature.get)
+    return CheckResult("feature_shift", by_feature[worst], per_class, None, {
+        "n_features": len(names), "worst_feature": worst, "n_reference": int(len(ref_y)),
+        "scaled_ks": {k: round(v, 3) for k, v in by_feature.items()},
+        "median_shift": {k: float(np.median(features[k]) - np.median(ref_features[k])) for k in names}})
 
 
 def run_all(x: np.ndarray, y: np.ndarray, candidates: list | None = None,

