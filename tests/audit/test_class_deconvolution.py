@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from audit.class_deconvolution import (blur_distance, class_deconvolution, deconvolve, deconvolve_image,
-                                       fit_class_kernels)
+from audit.class_deconvolution import (_predicted_edge_ratios, blur_distance, class_deconvolution, deconvolve,
+                                       deconvolve_image, edge_ratios, fit_class_kernels)
 from audit.perturbation_audit import ImageSet, PerturbationConfig, audit, teaches
 from audit.poison_generators import convolution_blur
 from tests.demo_images import demo_images
@@ -86,6 +86,39 @@ def test_deconvolve_inverts_a_known_blur_on_photos():
     img = (x[0] * 255).astype(np.uint8)
     assert deconvolve_image(img, identity).shape == img.shape
     assert deconvolve_image(img[:, :, 0], identity).shape == img.shape[:2]
+
+
+@pytest.fixture(scope="module")
+def clipart():
+    """Demo clip art (white canvases) at 64x64, as float images."""
+    ims = [Image.open(io.BytesIO(d)).convert("RGB").resize((64, 64), Image.BICUBIC) for _, d, _, _ in demo_images(400)]
+    return np.stack([np.asarray(im) for im in ims]).astype(np.float32) / 255
+
+
+def test_edge_ratios_of_flat_edged_clip_art_give_the_kernel_without_a_reference(clipart):
+    y = np.arange(len(clipart)) % 2
+    xp, info = convolution_blur(clipart, y, seed=3)
+    xp = np.round(xp * 255).astype(np.float32) / 255  # uint8, as stored
+    for c in (0, 1):
+        got, counts = edge_ratios(xp[y == c])
+        want = _predicted_edge_ratios(torch.tensor(info["filters"][c], dtype=torch.float64)).numpy()
+        used = counts >= 20
+        assert used.sum() >= 6 and np.abs(got - want)[used].max() < 0.02, (got.round(3), want.round(3))
+        assert np.abs(want - 1).max() > 0.2  # CUDA's kernels move every ratio well off 1
+    clean, counts = edge_ratios(clipart)
+    assert np.abs(clean[counts >= 20] - 1).max() < 0.01
+
+
+def test_clip_art_kernels_are_fitted_from_the_edges_and_deconvolution_keeps_brightness(clipart):
+    y = np.arange(len(clipart)) % 2
+    data, ref = np.arange(len(y)) < len(y) // 2, np.arange(len(y)) >= len(y) // 2
+    xp, info = convolution_blur(clipart[data], y[data], seed=3)
+    xp = np.round(xp * 255).astype(np.float32) / 255
+    fit = fit_class_kernels(xp, y[data], clipart[ref], y[ref])
+    errors = [np.abs(_normalized(fit["kernels"][c]) - _normalized(info["filters"][c])).sum() for c in (0, 1)]
+    assert max(errors) < 0.06, errors  # without the edge ratios: 0.1-0.3 on clip art
+    white = np.ones((1, 16, 16, 3), np.float32)
+    assert np.allclose(deconvolve(white, info["filters"][0] * 2.5), 1.0, atol=1e-4)  # unit DC gain
 
 
 def test_bad_input_is_refused(mnist):
