@@ -5,7 +5,9 @@ the embedding matrices) and a `DedupConfig`.
 Output: `DedupResult` with the duplicates rows (one per sample and kind it has a duplicate
 of) and the decisions rows (one per input sample, failed ones included), matching
 schemas.DUPLICATES / schemas.DECISIONS.
-Kinds: exact (same byte hash or same pixel hash), near (SSCD cosine >= near_threshold),
+Kinds: exact (same byte hash or same pixel hash), near (SSCD cosine >= near_threshold; pairs
+under near_verify_below must also pass audit.copy_verification's geometric check when a verifier
+is given),
 semantic (CLIP image cosine >= semantic_threshold, when CLIP vectors exist), caption
 (same normalized caption, or MiniLM cosine >= caption_threshold). Clusters are the connected
 components of a kind's edges (union-find over edges, so a cluster of any size and shape is
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from audit.cluster_accumulator import ClusterAccumulator, EdgeSummary
+from audit.copy_verification import PairVerifier
 from audit.dedup_corpus import Corpus
 from audit.vector_index import Edges, IndexConfig, iter_self_edges
 
@@ -49,6 +52,9 @@ class DedupConfig:
     n_centroids: int = 0  # partitioned mode: k-means centroids (0 = about 50k vectors per group)
     top_centroids: int = 2  # partitioned mode: groups each vector joins
     incremental: bool = False  # search only new samples, against the saved index of the accepted corpus
+    near_verify: bool = True  # near pairs under near_verify_below: geometric check (audit.copy_verification)
+    near_verify_below: float = 0.9  # SSCD cosine from which a near pair is taken without the check
+    near_verify_overlap: float = 0.9  # aligned pairs whose ink overlap is under this are different pictures
     index: IndexConfig = field(default_factory=IndexConfig)
 
     def threshold(self, kind: str) -> float:
@@ -118,13 +124,25 @@ class DedupResult:
     kinds: dict[str, dict]  # per kind: threshold, model, edges, clusters, samples
 
 
+def verified(source: EdgeSource, verifier: PairVerifier, below: float) -> Iterable[Edges | EdgeSummary]:
+    """The near edges with those under `below` that fail the geometric check left out
+    (summaries of the partitioned mode pass unchecked)."""
+    for block in [source] if isinstance(source, (Edges, EdgeSummary)) else source:
+        if isinstance(block, Edges) and len(block) and (block.sim < below).any():
+            keep = np.array([s >= below or verifier.same_picture(int(i), int(j))
+                             for i, j, s in zip(block.i, block.j, block.sim)], bool)
+            block = Edges(block.i[keep], block.j[keep], block.sim[keep])
+        yield block
+
+
 def find_duplicates(corpus: Corpus, cfg: DedupConfig, run_id: str,
                     vector_edges: dict[str, tuple[EdgeSource, str | None]] | None = None,
-                    pinned: np.ndarray | None = None) -> DedupResult:
+                    pinned: np.ndarray | None = None, verifier: PairVerifier | None = None) -> DedupResult:
     """`vector_edges` (kind -> (edges in corpus rows, model id)) replaces the search for those
     kinds: the partitioned and incremental modes compute them and pass them in, as one `Edges`,
     or an iterable of `Edges` / `EdgeSummary` blocks consumed once. `pinned` marks samples
-    that must stay kept (the accepted corpus, in incremental mode)."""
+    that must stay kept (the accepted corpus, in incremental mode). `verifier` (with
+    cfg.near_verify) checks near pairs under cfg.near_verify_below geometrically."""
     vector_edges = vector_edges or {}
 
     def edges_for(kind: str) -> tuple[EdgeSource, str | None]:
@@ -152,7 +170,13 @@ def find_duplicates(corpus: Corpus, cfg: DedupConfig, run_id: str,
                           group_edges(np.where(ok, corpus.pixel_hash, None))])  # chains: O(n)
     consume("exact", None, 1.0, exact)
     near, near_model = edges_for("near")
+    if verifier is not None and cfg.near_verify:
+        near = verified(near, verifier, cfg.near_verify_below)
     consume("near", near_model, cfg.near_threshold, near, exact)
+    extra: dict[str, dict] = {}
+    if verifier is not None and cfg.near_verify:
+        extra["near"] = {"verification": {"checked": verifier.checked, "rejected": verifier.rejected,
+                                          "below": cfg.near_verify_below, "min_overlap": verifier.min_overlap}}
     sem, sem_model = edges_for("semantic")
     if sem_model:
         consume("semantic", sem_model, cfg.semantic_threshold, sem)
@@ -179,6 +203,7 @@ def find_duplicates(corpus: Corpus, cfg: DedupConfig, run_id: str,
             first_of.setdefault(int(labels[i]), int(i))
         kinds[kind] = {"threshold": threshold, "model": model, "edges": acc.edges,
                        "clusters": len(captions), "samples": len(members)}
+        kinds[kind].update(extra.get(kind, {}))
         for i in members:
             lab = int(labels[i])
             image_kind = kind in IMAGE_KINDS

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audit import atomic_files
+from audit.copy_verification import PairVerifier, stored_image_fetcher
 from audit.dedup_corpus import Corpus, load_corpus
 from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, DedupResult, find_duplicates
 from audit.embedder_specs import model_slug
@@ -109,8 +110,10 @@ def _edge_stream(rows: np.ndarray, x: np.ndarray, threshold: float, cfg: IndexCo
             yield Edges(rows[c.i][ok], acc_rows[ok], c.sim[ok])
 
 
-def incremental_duplicates(out: OutputDir, cfg: DedupConfig, run_id: str, new_shards: set[str]) -> DedupResult | None:
-    """None when there is nothing to build on (no earlier decisions or index): run the full dedup."""
+def incremental_duplicates(out: OutputDir, cfg: DedupConfig, run_id: str, new_shards: set[str],
+                           opener=None) -> DedupResult | None:
+    """None when there is nothing to build on (no earlier decisions or index): run the full dedup.
+    `opener(uri)` lets near pairs be verified geometrically (cfg.near_verify) from the stored images."""
     prev_dec = {(d["shard"], d["key"]): d for d in previous(out, "decisions")}
     corpus = load_corpus(out, vector_shards=new_shards)
     sscd = corpus.matrix("sscd:", "image")
@@ -131,7 +134,9 @@ def incremental_duplicates(out: OutputDir, cfg: DedupConfig, run_id: str, new_sh
         model_id, rows, x = found
         against = (base, rows_of) if kind == "near" else None  # new x accepted through the saved index
         vector_edges[kind] = (_edge_stream(rows, x, cfg.threshold(kind), cfg.index, against), model_id)
-    result = find_duplicates(sub, cfg, run_id, vector_edges, pinned=accepted[mask])
+    verifier = (PairVerifier(stored_image_fetcher(out, sub, opener), cfg.near_verify_overlap)
+                if opener is not None and cfg.near_verify else None)
+    result = find_duplicates(sub, cfg, run_id, vector_edges, pinned=accepted[mask], verifier=verifier)
     new_keys = {k for k, n in zip(keys, is_new) if n}
     prev_dups = previous(out, "duplicates")
     offsets = {}

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import apache_beam as beam
 
+from audit.copy_verification import PairVerifier, stored_image_fetcher
 from audit.dedup_corpus import load_corpus
 from audit.duplicate_clusters import DedupConfig, find_duplicates
 from audit.incremental_dedup import incremental_duplicates, save_from_result
 from audit.memorization_flags import latest_flags, merge_flags
 from audit.output_dir import OutputDir
+from pipelines.ingest import open_uri
 from pipelines.progress import counter
 from schemas import DECISIONS, DUPLICATES
 
@@ -34,10 +36,12 @@ def count_decisions(counts: dict, n_samples: int, n_dropped: int) -> None:
 
 def dedup_and_record(out: OutputDir, run_id: str, cfg: DedupConfig, new_shards: set[str] = frozenset()) -> dict:
     """Full dedup (and a fresh accepted-corpus index), or incremental against the saved one."""
-    result = incremental_duplicates(out, cfg, run_id, set(new_shards)) if cfg.incremental else None
+    result = incremental_duplicates(out, cfg, run_id, set(new_shards), open_uri) if cfg.incremental else None
     if result is None:
         corpus = load_corpus(out)
-        result = find_duplicates(corpus, cfg, run_id)
+        verifier = (PairVerifier(stored_image_fetcher(out, corpus, open_uri), cfg.near_verify_overlap)
+                    if cfg.near_verify else None)
+        result = find_duplicates(corpus, cfg, run_id, verifier=verifier)
         save_from_result(out, corpus, result, cfg)
     out.write_run_table(DUPLICATES, run_id, result.duplicates)
     decisions = merge_flags(result.decisions, latest_flags(out), run_id)  # keep memorization's verdicts

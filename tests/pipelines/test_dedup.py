@@ -11,9 +11,10 @@ from pipelines.job import run_ingest
 
 def test_partitioned_mode_matches_global_mode_on_the_demo_sample(demo_sample, tmp_path):
     inp = f"{demo_sample}/0000{{0,1}}.tar"
-    base = JobConfig(progress_seconds=0, embed=EmbedConfig(captions=False))
+    # the geometric check of near pairs runs in global and incremental modes, not in partitioned
+    base = JobConfig(progress_seconds=0, embed=EmbedConfig(captions=False), dedup=DedupConfig(near_verify=False))
     run_ingest(inp, str(tmp_path / "g"), base)
-    part = dataclasses.replace(base, dedup=DedupConfig(mode="partitioned", n_centroids=4))
+    part = dataclasses.replace(base, dedup=DedupConfig(mode="partitioned", n_centroids=4, near_verify=False))
     run_ingest(inp, str(tmp_path / "p"), part)
     sql = "SELECT kind, shard, key, cluster_size FROM duplicates ORDER BY ALL"
     g, p = query(tmp_path / "g", sql)[1], query(tmp_path / "p", sql)[1]
@@ -68,3 +69,26 @@ def test_incremental_run_matches_new_shards_against_the_accepted_index(demo_samp
     assert {(s, k): keep for s, k, keep, _ in rows if s == "00000"} == first
     index, keys = load_accepted_index(OutputDir(tmp_path / "out"), "sscd:sscd_distilled:onnx:288")
     assert len(keys) == sum(first.values())  # nothing new was accepted
+
+
+def test_global_dedup_verifies_near_pairs_from_the_stored_images(demo_sample, tmp_path):
+    """With the default near_verify, near pairs under 0.9 are checked on the images read back
+    from the ingested tars; rejections remove near duplicates, never add any."""
+    import duckdb
+
+    from audit.output_dir import OutputDir
+    from pipelines.dedup import dedup_and_record
+    cfg = JobConfig(progress_seconds=0, embed=EmbedConfig(captions=False), dedup=DedupConfig(near_verify=False))
+    run_ingest(f"{demo_sample}/0000{{0,1}}.tar", str(tmp_path), cfg)
+    out = OutputDir(tmp_path)
+    plain = dedup_and_record(out, "plain", DedupConfig(near_verify=False))
+    checked = dedup_and_record(out, "checked", DedupConfig())
+    info = checked["kinds"]["near"]["verification"]
+    assert "verification" not in plain["kinds"]["near"]
+    assert info["checked"] > 0 and 0 <= info["rejected"] <= info["checked"]
+
+    def near(run):
+        return set(duckdb.sql(f"SELECT shard, key FROM '{tmp_path}/duplicates/run={run}/run.parquet' "
+                              "WHERE kind = 'near'").fetchall())
+    a, b = near("plain"), near("checked")
+    assert b <= a and len(b) >= 0.9 * len(a) and len(a) > 50

@@ -1,0 +1,69 @@
+"""Geometric verification of near-duplicate pairs, on real demo clip art: transformed copies
+pass, different pictures drawn from one figure (semaphore letters) do not."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from audit.copy_verification import PairVerifier, prepare, verify
+from audit.duplicate_clusters import verified
+from audit.vector_index import Edges
+from tests.demo_images import demo_images
+
+SEMAPHORE = {"l": "00001115", "e": "00002088", "a": "00003053", "f": "00003174"}  # 'Naval Semaphore Flag x'
+
+
+@pytest.fixture(scope="module")
+def images():
+    return {k: d for k, d, _, _ in demo_images(500)}
+
+
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _copies(data: bytes) -> dict[str, bytes]:
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    w, h = img.size
+    jpeg = io.BytesIO()
+    img.save(jpeg, "JPEG", quality=50)
+    return {"jpeg50": jpeg.getvalue(), "half": _png(img.resize((w // 2, h // 2))),
+            "flip": _png(ImageOps.mirror(img)),
+            "crop90": _png(img.crop((w // 20, h // 20, w - w // 20, h - h // 20)))}
+
+
+def test_transformed_copies_align_and_keep_their_drawing(images):
+    for key in list(SEMAPHORE.values())[:2]:
+        src = prepare(images[key])
+        for name, data in _copies(images[key]).items():
+            v = verify(src, prepare(data))
+            assert v.aligned and v.overlap >= 0.9, (key, name, v)
+
+
+def test_semaphore_letters_of_one_figure_are_different_pictures(images):
+    rows = list(SEMAPHORE.values())
+    checker = PairVerifier(lambda r: images[rows[r]])
+    for i, j in [(0, 1), (2, 3), (1, 2)]:
+        v = verify(prepare(images[rows[i]]), prepare(images[rows[j]]))
+        assert v.aligned and v.overlap < 0.9, (rows[i], rows[j], v)  # the figure aligns, the arms do not
+        assert not checker.same_picture(i, j)
+    assert checker.checked == checker.rejected == 3
+
+
+def test_unreadable_images_keep_their_pair():
+    checker = PairVerifier(lambda r: b"not an image" if r == 0 else None)
+    assert prepare(b"not an image") is None
+    assert checker.same_picture(0, 1) and checker.rejected == 0
+
+
+def test_only_near_edges_under_the_bound_are_checked(images):
+    rows = [SEMAPHORE["l"], SEMAPHORE["e"], SEMAPHORE["a"]]
+    checker = PairVerifier(lambda r: images[rows[r]])
+    edges = Edges(np.array([0, 0, 1]), np.array([1, 2, 2]), np.array([0.84, 0.95, 0.86], np.float32))
+    out = list(verified(iter([edges]), checker, below=0.9))
+    kept = [(int(i), int(j)) for e in out for i, j in zip(e.i, e.j)]
+    assert kept == [(0, 2)] and checker.checked == 2
