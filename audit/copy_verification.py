@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import io
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -143,23 +143,25 @@ class PairVerifier:
         return keep
 
 
-def stored_image_fetcher(out, corpus, opener: Callable) -> Callable[[int], bytes | None]:
-    """fetch(corpus row) -> the sample's image bytes, read back from its ingested tar by
-    (image_offset, image_bytes); None when the sample or its shard cannot be read. `out` is an
-    OutputDir, `corpus` an audit.dedup_corpus.Corpus, `opener(uri)` a binary file opener."""
+def stored_image_fetcher(out, keys: Sequence[tuple[str, str]], opener: Callable) -> Callable[[int], bytes | None]:
+    """fetch(row) -> the image bytes of sample keys[row] = (shard, key), read back from its
+    ingested tar by (image_offset, image_bytes); None when the sample or its shard cannot be
+    read. `out` is an OutputDir, `opener(uri)` a binary file opener. Each shard's locations are
+    looked up once, when one of its samples is first fetched."""
     from audit.shard_ingest import STAGE as INGEST_STAGE
     from audit.store import scan
-    where: dict[tuple[str, str], tuple[int, int]] = {}
+    located: dict[str, dict[str, tuple[int, int]]] = {}
     uris: dict[str, str] = {}
 
     def fetch(row: int) -> bytes | None:
-        if not uris:  # first use: one query for every sample's location
+        shard, key = (str(v) for v in keys[row])
+        if not uris:
             uris.update({m["shard"]: m["uri"] for m in out.markers(INGEST_STAGE)})
-            for r in scan(f"SELECT shard, key, image_offset, image_bytes FROM {out.read_sql('samples')} "
-                          "WHERE status = 'ok' AND image_offset IS NOT NULL"):
-                where[(r["shard"], r["key"])] = (int(r["image_offset"]), int(r["image_bytes"]))
-        shard, key = str(corpus.shard[row]), str(corpus.key[row])
-        loc, uri = where.get((shard, key)), uris.get(shard)
+        if shard not in located:
+            located[shard] = {r["key"]: (int(r["image_offset"]), int(r["image_bytes"])) for r in scan(
+                f"SELECT key, image_offset, image_bytes FROM {out.read_sql('samples')} "
+                "WHERE shard = ? AND status = 'ok' AND image_offset IS NOT NULL", [shard])}
+        loc, uri = located[shard].get(key), uris.get(shard)
         if loc is None or uri is None:
             return None
         try:

@@ -52,7 +52,7 @@ class DedupConfig:
     n_centroids: int = 0  # partitioned mode: k-means centroids (0 = about 50k vectors per group)
     top_centroids: int = 2  # partitioned mode: groups each vector joins
     incremental: bool = False  # search only new samples, against the saved index of the accepted corpus
-    near_verify: bool = True  # near pairs under near_verify_below: geometric check (audit.copy_verification)
+    near_verify: bool = True  # near pairs under near_verify_below: geometric check (audit.copy_verification), every mode
     near_verify_below: float = 0.9  # SSCD cosine from which a near pair is taken without the check
     near_verify_overlap: float = 0.9  # aligned pairs whose ink overlap is under this are different pictures
     index: IndexConfig = field(default_factory=IndexConfig)

@@ -62,11 +62,13 @@ def counted_here(groups_i: np.ndarray, groups_j: np.ndarray, group: int) -> np.n
 
 
 def group_summary(vectors: np.ndarray, groups: np.ndarray, group: int, threshold: float,
-                  cfg: IndexConfig = IndexConfig()) -> EdgeSummary:
+                  cfg: IndexConfig = IndexConfig(), check=None) -> EdgeSummary:
     """One group's exact pairs over its members' local numbers, streamed, never listed.
-    `groups` are the members' rows of `assign`, `group` this group's centroid id."""
+    `groups` are the members' rows of `assign`, `group` this group's centroid id. `check`
+    (edge blocks -> edge blocks, e.g. the near pairs' geometric verification) filters them."""
     acc, counted = ClusterAccumulator(len(vectors)), 0
-    for e in iter_self_edges(vectors, threshold, cfg):
+    blocks = iter_self_edges(vectors, threshold, cfg)
+    for e in (check(blocks) if check is not None else blocks):
         acc.add(e)
         counted += int(counted_here(groups[e.i], groups[e.j], group).sum())
     return acc.summary(counted)

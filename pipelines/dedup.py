@@ -39,7 +39,8 @@ def dedup_and_record(out: OutputDir, run_id: str, cfg: DedupConfig, new_shards: 
     result = incremental_duplicates(out, cfg, run_id, set(new_shards), open_uri) if cfg.incremental else None
     if result is None:
         corpus = load_corpus(out)
-        verifier = (PairVerifier(stored_image_fetcher(out, corpus, open_uri), cfg.near_verify_overlap)
+        verifier = (PairVerifier(stored_image_fetcher(out, list(zip(corpus.shard, corpus.key)), open_uri),
+                                 cfg.near_verify_overlap)
                     if cfg.near_verify else None)
         result = find_duplicates(corpus, cfg, run_id, verifier=verifier)
         save_from_result(out, corpus, result, cfg)

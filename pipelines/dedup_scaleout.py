@@ -20,14 +20,16 @@ import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
 
+from audit.copy_verification import PairVerifier, stored_image_fetcher
 from audit.dedup_corpus import load_corpus, model_dirs, shard_vectors
-from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, find_duplicates
+from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, find_duplicates, verified
 from audit.incremental_dedup import save_accepted_index
 from audit.memorization_flags import latest_flags, merge_flags
 from audit.output_dir import OutputDir
 from audit.partitioned_dedup import assign, group_summary, n_centroids_for, train_centroids
 from audit.vector_index import Edges
 from pipelines.dedup import count_decisions, dedup_counters
+from pipelines.ingest import open_uri
 from schemas import DECISIONS, DUPLICATES
 
 SEP = "\t"
@@ -86,9 +88,19 @@ class AssignShardFn(beam.DoFn):
 
 
 class GroupEdgesFn(beam.DoFn):
-    def __init__(self, plans: dict[str, tuple[str, np.ndarray]], cfg: DedupConfig):
+    def __init__(self, plans: dict[str, tuple[str, np.ndarray]], cfg: DedupConfig, out_root: str = ""):
         self.kinds = {name: kind for name, (kind, _) in plans.items()}
-        self.cfg = cfg
+        self.cfg, self.out_root = cfg, out_root
+
+    def checker(self, kind: str, members: list):
+        """The near pairs' geometric check over this group's members (images read back from
+        their tars), or None."""
+        if kind != "near" or not self.cfg.near_verify or not self.out_root:
+            return None
+        keys = [tuple(m[0].split(SEP, 1)) for m in members]
+        verifier = PairVerifier(stored_image_fetcher(OutputDir(self.out_root), keys, open_uri),
+                                self.cfg.near_verify_overlap)
+        return lambda blocks: verified(blocks, verifier, self.cfg.near_verify_below)
 
     def process(self, element):
         """-> (model dir, ([sample id of each node the summary names], summary over those nodes))"""
@@ -98,7 +110,7 @@ class GroupEdgesFn(beam.DoFn):
             return
         kind = self.kinds[model_dir]
         s = group_summary(np.stack([m[1] for m in members]), np.stack([m[2] for m in members]), group,
-                          self.cfg.threshold(kind), self.cfg.index)
+                          self.cfg.threshold(kind), self.cfg.index, self.checker(kind, members))
         used = np.unique(np.concatenate([s.link_i, s.link_j, s.near_i, s.near_j]))
         if len(used) == 0:
             return
@@ -176,7 +188,7 @@ class PartitionedDedup(beam.PTransform):
         summaries = (pbegin | "Shards" >> beam.Create(self.shards)
                      | "AssignToCentroids" >> beam.ParDo(AssignShardFn(self.out_root, self.plans, self.cfg.top_centroids))
                      | "GroupByCentroid" >> beam.GroupByKey()
-                     | "ExactSearchInGroup" >> beam.ParDo(GroupEdgesFn(self.plans, self.cfg)))
+                     | "ExactSearchInGroup" >> beam.ParDo(GroupEdgesFn(self.plans, self.cfg, self.out_root)))
         return (pbegin | "One" >> beam.Create([None])
                 | "Cluster" >> beam.ParDo(FinalizeFn(self.out_root, self.run_id, self.cfg, self.plans),
                                           summaries=beam.pvalue.AsIter(summaries)))

@@ -11,10 +11,9 @@ from pipelines.job import run_ingest
 
 def test_partitioned_mode_matches_global_mode_on_the_demo_sample(demo_sample, tmp_path):
     inp = f"{demo_sample}/0000{{0,1}}.tar"
-    # the geometric check of near pairs runs in global and incremental modes, not in partitioned
-    base = JobConfig(progress_seconds=0, embed=EmbedConfig(captions=False), dedup=DedupConfig(near_verify=False))
+    base = JobConfig(progress_seconds=0, embed=EmbedConfig(captions=False))  # both check near pairs (default)
     run_ingest(inp, str(tmp_path / "g"), base)
-    part = dataclasses.replace(base, dedup=DedupConfig(mode="partitioned", n_centroids=4, near_verify=False))
+    part = dataclasses.replace(base, dedup=DedupConfig(mode="partitioned", n_centroids=4))
     run_ingest(inp, str(tmp_path / "p"), part)
     sql = "SELECT kind, shard, key, cluster_size FROM duplicates ORDER BY ALL"
     g, p = query(tmp_path / "g", sql)[1], query(tmp_path / "p", sql)[1]
