@@ -126,7 +126,7 @@ class DedupResult:
 
 def verified(source: EdgeSource, verifier: PairVerifier, below: float) -> Iterable[Edges | EdgeSummary]:
     """The near edges with those under `below` that fail the geometric check left out
-    (summaries of the partitioned mode pass unchecked)."""
+    (summaries pass as they are: the partitioned mode checks inside each group)."""
     for block in [source] if isinstance(source, (Edges, EdgeSummary)) else source:
         if isinstance(block, Edges) and len(block) and (block.sim < below).any():
             keep = np.array([s >= below or verifier.same_picture(int(i), int(j))

@@ -230,7 +230,7 @@ def audit(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig,
             calibrated[version], calibrated["features/" + version] = th, ref.features
         return calibrated[version]
 
-    def taught(s: ImageSet, version: str) -> list[probes.CheckResult]:
+    def against_reference(s: ImageSet, version: str) -> list[probes.CheckResult]:
         """The tests that compare with the reference itself (run after thresholds_for(version))."""
         if reference is None:
             return []
@@ -246,7 +246,7 @@ def audit(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig,
         data = data.subset(tested)
     prepare(data, cfg.crop)
     thresholds = thresholds_for("original", {})
-    verdicts = judge(run_tests(data, cfg) + taught(data, "original"), thresholds)
+    verdicts = judge(run_tests(data, cfg) + against_reference(data, "original"), thresholds)
     outcome = AuditOutcome(verdicts, thresholds, located_samples(verdicts, data.labels),
                            feature_flags(data, reference, cfg), tested)
     if not (cfg.sanitize and outcome.failed):
@@ -256,7 +256,7 @@ def audit(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig,
         params = SANITIZER_PARAMS.get(name, {})
         clean, fitted = sanitized(data, name, params, cfg.crop, reference)
         trial_thresholds = thresholds_for(name, params)
-        trial_verdicts = judge(run_tests(clean, cfg) + taught(clean, name), trial_thresholds)
+        trial_verdicts = judge(run_tests(clean, cfg) + against_reference(clean, name), trial_thresholds)
         outcome.trials.append(Trial(name, {**params, **fitted}, trial_verdicts, len(failing(trial_verdicts))))
         if reference is None and outcome.trials[-1].n_failed == 0:
             break
