@@ -1,7 +1,7 @@
 """Training-ready shards in img2dataset's format, with the audit's decisions applied.
 
 Input: the kept samples (from the decisions and samples tables, in (shard, key) order), the
-source shard URIs, an opener, and a caption function `(key, caption, meta) -> [(new, strategy,
+source shard URIs, an opener, and a caption function `(shard, key, caption, meta) -> [(new, strategy,
 changed) per epoch]`.
 Output, per output shard NNNNN (atomic: temp files, then rename; the completion marker last):
   NNNNN.tar          key.jpg (the source image bytes, copied byte for byte by offset; or,
@@ -38,8 +38,8 @@ import pyarrow.parquet as pq
 from audit import atomic_files
 from audit.caption_strategies import CaptionPolicy
 
-# (key, caption, meta) -> one (new caption, strategy, changed) per epoch; epoch 0 goes in .txt
-CaptionFn = Callable[[str, str, dict], list[tuple[str, str, bool]]]
+# (shard, key, caption, meta) -> one (new caption, strategy, changed) per epoch; epoch 0 goes in .txt
+CaptionFn = Callable[[str, str, str, dict], list[tuple[str, str, bool]]]
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def write_clean_shard(dest: Path, out_shard: str, samples: list[SampleRef], open
                 if len(image) != s.image_bytes:
                     raise OSError(f"{s.shard}/{s.key}: the source tar {s.uri} ended early: it changed since ingest")
                 meta = json.loads(s.meta_json) if s.meta_json else {}
-                epochs = caption_fn(s.key, s.caption, meta)
+                epochs = caption_fn(s.shard, s.key, s.caption, meta)
                 new, strategy, changed = epochs[0]
                 key = f"{out_shard}{i:0{key_digits}d}"
                 meta.update(key=key, caption=new, original_caption=s.caption, caption_strategy=strategy,

@@ -17,6 +17,7 @@ epsilon (convert v-predictions first, as DiffusionModel.as_eps does).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Sequence
 
@@ -75,6 +76,9 @@ def filtered_loss(pred: torch.Tensor, target: torch.Tensor, keep: torch.Tensor) 
     return per_sample[kept].mean()
 
 
-def load_key_list(path: str | Path) -> set[str]:
-    """The exported key list (OUT/exports/memorized_keys.txt) as a set, to skip keys in a loader."""
-    return {line.strip() for line in Path(path).read_text().splitlines() if line.strip()}
+def load_key_list(path: str | Path) -> set[tuple[str, str]]:
+    """The exported sample list (OUT/exports/memorized_samples.jsonl) as a set of (shard, key), to
+    skip samples in a loader (a webdataset loader knows both: the shard id is the tar's name
+    without .tar). Keys repeat across shards: a key alone names no sample."""
+    rows = (json.loads(line) for line in Path(path).read_text().split("\n") if line.strip())
+    return {(r["shard"], r["key"]) for r in rows}

@@ -3,7 +3,8 @@
 Input: every shard's raw scores (memorization_scores rows) and a MemorizationConfig.
 Output: memorization rows (score, threshold, flagged, trigger tokens), the memorization_runs
 row that stores the calibration with the run, decisions with 'memorized:...' reasons merged in,
-and the exported key list OUT/exports/memorized_keys.txt (one flagged key per line, sorted).
+and the exported sample list OUT/exports/memorized_samples.jsonl (one flagged sample per line,
+{"shard": ..., "key": ...}, sorted: keys repeat across shards, so a key alone names no sample).
 Failure: no reference scores (e.g. reference_shards names shards that were never scored) is
 a ValueError, never a default threshold.
 """
@@ -21,7 +22,7 @@ from audit.output_dir import OutputDir
 from audit.score_calibration import Calibration, calibrate
 from audit.store import scan
 
-EXPORT = "exports/memorized_keys.txt"
+EXPORT = "exports/memorized_samples.jsonl"
 REASON_PREFIX = "memorized:"
 
 
@@ -116,9 +117,11 @@ def current_decisions(out: OutputDir, run_id: str) -> list[dict]:
 
 
 def export_keys(out: OutputDir, rows: list[dict]) -> str:
-    keys = sorted(r["key"] for r in rows if r["flagged"])
+    """Write the flagged samples as JSON lines (a key may hold any character, newlines too)."""
+    keys = sorted((r["shard"], r["key"]) for r in rows if r["flagged"])
     path = out.root / EXPORT
-    atomic_files.write_bytes(path, ("".join(k + "\n" for k in keys)).encode())
+    lines = "".join(json.dumps({"shard": s, "key": k}, ensure_ascii=True) + "\n" for s, k in keys)
+    atomic_files.write_bytes(path, lines.encode())
     return str(path)
 
 

@@ -66,18 +66,20 @@ def kept_samples(out: OutputDir) -> tuple[list[SampleRef], int, str | None, set[
     return [SampleRef(*r) for r in rows], n_input, dec_run, flagged
 
 
-def caption_fn_for(cfg: CleanConfig, flagged: set[tuple[str, str]], vocab: list[str], shard_of: dict[str, str]):
+def caption_fn_for(cfg: CleanConfig, flagged: set[tuple[str, str]], vocab: list[str]):
+    """The clean shards' caption function: a sample is (shard, key), never its key alone (keys
+    repeat across shards)."""
     c = cfg.caption
     label = c.strategy if c.strategy in ("none", "mc") else f"{c.strategy}(p={c.p},n={c.n})"
 
-    def fn(key: str, caption: str, meta: dict) -> list[tuple[str, str, bool]]:
-        applies = cfg.apply_to == "all" or (cfg.apply_to == "flagged" and (shard_of[key], key) in flagged)
+    def fn(shard: str, key: str, caption: str, meta: dict) -> list[tuple[str, str, bool]]:
+        applies = cfg.apply_to == "all" or (cfg.apply_to == "flagged" and (shard, key) in flagged)
         out = []
         for epoch in range(max(1, cfg.epochs)):
             if not applies or cfg.caption.strategy == "none":
                 out.append((caption, "none", False))
                 continue
-            v = apply(cfg.caption, f"{shard_of[key]}/{key}", caption, meta, epoch, vocab)
+            v = apply(cfg.caption, f"{shard}/{key}", caption, meta, epoch, vocab)
             out.append((v.new, label, v.changed))
         return out
     return fn
@@ -131,8 +133,7 @@ class WriteCleanShardFn(beam.DoFn):
         dest = OutputDir(self.dest)
         if dest.is_complete(STAGE, out_shard):
             return
-        shard_of = {s.key: s.shard for s in samples}
-        fn = caption_fn_for(self.cfg, self.flagged, self.vocab, shard_of)
+        fn = caption_fn_for(self.cfg, self.flagged, self.vocab)
         note = json.dumps(self.sanitizer, sort_keys=True) if self.sanitizer else ""
         stats, variants = write_clean_shard(dest.root, out_shard, samples, open_uri, fn, self.run_id,
                                             self.image_fn, note)

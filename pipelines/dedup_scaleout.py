@@ -32,8 +32,6 @@ from pipelines.dedup import count_decisions, dedup_counters
 from pipelines.ingest import open_uri
 from schemas import DECISIONS, DUPLICATES
 
-SEP = "\t"
-
 
 def kind_of(model_id: str, modality: str) -> str | None:
     for kind, (prefix, mod) in VECTOR_KINDS.items():
@@ -84,7 +82,7 @@ class AssignShardFn(beam.DoFn):
             groups = assign(x, centroids, self.top)
             for row, key in enumerate(keys):
                 for c in groups[row]:
-                    yield (mdir.name, int(c)), (f"{shard}{SEP}{key}", x[row], groups[row])
+                    yield (mdir.name, int(c)), ((str(shard), key), x[row], groups[row])  # a sample is (shard, key)
 
 
 class GroupEdgesFn(beam.DoFn):
@@ -97,7 +95,7 @@ class GroupEdgesFn(beam.DoFn):
         their tars), or None."""
         if kind != "near" or not self.cfg.near_verify or not self.out_root:
             return None
-        keys = [tuple(m[0].split(SEP, 1)) for m in members]
+        keys = [tuple(m[0]) for m in members]
         verifier = PairVerifier(stored_image_fetcher(OutputDir(self.out_root), keys, open_uri),
                                 self.cfg.near_verify_overlap)
         return lambda blocks: verified(blocks, verifier, self.cfg.near_verify_below)
@@ -132,7 +130,7 @@ class FinalizeFn(beam.DoFn):
         per_kind: dict[str, list] = {}
         models: dict[str, str] = {}
         for model_dir, (ids, s) in summaries:  # samples that are not ok (no row) drop out
-            rows = np.array([index.get(tuple(k.split(SEP, 1)), -1) for k in ids], np.int64)
+            rows = np.array([index.get(tuple(k), -1) for k in ids], np.int64)
             per_kind.setdefault(self.kinds[model_dir], []).append(s.mapped(rows))
         for mdir in model_dirs(out):
             if mdir.name in self.kinds:

@@ -9,7 +9,7 @@ settings skips the shard). The diffusion model loads once per worker in `setup`.
 
 FlagMemorization. Input: the output folder (one element). Output: a summary dict. Calibrates on
 the reference scores, flags, computes trigger tokens for the highest flagged captions, and
-writes memorization, memorization_runs, decisions (merged) and exports/memorized_keys.txt.
+writes memorization, memorization_runs, decisions (merged) and exports/memorized_samples.jsonl.
 """
 
 from __future__ import annotations

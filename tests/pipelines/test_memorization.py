@@ -67,7 +67,7 @@ def test_job_scores_every_ok_sample_flags_explains_and_decides(two_shards, ckpt,
         assert tokens and abs(sum(t["score"] for t in tokens) - 1) < 1e-6
     _, dec = query(out, "SELECT shard, key FROM decisions WHERE len(list_filter(reasons, lambda r: starts_with(r, 'memorized:'))) > 0")
     assert sorted(dec) == sorted((a, b) for a, b, _ in flagged)
-    assert load_key_list(out / "exports" / "memorized_keys.txt") == {k for _, k, _ in flagged}
+    assert load_key_list(out / "exports" / "memorized_samples.jsonl") == {(s, k) for s, k, _ in flagged}
     page = (out / "reports" / "memorization.html").read_text()
     assert page.count("<img") >= len(flagged) and "<script" not in page
     filt = MemorizationFilter.from_store(out)
