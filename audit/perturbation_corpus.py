@@ -69,9 +69,14 @@ def labelled_corpus(out: OutputDir, cfg: PerturbationConfig) -> LabelledCorpus:
         source = f"metadata:{cfg.label_field}"
     else:
         if not vectors:
+            if not model and not _has_ok_samples(out):
+                raise NoLabels("tests skipped: no ok samples")
             raise NoLabels("no labels: set perturbations.label_field, or enable an image embedding model "
                            "for k-means pseudo-labels")
         rows = [{"shard": s, "key": k} for s, k in sorted(vectors)]
+        if len(rows) < 2:
+            raise NoLabels(f"tests skipped: k-means pseudo-labels need at least 2 samples with {model} vectors, "
+                           f"{len(rows)} has them")
         k = int(min(cfg.clusters, max(2, len(rows) // 20)))
         label = kmeans_labels(np.stack([vectors[(r["shard"], r["key"])] for r in rows]), k, cfg.seed)
         names = [f"cluster-{i}" for i in range(k)]
@@ -84,6 +89,12 @@ def labelled_corpus(out: OutputDir, cfg: PerturbationConfig) -> LabelledCorpus:
         emb = np.stack([vectors[(r["shard"], r["key"])] for r in rows]).astype(np.float32)
     return LabelledCorpus(np.array([r["shard"] for r in rows]), np.array([r["key"] for r in rows]),
                           label, names, source, emb)
+
+
+def _has_ok_samples(out: OutputDir) -> bool:
+    if not any(out.table_dir("samples").glob("run=*/*.parquet")):
+        return False
+    return bool(scan(f"SELECT count(*) AS n FROM {out.read_sql('samples')} WHERE status = 'ok'")[0]["n"])
 
 
 def dropped_duplicates(out: OutputDir) -> set[tuple[str, str]]:

@@ -189,9 +189,13 @@ def probe_tests(x: np.ndarray, y: np.ndarray, embeddings: np.ndarray | None = No
     if embeddings is not None:
         emb = probe("linear_probe_embedding", np.asarray(embeddings, np.float32), y, "ridge", seed)
         out.append(emb)
-        best_pixel = max(r.statistic for r in out if r.test.startswith(("linear_probe_p", "linear_probe_r")))
-        out.append(CheckResult("pixel_minus_embedding_probe", best_pixel - emb.statistic,
-                              details={"embedding_accuracy": emb.statistic, "pixel_accuracy": best_pixel}))
+        pixel = [r.statistic for r in out if r.test.startswith(("linear_probe_p", "linear_probe_r")) and not r.skipped]
+        if emb.skipped or not pixel:  # a gap needs both accuracies
+            out.append(CheckResult("pixel_minus_embedding_probe", float("nan"),
+                                   skipped=emb.skipped or "the pixel probes were skipped"))
+        else:
+            out.append(CheckResult("pixel_minus_embedding_probe", max(pixel) - emb.statistic,
+                                   details={"embedding_accuracy": emb.statistic, "pixel_accuracy": max(pixel)}))
     return out
 
 

@@ -49,7 +49,7 @@ from pipelines.dedup_scaleout import PartitionedDedup
 from pipelines.embed import EmbedShards, stage as embed_stage
 from audit.shard_ingest import STAGE, retry_unreadable
 from pipelines.ingest import IngestShards
-from pipelines.memorization import FlagMemorization, ScoreMemorization, model_id_of, needs_flagging
+from pipelines.memorization import FlagMemorization, ScoreMemorization, flags_skipped, model_id_of, needs_flagging
 from pipelines.memorization import stage as mem_stage
 from pipelines.perturbations import FEATURE_STAGE, SANITIZER_FILE, PerturbationFeatures, TestPerturbations, needs_testing
 from pipelines.progress import ProgressMonitor, StageCounter, finish_and_log
@@ -332,7 +332,10 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
         if not written.exists():
             raise RuntimeError(f"run {run_id}: the dedup pipeline finished without writing {written}")
         summary.dedup = _dedup_summary(out, run_id)
-    if plan.corpus_steps["memorization flags"]:
+    skip_flags = plan.corpus_steps["memorization flags"] and flags_skipped(out, mem, mem_id)
+    if skip_flags:  # nothing to calibrate on (e.g. empty shards): a note, not a failed run
+        summary.notes.append(skip_flags)
+    elif plan.corpus_steps["memorization flags"]:
         # calibration needs every shard's scores: a third pipeline, after dedup wrote decisions
         with private_tempdir(out.root):
             p = beam.Pipeline(options=opts)

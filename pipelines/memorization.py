@@ -110,6 +110,23 @@ def scored_rows(out: OutputDir, cfg: MemorizationConfig, model_id: str) -> list[
     return scan(q)
 
 
+def flags_skipped(out: OutputDir, cfg: MemorizationConfig, model_id: str) -> str:
+    """Why the corpus step has nothing to calibrate on ('' when it has): no sample was scored
+    (empty or tiny input), or the reference shards were scored and hold no score. Reference
+    shards that were never scored stay an error (calibrate_scores): a misnamed reference."""
+    d = out.table_dir(f"memorization_scores/{slug(cfg, model_id)}")
+    counts = {r["shard"]: r["n"] for r in scan(
+        f"SELECT shard, count(*) AS n FROM read_parquet('{d}/run=*/*.parquet', hive_partitioning=false) "
+        "GROUP BY shard")} if any(d.glob("run=*/*.parquet")) else {}
+    if not sum(counts.values()):
+        return "memorization flags skipped: no sample was scored (no ok samples)"
+    ref = set(cfg.reference_shards)
+    scored = {m["shard"] for m in out.markers(stage(cfg, model_id))}
+    if ref and ref <= scored and not any(counts.get(s) for s in ref):
+        return f"memorization flags skipped: the reference shards {sorted(ref)} hold no scored sample"
+    return ""
+
+
 def explain(model: DiffusionModel, cfg: MemorizationConfig, out: OutputDir, rows: list[dict], batch: int = 8) -> None:
     """Fill trigger_tokens of `rows` in place (pair mode reads their images again, once; a row
     whose image no longer decodes keeps trigger_tokens null)."""

@@ -29,7 +29,8 @@ from audit.output_dir import OutputDir
 from audit.perturbation_audit import AuditOutcome, PerturbationConfig, audit
 from audit.perturbation_corpus import NoLabels, feature_table, image_set, labelled_corpus, split
 from audit.perturbation_features import FEATURE_COLUMNS, sample_features
-from audit.perturbation_verdicts import feature_cuts, feature_outliers, robust_cuts, verdict_rows
+from audit.perturbation_probes import MIN_PER_CLASS, usable
+from audit.perturbation_verdicts import NO_VERDICT, feature_cuts, feature_outliers, robust_cuts, verdict_rows
 from audit.shard_embed import image_batches, prefetch
 from pipelines.embed import ok_rows
 from audit.retrying_reads import ReadRetry, retrying_opener
@@ -41,6 +42,7 @@ log = logging.getLogger("shardguard.perturbations")
 
 FEATURE_STAGE = "perturbations/features"
 SANITIZER_FILE = "exports/perturbation_sanitizer.json"
+MIN_FEATURE_REFERENCE = 10  # reference samples the per-sample feature cuts need; fewer: the data's own robust cuts
 
 
 def shard_features(shard: str, uri: str, rows: list[dict], run_id: str, batch: int = 64,
@@ -109,7 +111,7 @@ def flag_rows(out: OutputDir, run_id: str, cfg: PerturbationConfig, corpus, test
     values = {c: feats[c] for c in FEATURE_COLUMNS}
     is_ref = np.isin(feats["shard"], list(cfg.reference_shards))
     cuts = (feature_cuts({c: v[is_ref] for c, v in values.items()}, cfg.feature_fpr / len(FEATURE_COLUMNS))
-            if is_ref.any() else robust_cuts(values))
+            if is_ref.sum() >= MIN_FEATURE_REFERENCE else robust_cuts(values))  # a few samples span no range
     outliers = feature_outliers(values, cuts)
     where = {(corpus.shard[i], corpus.key[i]): j for j, i in enumerate(tested)} if outcome else {}
     by_key = {(s, k): i for i, (s, k) in enumerate(zip(corpus.shard, corpus.key))} if corpus else {}
@@ -130,6 +132,16 @@ def flag_rows(out: OutputDir, run_id: str, cfg: PerturbationConfig, corpus, test
     return rows
 
 
+def reference_too_small(labels: np.ndarray) -> str:
+    """Why a reference of these labels cannot calibrate the tests ('' when it can): the
+    bootstrap runs the class tests on 80% subsamples of it."""
+    n_sub = int(0.8 * len(labels))
+    if n_sub < 2 * MIN_PER_CLASS:
+        return f"{len(labels)} labelled samples, too few for a bootstrap of {2 * MIN_PER_CLASS}-sample subsamples"
+    why = usable(labels)
+    return f"{len(labels)} labelled samples: the tests {why}" if why else ""
+
+
 def _at(a, j):
     return None if a is None or j is None else float(a[j])
 
@@ -143,12 +155,15 @@ def test_and_record(out: OutputDir, run_id: str, cfg: PerturbationConfig) -> dic
         summary["notes"].append(str(e))
     if corpus is not None:
         rows, ref_rows = split(corpus, cfg)
-        if len(rows) < cfg.min_samples:
+        if len(rows) < max(1, cfg.min_samples):
             summary["notes"].append(f"tests skipped: {len(rows)} samples to test, fewer than min_samples={cfg.min_samples}")
         else:
             data, tested = image_set(out, corpus, rows, open_uri)
             reference = None
-            if len(ref_rows):
+            too_few = reference_too_small(corpus.label[ref_rows]) if len(ref_rows) else ""
+            if too_few:
+                summary["notes"].append(f"reference shards {list(cfg.reference_shards)}: {too_few}: default bounds")
+            elif len(ref_rows):
                 reference, _ = image_set(out, corpus, ref_rows, open_uri)
             elif cfg.reference_shards:
                 summary["notes"].append(f"reference shards {list(cfg.reference_shards)} have no labelled samples: default bounds")
@@ -163,11 +178,20 @@ def test_and_record(out: OutputDir, run_id: str, cfg: PerturbationConfig) -> dic
                 trows += verdict_rows(t.verdicts, run_id=run_id, data=f"sanitized:{t.sanitizer}",
                                    label_source=corpus.source, labels=labels, n_samples=len(outcome.tested))
             out.write_run_table(PERTURBATION_TESTS, run_id, PERTURBATION_TESTS.from_rows(trows))
+            ran = [v for v in outcome.verdicts if not v.result.skipped and v.result.test not in NO_VERDICT]
+            if not ran:  # too few samples per class for any test: no verdict, not 'clean'
+                why = next((v.result.skipped for v in outcome.verdicts if v.result.skipped), "")
+                summary["notes"].append(f"tests skipped: no test could run on {len(outcome.tested)} samples ({why})")
             summary.update(label_source=corpus.source, n_tested=len(outcome.tested),
                            n_reference=0 if reference is None else len(reference),
                            thresholds="default" if reference is None else "reference",
-                           failed=outcome.failed, verdict="perturbed" if outcome.failed else "clean")
+                           failed=outcome.failed,
+                           verdict="perturbed" if outcome.failed else "clean" if ran else "untested")
     flags = flag_rows(out, run_id, cfg, corpus, tested, outcome)
+    n_ref = sum(r["shard"] in cfg.reference_shards for r in flags)
+    if 0 < n_ref < MIN_FEATURE_REFERENCE:
+        summary["notes"].append(f"feature flags: the reference shards have {n_ref} samples with features, fewer than "
+                                f"{MIN_FEATURE_REFERENCE}: cuts from the data's own spread")
     out.write_run_table(PERTURBATION_FLAGS, run_id, PERTURBATION_FLAGS.from_rows(flags))
     summary["n_flagged"] = sum(r["flagged"] for r in flags)
     chosen = outcome.chosen if outcome else None
