@@ -23,6 +23,7 @@ from tests.diffusion_checkpoints import random_checkpoint
 from tests.job_outputs import read_samples, write_tar
 
 SIZES = (0, 1, 2, 5)
+N_OK = {0: 0, 1: 1, 2: 1, 5: 5}  # the 2-sample shard holds one broken image
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +33,10 @@ def tiny(demo_sample, tmp_path_factory):
     ok = [k for k in sorted(src) if min(Image.open(io.BytesIO(src[k]["jpg"])).size) >= 16]
     for n in SIZES:
         (root / f"in{n}").mkdir()
-        write_tar(root / f"in{n}" / f"t{n}.tar", [(k, src[k]) for k in ok[:n]])
+        samples = [(k, src[k]) for k in ok[:n]]
+        if n == 2:  # one good image and one truncated JPEG (an errors row)
+            samples[1] = (samples[1][0], {**samples[1][1], "jpg": samples[1][1]["jpg"][:200]})
+        write_tar(root / f"in{n}" / f"t{n}.tar", samples)
     ckpt = random_checkpoint(root / "ckpt")
     (root / "labels.yaml").write_text(f"""
 progress_seconds: 0
@@ -61,11 +65,11 @@ def test_default_job_on_a_tiny_shard(tiny, n, tmp_path):
     out = tmp_path / "out"
     assert main(["run", "--input", str(tiny / f"in{n}"), "--out", str(out), "-q"]) == 0
     r = run_row(out)
-    assert r["status"] == "succeeded" and r["n_inputs"] == n == r["n_ok"] + r["n_failed"]
+    assert r["status"] == "succeeded" and r["n_inputs"] == n == r["n_ok"] + r["n_failed"] and r["n_ok"] == N_OK[n]
     assert counts(out) == (n, r["n_failed"], n)
     notes = json.loads(r["perturbations_json"])["notes"]
     want = {0: "tests skipped: no ok samples", 1: "k-means pseudo-labels need at least 2 samples",
-            2: "fewer than min_samples=100", 5: "fewer than min_samples=100"}[n]
+            2: "k-means pseudo-labels need at least 2 samples", 5: "fewer than min_samples=100"}[n]
     assert any(want in x for x in notes), notes
     _, new = query(out, "SELECT shard FROM run_changes WHERE change = 'new_shard'")
     assert new == [(f"t{n}",)]
@@ -77,16 +81,16 @@ def test_labels_partitioned_memorization_job_on_a_tiny_shard(tiny, n, tmp_path):
     out = tmp_path / "out"
     assert main(["run", "--input", str(tiny / f"in{n}"), "--out", str(out), "--config", str(tiny / "labels.yaml")]) == 0
     r = run_row(out)
-    assert r["status"] == "succeeded" and r["n_inputs"] == n == r["n_ok"] + r["n_failed"]
+    assert r["status"] == "succeeded" and r["n_inputs"] == n == r["n_ok"] + r["n_failed"] and r["n_ok"] == N_OK[n]
     assert counts(out) == (n, r["n_failed"], n)
     pert = json.loads(r["perturbations_json"])
     if n == 0:
         assert any("memorization flags skipped: no sample was scored" in x for x in r["notes"]), r["notes"]
         assert any("no ok sample has the metadata field" in x for x in pert["notes"]), pert["notes"]
     else:
-        assert json.loads(r["memorization_json"])["n_scored"] == n
+        assert json.loads(r["memorization_json"])["n_scored"] == N_OK[n]
         # one class (and < 5 samples per class): the tests are attempted, none can run, no verdict
-        assert pert["n_tested"] == n and pert["verdict"] == "untested"
+        assert pert["n_tested"] == N_OK[n] and pert["verdict"] == "untested"
         assert any("tests skipped: no test could run" in x for x in pert["notes"]), pert["notes"]
         _, verdicts = query(out, "SELECT DISTINCT verdict FROM perturbation_tests WHERE data = 'original'")
         assert verdicts == [("skipped",)]
@@ -98,7 +102,7 @@ def test_a_one_sample_reference_gives_default_bounds_with_a_note(tiny, tmp_path)
     cfg.write_text((tiny / "labels.yaml").read_text().replace("min_samples: 1,", "min_samples: 1, reference_shards: [t1],"))
     assert main(["run", "--input", f"{tiny / 'in1'},{tiny / 'in5'}", "--out", str(out), "--config", str(cfg)]) == 0
     r = run_row(out)
-    assert r["status"] == "succeeded" and r["n_inputs"] == 6 == r["n_ok"] + r["n_failed"]
+    assert r["status"] == "succeeded" and r["n_inputs"] == 6 == r["n_ok"] + r["n_failed"] == r["n_ok"]
     pert = json.loads(r["perturbations_json"])
     assert pert["thresholds"] == "default" and pert["n_reference"] == 0
     assert any("reference shards ['t1']: 1 labelled samples, too few" in x for x in pert["notes"]), pert["notes"]
