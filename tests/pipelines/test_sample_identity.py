@@ -208,3 +208,25 @@ def test_run_diff_names_the_new_samples(job):
                                 f"len(list_filter(reasons, lambda r: r LIKE 'exact%')) > 0 AND run_id = '{second.run_id}' "
                                 "ORDER BY shard, key")
     assert [tuple(x) for x in exact_drops] == [("b", k[1]), ("b", k[5]), ("c", k[0])]
+
+
+@pytest.mark.parametrize("mode", ["partitioned", "incremental"])
+def test_partitioned_and_incremental_dedup_decide_per_shard_and_key(job, mode, tmp_path):
+    k, base = job["keys"], load_config(str(SMALL_JOB_YAML))
+    dedup = dataclasses.replace(base.dedup, mode="partitioned") if mode == "partitioned" else \
+        dataclasses.replace(base.dedup, incremental=True)
+    cfg = dataclasses.replace(base, dedup=dedup, perturbations=dataclasses.replace(base.perturbations, features=False,
+                                                                                   tests=False))
+    out, shards = tmp_path / "out", job["root"] / "in"
+    if mode == "incremental":  # a first, then b searched against a's accepted index
+        run_ingest(str(shards / "a.tar"), str(out), cfg)
+    run_ingest(f"{shards / 'a.tar'},{shards / 'b.tar'}", str(out), cfg)
+    assert _distinct(out, "decisions", where=LATEST.format(t="decisions")) == (2 * N, 2 * N)
+    _, exact = query(out, "SELECT shard, key, list_filter(reasons, lambda r: r LIKE 'exact%') FROM decisions "
+                          "WHERE run_id = (SELECT max(run_id) FROM decisions) "
+                          "AND len(list_filter(reasons, lambda r: r LIKE 'exact%')) > 0 ORDER BY shard, key")
+    assert exact == [("b", k[1], [f"exact_duplicate_of:a/{k[1]}"]), ("b", k[5], [f"exact_duplicate_of:a/{k[0]}"])]
+    _, near = query(out, "SELECT shard, key FROM duplicates WHERE kind = 'near' AND key IN "
+                         f"('{k[0]}', '{k[1]}', '{k[5]}') AND run_id = (SELECT max(run_id) FROM duplicates) ORDER BY ALL")
+    want = [("a", k[0]), ("a", k[1]), ("b", k[1]), ("b", k[5])]
+    assert [tuple(x) for x in near] == (want if mode == "partitioned" else [("b", k[1]), ("b", k[5])])
