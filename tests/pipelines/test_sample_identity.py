@@ -59,18 +59,21 @@ def _renamed(files: dict[str, bytes], key: str) -> dict[str, bytes]:
     return {**files, "json": json.dumps(meta).encode()}
 
 
+def decodable(samples: dict[str, dict[str, bytes]]) -> list[str]:
+    """Sorted keys whose image passes ingest (a few demo images are under the 16-pixel minimum)."""
+    return [k for k in sorted(samples) if min(Image.open(io.BytesIO(samples[k]["jpg"])).size) >= 16]
+
+
 def colliding_shards(demo_sample, dst) -> tuple[list[str], dict[tuple[str, str], dict[str, bytes]]]:
     """Shards a, b (and c, written beside them for the second run) with one key set."""
     src_a, src_b, src_c = (read_samples(demo_sample / f"{s}.tar") for s in ("00000", "00001", "00002"))
-    keys = [k for k in sorted(src_a) if min(Image.open(io.BytesIO(src_a[k]["jpg"])).size) >= 16][:N]
+    keys = decodable(src_a)[:N]
     a = {k: src_a[k] for k in keys}
-    b = {k: _renamed(src_b[kb], k) for k, kb in zip(keys, [k for k in sorted(src_b)
-                                                         if min(Image.open(io.BytesIO(src_b[k]["jpg"])).size) >= 16])}
+    b = {k: _renamed(src_b[kb], k) for k, kb in zip(keys, decodable(src_b))}
     b[keys[5]] = _renamed(a[keys[0]], keys[5])           # exact copy, one caption, other key
     b[keys[1]] = dict(a[keys[1]])                         # exact copy under the same key
     b[keys[2]] = {**b[keys[2]], "jpg": _noise_jpeg(0), "txt": b"static noise"}
-    c = {k: _renamed(src_c[kc], k) for k, kc in zip(keys[:6], [k for k in sorted(src_c)
-                                                              if min(Image.open(io.BytesIO(src_c[k]["jpg"])).size) >= 16])}
+    c = {k: _renamed(src_c[kc], k) for k, kc in zip(keys[:6], decodable(src_c))}
     c[keys[0]] = dict(b[keys[0]])                         # exact copy of b/K0 (new in the second run)
     dst.mkdir(parents=True, exist_ok=True)
     (dst / "c").mkdir()
