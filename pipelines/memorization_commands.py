@@ -58,7 +58,8 @@ def cmd_prompts(args) -> int:
 
     prompts = _lines(args.prompts)
     if not prompts:
-        raise ValueError(f"{args.prompts} has no prompts")
+        from audit.user_errors import UsageError
+        raise UsageError(f"{args.prompts} has no prompts; put one prompt per line")
     model = DiffusionModel.load(args.diffusion_model, visible_devices(args.device)[0])
     cfg = ScoreConfig(first_steps=args.steps, seeds=tuple(range(args.seeds)))
     scores = score_prompts(model, prompts, cfg)
@@ -90,7 +91,8 @@ def cmd_replication(args) -> int:
     from pipelines.job import new_run_id
     from schemas import REPLICATION, REPLICATION_SUMMARY, TABLES
 
-    out = OutputDir(args.against)
+    from audit.folder_ownership import require_existing
+    out = OutputDir(require_existing(args.against, "audit", adopt=True))  # tables and a page go into it
     items = read_generated(args.generated)
     index = sscd_index(out)
     rows = match_generated(items, index, sscd_embedder(index.model_id, args.sscd_torchscript), args.threshold)
