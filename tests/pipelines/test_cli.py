@@ -98,3 +98,14 @@ def test_a_closed_stdout_ends_quietly(broken_dir, tmp_path):
         finally:
             os.close(w_fd)
         assert p.returncode == 0 and "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr
+
+
+def test_contamination_writes_only_into_an_audit_folder(tmp_path, capsys):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    for train, ev in ((home, home), (tmp_path / "missing", home), (home, tmp_path / "missing")):
+        assert main(["contamination", "--train", str(train), "--eval", str(ev)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("is not a ShardGuard audit output folder" in err or "does not exist" in err)
+    assert [p.name for p in home.iterdir()] == ["notes.txt"] and not (tmp_path / "missing").exists()
