@@ -43,7 +43,7 @@ def _numeric_keys(cls, prefix=""):
     return keys
 
 
-def test_every_numeric_key_has_a_declared_range_that_its_default_and_job_yaml_meet():
+def test_every_numeric_key_has_a_declared_range_that_its_default_meets():
     from pipelines.config import RANGES, JobConfig, in_range
     keys = _numeric_keys(JobConfig)
     assert sorted(keys) == sorted(RANGES), set(keys) ^ set(RANGES)
