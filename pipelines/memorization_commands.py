@@ -45,7 +45,12 @@ def add_parsers(sub) -> None:
 
 
 def _lines(path: str) -> list[str]:
-    return [line.strip() for line in Path(path).read_text("utf-8", "replace").splitlines() if line.strip()]
+    try:
+        text = Path(path).read_text("utf-8", "replace")
+    except OSError as e:
+        from audit.user_errors import UsageError
+        raise UsageError(f"{path}: cannot read it ({e.strerror}); pass a text file with one prompt per line") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def cmd_prompts(args) -> int:
@@ -93,7 +98,11 @@ def cmd_replication(args) -> int:
 
     from audit.folder_ownership import require_existing
     out = OutputDir(require_existing(args.against, "audit", adopt=True))  # tables and a page go into it
-    items = read_generated(args.generated)
+    try:
+        items = read_generated(args.generated)
+    except FileNotFoundError as e:  # nothing matched --generated: the user's to fix
+        from audit.user_errors import UsageError
+        raise UsageError(f"--generated: {e}") from None
     index = sscd_index(out)
     rows = match_generated(items, index, sscd_embedder(index.model_id, args.sscd_torchscript), args.threshold)
     gen = [r["top1_similarity"] for r in rows if r.get("top1_similarity") is not None]

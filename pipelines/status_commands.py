@@ -86,9 +86,11 @@ def cmd_status(args) -> int:
 
 def print_run_plan(input_pattern: str, out: str, config) -> int:
     """`shardguard run --dry-run`: the job's plan, printed; nothing is written."""
+    from audit.folder_ownership import check_claimable
     from audit.output_dir import OutputDir
     from pipelines.job import plan_run
 
+    check_claimable(out, "audit")  # the run would refuse a folder that is not ours: so does its dry run
     plan = plan_run(input_pattern, OutputDir(out), config)
     print(f"dry run: {len(plan.shards)} shards match {input_pattern!r}; {len(plan.shards) - len(plan.todo)} "
           f"already ingested in {out}; nothing was written")

@@ -93,6 +93,7 @@ def test_an_out_folder_that_is_not_ours_is_refused_and_left_untouched(broken_dir
     assert main(["run", "--input", str(broken_dir / "bad_mixed.tar"), "--out", str(home), "-q", "--no-embed"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(home) in err and "Traceback" not in err
+    assert main(["run", "--input", str(broken_dir / "bad_mixed.tar"), "--out", str(home), "--dry-run"]) == 2
     assert _snapshot(home) == before  # no lock file, no marker, nothing deleted
 
 
