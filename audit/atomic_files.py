@@ -1,8 +1,10 @@
 """Atomic file writes: write to a temp name in the same folder, fsync, then rename.
 
 A reader (DuckDB, a rerun) therefore sees either the old file or the whole new one, never a
-partial file. Temp names end in '.tmp-<random>' so no '*.parquet' glob can match them;
-`remove_stale_temps` clears the ones an interrupted run left behind.
+partial file. Temp names are '.sg-tmp-<12 hex>-<name>.tmp' (`TEMP_NAME`): our own prefix, and
+a suffix no '*.parquet' / '*.json' glob can match. `remove_stale_temps` clears the ones an
+interrupted run left behind, matching exactly that pattern and only in the folders it is given
+(audit.output_dir names ours): a file we did not name is never deleted.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -18,11 +21,16 @@ import pyarrow.parquet as pq
 
 from schemas.declare import TableSpec
 
-TEMP_MARK = ".tmp-"
+TEMP_PREFIX = ".sg-tmp-"
+TEMP_NAME = re.compile(r"\.sg-tmp-[0-9a-f]{12}-.+\.tmp")  # full match: the only names cleanup deletes
 
 
 def _temp_for(path: Path) -> Path:
-    return path.with_name(f"{path.name}{TEMP_MARK}{uuid.uuid4().hex[:12]}")
+    return path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}-{path.name}.tmp")
+
+
+def is_temp_name(name: str) -> bool:
+    return TEMP_NAME.fullmatch(name) is not None
 
 
 def _commit(tmp: Path, path: Path) -> None:
@@ -75,11 +83,21 @@ def write_table(path: str | os.PathLike, spec: TableSpec, data: pa.Table | list[
     return path
 
 
-def remove_stale_temps(root: str | os.PathLike) -> int:
-    """Delete temp files an interrupted run left under `root`; returns how many."""
+def remove_stale_temps(root: str | os.PathLike, folders: list[str]) -> int:
+    """Delete our temp files (exactly `TEMP_NAME`) an interrupted run left in root itself (not
+    its subfolders) and anywhere under root/<folder> for each of `folders` (symlinks are not
+    followed); returns how many."""
+    root = Path(root)
+    dirs = [(root, False)] + [(root / f, True) for f in folders]
     n = 0
-    for p in Path(root).rglob(f"*{TEMP_MARK}*"):
-        if p.is_file():
-            p.unlink(missing_ok=True)
-            n += 1
+    for top, recursive in dirs:
+        if not top.is_dir() or top.is_symlink():
+            continue
+        walk = os.walk(top) if recursive else [(str(top), [], os.listdir(top))]
+        for folder, _, names in walk:
+            for name in names:
+                p = Path(folder) / name
+                if is_temp_name(name) and p.is_file() and not p.is_symlink():
+                    p.unlink(missing_ok=True)
+                    n += 1
     return n

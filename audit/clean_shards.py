@@ -18,12 +18,17 @@ Keys are renumbered img2dataset-style (shard index, then index in shard) so they
 whatever the sources were; the source key stays in the json and parquet.
 `plan_shards` splits the kept list deterministically, so a rerun maps every sample to the
 same output shard and completed shards can be skipped.
-Failure: a source image that can no longer be read (the tar changed since ingest) raises,
-naming the sample: cleaning must not silently lose a kept sample.
+Failure: a source image whose bytes changed since the audit (short read, or a sha256 other
+than the audited byte_hash) is not written: its parquet row has status 'failed_to_download'
+and an error_message, the stats count it in failed_to_download, and
+stats['shardguard']['failed'] lists it (shard, key, error_type 'SourceChanged', message) for
+the caller's errors rows. A source that cannot be opened or read (I/O) raises, naming the
+sample, so the shard is redone by the next run: cleaning never silently loses a kept sample.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -64,6 +69,17 @@ class SampleRef:
     meta_json: str | None
     width: int
     height: int
+    byte_hash: str | None = None  # sha256 hex of the image bytes at ingest (samples.byte_hash)
+
+
+def source_change(s: SampleRef, image: bytes) -> str | None:
+    """Why `image` is not the sample the audit saw, or None when it is."""
+    if len(image) != s.image_bytes:
+        return f"the source tar {s.uri} ended early ({len(image)} of {s.image_bytes} bytes): it changed since the audit"
+    if s.byte_hash is not None and hashlib.sha256(image).hexdigest() != s.byte_hash:
+        return (f"the image bytes in {s.uri} at offset {s.image_offset} no longer match the audited sha256 "
+                f"{s.byte_hash[:16]}...: the source changed since the audit")
+    return None
 
 
 def plan_shards(samples: list[SampleRef], shard_size: int) -> list[tuple[str, list[SampleRef]]]:
@@ -141,7 +157,7 @@ def write_clean_shard(dest: Path, out_shard: str, samples: list[SampleRef], open
     replaces each image (a sanitizer), `image_note` names it in each sample's json."""
     t0 = time.perf_counter()
     key_digits = max(4, len(str(len(samples) - 1)))
-    rows, variants = [], []
+    rows, variants, failed = [], [], []
     handles: dict[str, object] = {}
     try:
         with atomic_files.writing(dest / f"{out_shard}.tar") as raw, \
@@ -150,12 +166,19 @@ def write_clean_shard(dest: Path, out_shard: str, samples: list[SampleRef], open
                 f = handles.get(s.uri) or handles.setdefault(s.uri, opener(s.uri))
                 f.seek(s.image_offset)
                 image = f.read(s.image_bytes)
-                if len(image) != s.image_bytes:
-                    raise OSError(f"{s.shard}/{s.key}: the source tar {s.uri} ended early: it changed since ingest")
+                key = f"{out_shard}{i:0{key_digits}d}"
+                changed_source = source_change(s, image)
+                if changed_source:  # not the audited bytes: never written, one failed row
+                    failed.append({"shard": s.shard, "key": s.key, "error_type": "SourceChanged",
+                                   "message": changed_source})
+                    rows.append({"key": key, "url": None, "caption": None, "status": "failed_to_download",
+                                 "error_message": changed_source, "width": None, "height": None,
+                                 "original_width": None, "original_height": None, "original_caption": s.caption,
+                                 "caption_strategy": None, "source_shard": s.shard, "source_key": s.key})
+                    continue
                 meta = json.loads(s.meta_json) if s.meta_json else {}
                 epochs = caption_fn(s.shard, s.key, s.caption, meta)
                 new, strategy, changed = epochs[0]
-                key = f"{out_shard}{i:0{key_digits}d}"
                 meta.update(key=key, caption=new, original_caption=s.caption, caption_strategy=strategy,
                             caption_changed=changed, source_shard=s.shard, source_key=s.key)
                 if len(epochs) > 1:
@@ -183,9 +206,11 @@ def write_clean_shard(dest: Path, out_shard: str, samples: list[SampleRef], open
     table = pa.Table.from_pylist(rows) if rows else pa.table({"key": pa.array([], pa.string())})
     pq_buf = io.BytesIO()
     pq.write_table(table, pq_buf)
-    stats = {"count": len(samples), "successes": len(samples), "failed_to_download": 0, "failed_to_resize": 0,
-             "duration": time.perf_counter() - t0, "status_dict": {"success": len(samples)},
-             "shardguard": {"run_id": run_id, "captions_changed": len(variants)}}
+    ok = len(samples) - len(failed)
+    stats = {"count": len(samples), "successes": ok, "failed_to_download": len(failed), "failed_to_resize": 0,
+             "duration": time.perf_counter() - t0,
+             "status_dict": {"success": ok} | ({"failed_to_download": len(failed)} if failed else {}),
+             "shardguard": {"run_id": run_id, "captions_changed": len(variants), "failed": failed}}
     atomic_files.write_bytes(dest / f"{out_shard}.parquet", pq_buf.getvalue())
     atomic_files.write_json(dest / f"{out_shard}_stats.json", stats)
     return stats, variants

@@ -1,7 +1,8 @@
 """CLIP image and text embeddings with open_clip, any model name.
 
-Weights come from a local checkpoint file (`checkpoint`, loaded with torch.load
-weights_only=True) or an open_clip pretrained tag already in the local cache (HF_HUB_OFFLINE
+Weights come from a local .safetensors checkpoint file (`checkpoint`; anything else, such as a
+pickled .pt/.ckpt, is refused with a one-line `UsageError` before it is opened by torch: unpickling
+can run code) or an open_clip pretrained tag already in the local cache (HF_HUB_OFFLINE
 is respected: nothing is downloaded at run time). `random_init=True` builds the model with
 random weights: the real code path, for tests only; its model_id says 'random-init' so such
 vectors can never pass for real ones.
@@ -19,13 +20,29 @@ import os
 import torch
 
 from audit.embedders import Embedded, Embedder
+from audit.user_errors import UsageError
 from audit.image_tensors import decode_batch, normalize, resize_center_crop
+
+
+def require_safetensors(path: str) -> None:
+    """Refuse, reading only its first bytes, a CLIP checkpoint that is not a safetensors file
+    (an 8-byte little-endian header length, then the JSON header) named *.safetensors (open_clip
+    picks its loader by the name)."""
+    if not os.path.isfile(path):
+        raise UsageError(f"CLIP checkpoint {path!r} does not exist (--clip-checkpoint / embed.clip_checkpoint)")
+    with open(path, "rb") as f:
+        head = f.read(9)
+    size = os.path.getsize(path)
+    n = int.from_bytes(head[:8], "little") if len(head) == 9 else 0
+    if not (path.endswith(".safetensors") and head[8:9] == b"{" and 0 < n <= size - 8):
+        raise UsageError(f"CLIP checkpoint {path!r} is not a .safetensors file; pickled checkpoints (.pt, .ckpt, "
+                         ".bin) are refused because unpickling can run code: convert it on a trusted machine "
+                         "(safetensors.torch.save_file(state_dict, 'model.safetensors'))")
 
 
 def checkpoint_tag(path: str) -> str:
     """'ckpt-' + a digest of the file's first MiB: names the weights in the model id."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"CLIP checkpoint {path!r} does not exist")
+    require_safetensors(path)
     with open(path, "rb") as f:
         return "ckpt-" + hashlib.sha256(f.read(1 << 20)).hexdigest()[:10]
 

@@ -8,8 +8,9 @@ demo model). Prompts, the empty one included, are encoded the way diffusers'
 StableDiffusionPipeline encodes them: padded to the tokenizer's model_max_length, with an
 attention mask only when the encoder's config says `use_attention_mask`.
 
-Only safetensors weights are read (never a pickle): a folder with .bin files only fails with a
-clear error. Output of `predict_eps`: the UNet's noise prediction as epsilon, whatever the
+Only safetensors weights are read (never a pickle): a folder with .bin files only, or a single
+file (.ckpt, .pt) instead of a folder, fails with a one-line `UsageError` (CLI exit 2) before
+anything is loaded. Output of `predict_eps`: the UNet's noise prediction as epsilon, whatever the
 scheduler's prediction_type (epsilon, v_prediction or sample), in float32.
 """
 
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from audit.user_errors import UsageError
 import torch
 
 COMPONENTS = ("unet", "text_encoder", "tokenizer", "scheduler")
@@ -29,13 +32,13 @@ COMPONENTS = ("unet", "text_encoder", "tokenizer", "scheduler")
 
 def _require_safetensors(folder: Path) -> None:
     if not any(folder.glob("*.safetensors")):
-        raise ValueError(f"{folder} has no .safetensors weights; ShardGuard never unpickles "
+        raise UsageError(f"{folder} has no .safetensors weights; ShardGuard never unpickles "
                          "weights (convert the .bin files to safetensors first)")
 
 
 def checkpoint_id(path: str | os.PathLike) -> str:
     """'<folder name>-<digest>': a digest of the UNet and scheduler configs and the head of the weights."""
-    p = Path(path)
+    p = check_folder(path)
     h = hashlib.sha256((p / "unet" / "config.json").read_bytes() + (p / "scheduler" / "scheduler_config.json").read_bytes())
     for w in sorted((p / "unet").glob("*.safetensors")):
         with open(w, "rb") as f:
@@ -46,11 +49,14 @@ def checkpoint_id(path: str | os.PathLike) -> str:
 
 def check_folder(path: str | os.PathLike) -> Path:
     p = Path(path)
+    if p.is_file():
+        raise UsageError(f"diffusion model {str(p)!r} is a file; pass a diffusers checkpoint folder with "
+                         "safetensors weights (single .ckpt/.pt files are pickles and are never loaded)")
     if not p.is_dir():
-        raise FileNotFoundError(f"diffusion checkpoint folder {str(p)!r} does not exist")
+        raise UsageError(f"diffusion checkpoint folder {str(p)!r} does not exist")
     missing = [c for c in COMPONENTS if not (p / c).is_dir()]
     if missing:
-        raise FileNotFoundError(f"diffusion checkpoint {str(p)!r} lacks {', '.join(missing)}/ "
+        raise UsageError(f"diffusion checkpoint {str(p)!r} lacks {', '.join(missing)}/ "
                                 f"(needs {', '.join(COMPONENTS)}/, and vae/ for latent models)")
     for c in ("unet", "text_encoder") + (("vae",) if (p / "vae").is_dir() else ()):
         _require_safetensors(p / c)

@@ -9,10 +9,15 @@ Layout (OUT is local):
   OUT/_manifest/<stage>/<shard>.json         completion marker: written last, atomically
   OUT/audit.duckdb                           views over all of the above
   OUT/.lock                                  held by the run that writes OUT
+  OUT/.shardguard.json                       layout marker: OUT is ours (audit.folder_ownership)
+  OUT/_tmp/sg-run-<8 hex>/                   a run's private temp folder (removed when it ends)
 
 A shard is complete for a stage iff its marker exists. Files of a shard without a marker
 are leftovers of an interrupted run: `remove_orphans` deletes them before the shard is
 redone, so the union over runs never holds a shard twice.
+Cleanup (`remove_leftovers`) deletes only what we name: temp files matching
+atomic_files.TEMP_NAME in OUT's own folders (`OWN_FOLDERS` and the table folders) and private
+temp folders matching `RUN_TMP` in OUT/_tmp; any other file stays where it is.
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
+import secrets
+import shutil
 from pathlib import Path
 
 from audit import atomic_files
@@ -28,6 +36,11 @@ from schemas.declare import TableSpec
 
 class OutputLocked(RuntimeError):
     pass
+
+
+OWN_FOLDERS = ("_manifest", "embeddings", "vectors", "index", "reports", "exports")  # besides the table folders
+PRIVATE_TMP = "_tmp"
+RUN_TMP = re.compile(r"sg-run-[0-9a-f]{8}")  # full match: a run's private temp folder under OUT/_tmp
 
 
 class OutputDir:
@@ -102,6 +115,36 @@ class OutputDir:
             out.append(json.loads(p.read_text()))
         return out
 
+    # ---- our leftovers --------------------------------------------------------------------
+    def new_private_tmp(self) -> Path:
+        """A fresh private temp folder OUT/_tmp/sg-run-<hex> (named so cleanup can tell it is ours)."""
+        path = self.root / PRIVATE_TMP / f"sg-run-{secrets.token_hex(4)}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def remove_private_tmp(self, path: Path) -> None:
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            path.parent.rmdir()  # only when nothing else is in it
+        except OSError:
+            pass
+
+    def remove_leftovers(self, tables=()) -> int:
+        """What killed runs left, and only that (call while holding the lock): our temp files in
+        OUT itself, OWN_FOLDERS and the folders of `tables`, and our private temp folders."""
+        n = atomic_files.remove_stale_temps(self.root, list(OWN_FOLDERS) + [t for t in tables if t not in OWN_FOLDERS])
+        tmp = self.root / PRIVATE_TMP
+        if tmp.is_dir() and not tmp.is_symlink():
+            for p in tmp.iterdir():
+                if RUN_TMP.fullmatch(p.name) and p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                    n += 1
+            try:
+                tmp.rmdir()
+            except OSError:
+                pass
+        return n
+
     # ---- lock -------------------------------------------------------------------------------
     def lock(self) -> None:
         """Hold OUT/.lock for this process; a second concurrent run gets OutputLocked."""
@@ -129,3 +172,9 @@ class OutputDir:
 def _safe(shard: str) -> str:
     """Shard ids become file names: keep them to one path component."""
     return shard.replace("/", "_").replace("\\", "_").lstrip(".") or "_"
+
+
+def shard_file_stem(shard: str) -> str:
+    """The name a shard id's files and markers get: two ids with one stem would share files
+    (pipelines.shard_uris refuses such an input)."""
+    return _safe(shard)

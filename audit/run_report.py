@@ -182,7 +182,9 @@ def changes(data: ReportData, top: int) -> str:
 
 
 def write_report(out_dir, report_dir=None, top: int = 20, opener: Callable | None = None) -> str:
-    """Write `index.html` into `report_dir` (default OUT/reports) and return its path.
+    """Write `index.html` into `report_dir` (default OUT/reports) and return its path. A
+    `report_dir` of its own must be new, empty or marked as a report folder (audit.folder_ownership:
+    UsageError otherwise, nothing written).
     `top`: clusters, memorization pairs, replication pairs and change rows shown at most."""
     out = OutputDir(out_dir)
     if not out.root.is_dir():
@@ -190,5 +192,8 @@ def write_report(out_dir, report_dir=None, top: int = 20, opener: Callable | Non
     data = ReportData(out, opener or local_open)
     body = (sections.nav(SECTIONS) + summary(data) + duplicates(data, top) + memorization(data, top)
             + perturbations(data) + replication(data, top) + errors(data) + changes(data, top))
-    path = Path(report_dir) if report_dir else out.root / "reports"
+    path = out.root / "reports"
+    if report_dir and Path(report_dir).resolve() != path:  # a folder of its own: new, empty or a report's
+        from audit.folder_ownership import claim
+        path = claim(report_dir, "report")
     return write_page(path / "index.html", f"ShardGuard audit report: {out.root.name}", body, sections.STYLE)

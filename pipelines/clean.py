@@ -9,11 +9,16 @@ worker in setup). Append-only (audit.clean_ledger): a rerun into the same destin
 only the kept samples no earlier run planned, into new output shards after the last one;
 earlier shards are never rewritten and no sample is written twice; a run killed mid-way is
 finished with the same plan. A destination built with other settings is refused, not mixed.
-Counts reconcile and are returned: input = kept + dropped; written (all shards in DEST) =
-kept + no_longer_kept (written on an earlier run, dropped since: they stay where they are).
+Counts reconcile and are returned: input = kept + dropped; written + failed (all shards in
+DEST) = kept + no_longer_kept (written on an earlier run, dropped since: they stay where they are).
 Images: copied byte for byte, or, when the perturbation audit found poisons (`clean.sanitize:
-auto`) or a sanitizer is configured, re-encoded through it (`chosen_sanitizer`).
-Failure: `ValueError` for an empty audit output or a destination built differently.
+auto`) or a sanitizer is configured, re-encoded through it (`chosen_sanitizer`). A source image
+whose bytes no longer hash to the audited byte_hash is not written: it is a failed row of its
+output shard (parquet, stats) and an errors row (stage 'clean') in OUT; the result counts it.
+Failure: `UsageError` (exit 2, nothing created) for a --from that is not an audit output
+folder or has no samples, and for a destination that is, contains or is inside an input shard
+folder or OUT, or holds a file no clean run of ours wrote (audit.clean_destination);
+`ValueError` for a destination built differently.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ import duckdb
 
 from audit.caption_strategies import apply, minilm_vocab
 from audit.clean_ledger import load_ledger, plan_append, settings_id, unwritten_shards, write_batch
+from audit.clean_destination import check_destination
 from audit.clean_shards import CleanConfig, SampleRef, sanitizing_encoder, write_clean_shard
+from audit.folder_ownership import check_claimable, claim, require_existing
 from audit.image_sanitizers import IMAGE_LEVEL
 from audit.memorization_flags import latest_flagged
 from audit.output_dir import OutputDir
 from pipelines.ingest import open_uri
-from schemas import CAPTION_VARIANTS
+from audit.user_errors import UsageError
+from schemas import CAPTION_VARIANTS, ERRORS
 
 STAGE = "clean"
 
@@ -43,7 +51,7 @@ def kept_samples(out: OutputDir) -> tuple[list[SampleRef], int, str | None, set[
         samples, shards = out.read_sql("samples"), out.read_sql("shards")
         n_input = con.execute(f"SELECT count(*) FROM {samples}").fetchone()[0]
         if not n_input:
-            raise ValueError(f"{out.root} has no ingested samples")
+            raise UsageError(f"{out.root} has no ingested samples; run `shardguard run` into it first")
         has_dec = any(out.table_dir("decisions").glob("run=*/*.parquet"))
         dec_run, keep_sql, flagged = None, "s.status = 'ok'", set()
         if has_dec:
@@ -58,7 +66,7 @@ def kept_samples(out: OutputDir) -> tuple[list[SampleRef], int, str | None, set[
         flagged |= {(s, k) for s, k, *_ in latest_flagged(out)[0]}  # memorized pairs kept (action: keep)
         rows = con.execute(f"""
             SELECT s.shard, s.key, sh.uri, s.image_ext, s.image_offset, s.image_bytes, s.caption, s.meta_json,
-                   s.width, s.height
+                   s.width, s.height, s.byte_hash
             FROM {samples} s JOIN (SELECT DISTINCT shard, uri FROM {shards}) sh USING (shard)
             WHERE {keep_sql} ORDER BY s.shard, s.key""").fetchall()
     finally:
@@ -139,9 +147,14 @@ class WriteCleanShardFn(beam.DoFn):
                                             self.image_fn, note)
         for v in variants:
             v["seed"] = self.cfg.caption.seed
-        OutputDir(self.out_root).write_shard_table(CAPTION_VARIANTS, self.run_id, out_shard, variants)
+        audit_out = OutputDir(self.out_root)
+        audit_out.write_shard_table(CAPTION_VARIANTS, self.run_id, out_shard, variants)
+        failed = stats["shardguard"]["failed"]
+        if failed:  # source bytes changed since the audit: errors rows in OUT, next to the ingest's
+            audit_out.write_shard_table(ERRORS, self.run_id, out_shard, [
+                {"run_id": self.run_id, "stage": STAGE, **f} for f in failed], part=STAGE)
         dest.mark_complete(STAGE, out_shard, {"run_id": self.run_id, "plan": self.plan_id, "count": stats["count"],
-                                              "captions_changed": len(variants)})
+                                              "failed": len(failed), "captions_changed": len(variants)})
         yield stats
 
 
@@ -175,10 +188,31 @@ def plan_clean(out: OutputDir, dest: OutputDir, cfg: CleanConfig) -> CleanPlan:
     return CleanPlan(samples, n_input, dec_run, flagged, sanitizer, why, plan_id, ledger, new_plan, to_write)
 
 
+def input_uris(out: OutputDir) -> list[str]:
+    """Every shard URI the audit read (the shards table)."""
+    if not any(out.table_dir("shards").glob("run=*/*.parquet")):
+        return []
+    con = duckdb.connect()
+    try:
+        return [u for (u,) in con.execute(f"SELECT DISTINCT uri FROM {out.read_sql('shards')}").fetchall()]
+    finally:
+        con.close()
+
+
+def check_folders(from_out: str, to_dir: str) -> OutputDir:
+    """The audit folder, once --from is an audit of ours and --to may be written (UsageError
+    otherwise; nothing is created or changed)."""
+    out = OutputDir(require_existing(from_out, "audit"))
+    check_destination(to_dir, out.root, input_uris(out))
+    check_claimable(to_dir, "clean")
+    return out
+
+
 def run_clean(from_out: str, to_dir: str, cfg: CleanConfig = CleanConfig(), beam_args: list[str] | None = None,
               run_id: str | None = None) -> dict:
     from pipelines.job import new_run_id, pipeline_options, private_tempdir
-    out, dest = OutputDir(from_out), OutputDir(to_dir)
+    out = check_folders(from_out, to_dir)
+    dest = OutputDir(claim(to_dir, "clean"))
     run_id = run_id or new_run_id()
     dest.lock()
     try:
@@ -197,19 +231,22 @@ def run_clean(from_out: str, to_dir: str, cfg: CleanConfig = CleanConfig(), beam
                                                                 flagged, plan_id, sanitizer)))
                 p.run().wait_until_finish()
         markers = dest.markers(STAGE)
-        written = sum(m["count"] for m in markers)
+        in_shards = sum(m["count"] for m in markers)  # written or failed (source changed since the audit)
+        failed = sum(m.get("failed", 0) for m in markers)
         planned = ledger.planned()
         kept_keys = {(s.shard, s.key) for s in samples}
         no_longer_kept = len(planned - kept_keys)  # written on an earlier night, dropped since: they stay
-        if written != len(planned) or len(markers) != len(ledger.shards()) or not kept_keys <= planned \
-                or written != len(samples) + no_longer_kept:
-            raise RuntimeError(f"clean run {run_id}: {written} samples written, {len(planned)} planned, "
+        if in_shards != len(planned) or len(markers) != len(ledger.shards()) or not kept_keys <= planned \
+                or in_shards != len(samples) + no_longer_kept:
+            raise RuntimeError(f"clean run {run_id}: {in_shards} samples in shards, {len(planned)} planned, "
                                f"{len(samples)} kept, {no_longer_kept} planned earlier and dropped since")
         from audit import store
         from schemas import TABLES
         store.refresh_views(out, TABLES)
         return {"run_id": run_id, "input": n_input, "kept": len(samples), "dropped": n_input - len(samples),
-                "written": written, "shards": len(markers), "shards_skipped": len(markers) - len(todo),
+                "written": in_shards - failed, "failed": failed,
+                "failed_this_run": sum(m.get("failed", 0) for m in markers if m["run_id"] == run_id),
+                "shards": len(markers), "shards_skipped": len(markers) - len(todo),
                 "appended": sum(len(x) for _, x in todo), "appended_shards": [o for o, _ in todo],
                 "no_longer_kept": no_longer_kept,
                 "captions_changed": sum(m["captions_changed"] for m in markers if m["run_id"] == run_id),

@@ -10,9 +10,12 @@
   shardguard replication --generated PATH_OR_SHARDS --against OUT [--threshold 0.5]
   shardguard report --out DIR [--to DIR] [--top N]
 
-Exit codes: 0 success; 1 error (bad input pattern, bad config, missing store, SQL error);
-2 usage error; 3 the output folder is locked by another run; 4 too many failures (more than
-ingest.max_failed_fraction / max_failed_samples of the run's samples failed). Config precedence: defaults < --config YAML < SHARDGUARD_*
+Exit codes: 0 success (also when stdout's reader closed early, `| head`); 1 error (a step failed,
+I/O error, missing store, SQL error); 2 usage error: a bad flag, config file or value (YAML
+syntax, python tags, out-of-range numbers), input pattern, model file (pickled weights are
+refused) or folder (an --out / --to that is not ours, a clean --from that is not an audit), one
+line naming it and the fix; 3 the output folder is locked by another run; 4 too many failures
+(more than ingest.max_failed_fraction / max_failed_samples of the run's samples failed). Config precedence: defaults < --config YAML < SHARDGUARD_*
 environment variables < flags (pipelines.config).
 """
 
@@ -32,8 +35,11 @@ EPILOG_MAIN = """examples:
   shardguard status --out demo-out
   SHARDGUARD_DEDUP__NEAR_THRESHOLD=0.8 shardguard run --input shards/ --out demo-out
 config: defaults < --config YAML < environment SHARDGUARD_<SECTION>__<KEY> < flags
-exit codes: 0 ok, 1 error, 2 usage error, 3 output folder locked by another run,
-  4 too many failures (over ingest.max_failed_fraction / max_failed_samples)"""
+exit codes: 0 ok, 1 error, 2 usage error (bad flag, config value, input, model file or folder:
+  one line naming it), 3 output folder locked by another run,
+  4 too many failures (over ingest.max_failed_fraction / max_failed_samples)
+--out / --to: a new or empty folder, or one ShardGuard made (.shardguard.json); any other
+  folder is refused (exit 2) and nothing in it is written or deleted"""
 
 EXAMPLES_RUN = """examples:
   shardguard run --input 'shards/{00000..00003}.tar' --out demo-out
@@ -217,8 +223,12 @@ def _cmd_report(args) -> int:
     from audit.run_report import write_report
     from pipelines.ingest import open_uri
 
+    from audit.user_errors import UsageError
     if args.top < 1:
-        raise ValueError("--top must be at least 1")
+        raise UsageError(f"--top must be at least 1, got {args.top}")
+    if not args.to:  # the page goes into OUT/reports: OUT must be an audit folder of ours
+        from audit.folder_ownership import require_existing
+        require_existing(args.out, "audit", adopt=True)
     print(f"report: {write_report(args.out, args.to, top=args.top, opener=open_uri)}")
     return 0
 
@@ -246,7 +256,9 @@ def _cmd_contamination(args) -> int:
     from pipelines.job import new_run_id
     from schemas import CONTAMINATION, TABLES
 
-    train, ev = OutputDir(args.train), OutputDir(args.eval)
+    from audit.folder_ownership import require_existing
+    train = OutputDir(require_existing(args.train, "audit"))
+    ev = OutputDir(require_existing(args.eval, "audit", adopt=True))  # the table goes into it
     ev.lock()
     try:
         run_id = new_run_id()
@@ -279,7 +291,8 @@ def _cmd_clean(args, beam_args) -> int:
         cfg = dataclasses.replace(cfg, clean=dataclasses.replace(cfg.clean, caption=cap))
     from pipelines.scheduled_run import clean_lines
     if not (args.to or cfg.clean.to):
-        raise ValueError("shardguard clean needs --to DIR or clean.to in the --config file")
+        from audit.user_errors import UsageError
+        raise UsageError("shardguard clean needs --to DIR or clean.to in the --config file")
     if args.dry_run:
         return status_commands.print_clean_plan(args.src, args.to or cfg.clean.to, cfg.clean)
     r = run_clean(args.src, args.to or cfg.clean.to, cfg.clean, beam_args)
@@ -311,6 +324,34 @@ class _DropBeamImportNoise(logging.Filter):
         return "apitools not found" not in record.getMessage()
 
 
+def _dispatch(args, rest) -> int:
+    if args.command == "run":
+        return _cmd_run(args, rest)
+    if args.command == "sql":
+        return _cmd_sql(args)
+    if args.command == "contamination":
+        return _cmd_contamination(args)
+    if args.command == "clean":
+        return _cmd_clean(args, rest)
+    if args.command == "prompts":
+        return memorization_commands.cmd_prompts(args)
+    if args.command == "replication":
+        return memorization_commands.cmd_replication(args)
+    if args.command == "report":
+        return _cmd_report(args)
+    if args.command == "status":
+        return status_commands.cmd_status(args)
+    return _cmd_tables(args)
+
+
+def _silence_stdout() -> None:
+    """stdout's reader went away (`| head`): send what is still buffered nowhere, so the
+    interpreter's final flush does not print a traceback either."""
+    import os
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().addFilter(_DropBeamImportNoise())
@@ -319,31 +360,24 @@ def main(argv: list[str] | None = None) -> int:
         _parser().error(f"unrecognized arguments: {' '.join(rest)}")
     from audit.output_dir import OutputLocked
     from audit.failure_threshold import TooManyFailures
+    from audit.user_errors import UsageError
 
     try:
-        if args.command == "run":
-            return _cmd_run(args, rest)
-        if args.command == "sql":
-            return _cmd_sql(args)
-        if args.command == "contamination":
-            return _cmd_contamination(args)
-        if args.command == "clean":
-            return _cmd_clean(args, rest)
-        if args.command == "prompts":
-            return memorization_commands.cmd_prompts(args)
-        if args.command == "replication":
-            return memorization_commands.cmd_replication(args)
-        if args.command == "report":
-            return _cmd_report(args)
-        if args.command == "status":
-            return status_commands.cmd_status(args)
-        return _cmd_tables(args)
+        code = _dispatch(args, rest)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return 0
     except OutputLocked as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
     except TooManyFailures as e:
         print(f"error: {e}", file=sys.stderr)
         return 4
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -15,8 +15,9 @@ new kept samples appended to that clean destination (pipelines.scheduled_run), a
 `report`, default on) the HTML report OUT/reports/index.html (audit.run_report).
 While it runs, OUT/_manifest/_running.json says what it is doing (audit.run_status: run id,
 pid, host, the to-do shards per stage); it is removed when the run ends.
-Failure: `OutputLocked` when another run holds OUT; `ValueError` for an input that matches
-no shard. Bad samples never fail the job: they are rows (see pipelines.ingest), unless more
+Failure: `OutputLocked` when another run holds OUT; `UsageError` (a ValueError) for an input
+that matches no shard or has two shards with one id, and for an --out folder that is not empty
+and not ours (audit.folder_ownership: nothing in it is written or deleted). Bad samples never fail the job: they are rows (see pipelines.ingest), unless more
 than `ingest.max_failed_fraction` (or `max_failed_samples`) of the run's samples failed: then,
 after the per-shard pipeline, the corpus steps are skipped, the runs row says 'failed' and
 `audit.failure_threshold.TooManyFailures` is raised (CLI exit code 4).
@@ -28,7 +29,6 @@ import contextlib
 import json
 import logging
 import secrets
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -39,7 +39,7 @@ from importlib.metadata import PackageNotFoundError, version
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from audit import atomic_files, run_status, store
+from audit import folder_ownership, run_status, store
 from audit.embedder_specs import plan_embedders
 from audit.failure_threshold import over_threshold, tally_run
 from audit.output_dir import OutputDir
@@ -159,17 +159,15 @@ def pipeline_options(beam_args: list[str]) -> PipelineOptions:
 @contextlib.contextmanager
 def private_tempdir(root: Path):
     """Beam's local job server leaves an empty 'beam-temp*' folder per run in the temp dir:
-    give the run its own temp dir under OUT and remove it afterwards."""
-    path = root / "_tmp" / secrets.token_hex(4)
-    path.mkdir(parents=True, exist_ok=True)
+    give the run its own temp dir under OUT (OUT/_tmp/sg-run-<hex>) and remove it afterwards."""
+    out = OutputDir(root)
+    path = out.new_private_tmp()
     saved, tempfile.tempdir = tempfile.tempdir, str(path)
     try:
         yield path
     finally:
         tempfile.tempdir = saved
-        shutil.rmtree(path, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            path.parent.rmdir()  # only when no other run's temp dir is in it
+        out.remove_private_tmp(path)
 
 
 @dataclass
@@ -248,7 +246,7 @@ def plan_run(input_pattern: str, out: OutputDir, config: JobConfig) -> RunPlan:
 def run_ingest(input_pattern: str, out_root: str, config: JobConfig | None = None,
                beam_args: list[str] | None = None) -> RunSummary:
     config = config or JobConfig()
-    out = OutputDir(out_root)
+    out = OutputDir(folder_ownership.claim(out_root, "audit"))  # refuses a folder that is not ours
     out.lock()
     try:
         summary = _run_locked(input_pattern, out, config, beam_args or [])
@@ -262,8 +260,7 @@ def run_ingest(input_pattern: str, out_root: str, config: JobConfig | None = Non
 
 def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args: list[str]) -> RunSummary:
     t0, started = time.perf_counter(), datetime.now(timezone.utc)
-    atomic_files.remove_stale_temps(out.root)
-    shutil.rmtree(out.root / "_tmp", ignore_errors=True)  # private temp dirs of killed runs (we hold the lock)
+    out.remove_leftovers(TABLES)  # our temp files and private temp dirs of killed runs (we hold the lock)
     retried = retry_unreadable(out) if config.ingest.retry_unreadable else []  # storage was down last time
     plan = plan_run(input_pattern, out, config)
     shards, todo, embed_todo, mem_todo, feat_todo = plan.shards, plan.todo, plan.embed_todo, plan.mem_todo, plan.feat_todo

@@ -45,7 +45,12 @@ def add_parsers(sub) -> None:
 
 
 def _lines(path: str) -> list[str]:
-    return [line.strip() for line in Path(path).read_text("utf-8", "replace").splitlines() if line.strip()]
+    try:
+        text = Path(path).read_text("utf-8", "replace")
+    except OSError as e:
+        from audit.user_errors import UsageError
+        raise UsageError(f"{path}: cannot read it ({e.strerror}); pass a text file with one prompt per line") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def cmd_prompts(args) -> int:
@@ -58,7 +63,8 @@ def cmd_prompts(args) -> int:
 
     prompts = _lines(args.prompts)
     if not prompts:
-        raise ValueError(f"{args.prompts} has no prompts")
+        from audit.user_errors import UsageError
+        raise UsageError(f"{args.prompts} has no prompts; put one prompt per line")
     model = DiffusionModel.load(args.diffusion_model, visible_devices(args.device)[0])
     cfg = ScoreConfig(first_steps=args.steps, seeds=tuple(range(args.seeds)))
     scores = score_prompts(model, prompts, cfg)
@@ -90,8 +96,13 @@ def cmd_replication(args) -> int:
     from pipelines.job import new_run_id
     from schemas import REPLICATION, REPLICATION_SUMMARY, TABLES
 
-    out = OutputDir(args.against)
-    items = read_generated(args.generated)
+    from audit.folder_ownership import require_existing
+    out = OutputDir(require_existing(args.against, "audit", adopt=True))  # tables and a page go into it
+    try:
+        items = read_generated(args.generated)
+    except FileNotFoundError as e:  # nothing matched --generated: the user's to fix
+        from audit.user_errors import UsageError
+        raise UsageError(f"--generated: {e}") from None
     index = sscd_index(out)
     rows = match_generated(items, index, sscd_embedder(index.model_id, args.sscd_torchscript), args.threshold)
     gen = [r["top1_similarity"] for r in rows if r.get("top1_similarity") is not None]

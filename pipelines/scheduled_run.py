@@ -8,7 +8,7 @@ Input: the --input/--out flags (or None), the JobConfig, after the audit its run
 Output: the (input, out) pair to run on; after the audit, the clean step's result dict (empty
 when `clean.to` is not set) appended to DEST by `pipelines.clean.run_clean` (append-only: only
 kept samples no earlier night wrote go into new output shards), and the CLI's lines for it.
-Failure: `ValueError` when neither the flags nor the config give --input/--out; the clean
+Failure: `UsageError` (a ValueError, exit 2) when neither the flags nor the config give --input/--out; the clean
 step's own errors (a destination built with other settings) propagate after the audit has
 been recorded, so the next night's run retries the clean step.
 """
@@ -28,7 +28,8 @@ def resolve_paths(flag_input: str | None, flag_out: str | None, config: JobConfi
     if missing:
         where = f"the config {config_path}" if config_path else "a --config file"
         keys = " and ".join(f"'{m[2:]}:'" for m in missing)
-        raise ValueError(f"shardguard run needs {' and '.join(missing)}: pass the flag or set {keys} in {where}")
+        from audit.user_errors import UsageError
+        raise UsageError(f"shardguard run needs {' and '.join(missing)}: pass the flag or set {keys} in {where}")
     return pattern, out
 
 
@@ -38,7 +39,8 @@ def clean_after_audit(out_root: str | Path, config: JobConfig, beam_args: list[s
         return {}
     from pipelines.clean import run_clean
     if Path(config.clean.to).resolve() == Path(out_root).resolve():
-        raise ValueError(f"clean.to must not be the audit output folder ({out_root})")
+        from audit.user_errors import UsageError
+        raise UsageError(f"clean.to must not be the audit output folder ({out_root}); set another folder")
     return run_clean(str(out_root), config.clean.to, config.clean, beam_args, run_id=run_id)
 
 
@@ -51,6 +53,9 @@ def clean_lines(r: dict) -> list[str]:
              f"complete), {r['captions_changed']} captions changed this run",
              f"images: {'sanitized with ' + r['sanitizer'] if r['sanitizer'] else 'copied unchanged'} "
              f"({r['sanitizer_reason']})"]
+    if r.get("failed"):
+        lines.append(f"failed: {r['failed']} kept samples not written ({r.get('failed_this_run', 0)} this run): their "
+                     "source bytes changed since the audit (errors table, stage 'clean'; re-run the audit)")
     if r.get("no_longer_kept"):
         lines.append(f"note: {r['no_longer_kept']} samples written on an earlier run are no longer kept; "
                      "clean shards are append-only, so they stay (filter them with the decisions table)")

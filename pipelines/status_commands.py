@@ -4,7 +4,7 @@
 
 status: per shard and stage, done / failed / running / interrupted / pending (audit.run_status
 has the rules and reads the folder), totals per stage, the running run if any, the last runs.
-Reads only; works while a run holds the lock. Exit 1 when DIR is not an output folder.
+Reads only; works while a run holds the lock. Exit 2 when DIR is not an output folder.
 dry-run: the job's own plan (pipelines.job.plan_run: the same to-do computation the job runs),
 per stage the shards that would be processed and which corpus steps would run; `clean
 --dry-run` likewise from pipelines.clean.plan_clean. Neither writes anything.
@@ -38,7 +38,9 @@ def status_report(out: str, n_runs: int = 5) -> dict:
     from pipelines.shard_uris import expand_input
 
     if not (Path(out) / "_manifest").is_dir() and not (Path(out) / "runs").is_dir():
-        raise FileNotFoundError(f"{out} is not a ShardGuard output folder (no _manifest/ or runs/)")
+        from audit.user_errors import UsageError
+        raise UsageError(f"{out} is not a ShardGuard output folder (no _manifest/ or runs/); "
+                         "pass the --out of `shardguard run`")
     notes, matched = [], None
     pattern = run_status.last_input_pattern(out)
     if pattern:
@@ -84,9 +86,11 @@ def cmd_status(args) -> int:
 
 def print_run_plan(input_pattern: str, out: str, config) -> int:
     """`shardguard run --dry-run`: the job's plan, printed; nothing is written."""
+    from audit.folder_ownership import check_claimable
     from audit.output_dir import OutputDir
     from pipelines.job import plan_run
 
+    check_claimable(out, "audit")  # the run would refuse a folder that is not ours: so does its dry run
     plan = plan_run(input_pattern, OutputDir(out), config)
     print(f"dry run: {len(plan.shards)} shards match {input_pattern!r}; {len(plan.shards) - len(plan.todo)} "
           f"already ingested in {out}; nothing was written")
@@ -104,9 +108,9 @@ def print_run_plan(input_pattern: str, out: str, config) -> int:
 def print_clean_plan(src: str, dest: str, cfg) -> int:
     """`shardguard clean --dry-run`: the output shards the clean job would write; nothing is written."""
     from audit.output_dir import OutputDir
-    from pipelines.clean import plan_clean
+    from pipelines.clean import check_folders, plan_clean
 
-    plan = plan_clean(OutputDir(src), OutputDir(dest), cfg)
+    plan = plan_clean(check_folders(src, dest), OutputDir(dest), cfg)
     print(f"dry run: {plan.n_input} input samples, {len(plan.samples)} kept "
           f"(decisions of run {plan.dec_run or 'none: every ok sample kept'}); nothing was written")
     print(f"clean: {len(plan.to_write)} output shards to write into {dest} "

@@ -26,8 +26,9 @@ def test_image_and_text_embeddings(clip, demo_sample):
 
 
 def test_checkpoint_file_loads_the_same_weights(clip, tmp_path):
-    path = tmp_path / "clip.pt"
-    torch.save(clip.model.state_dict(), path)
+    from safetensors.torch import save_file
+    path = tmp_path / "clip.safetensors"
+    save_file({k: v.contiguous() for k, v in clip.model.state_dict().items()}, str(path))
     loaded = OpenClip("ViT-B-32", checkpoint=str(path))
     assert loaded.image.model_id.startswith("clip:ViT-B-32:ckpt-")
     a, b = clip.text.embed(["a dog on a beach"]), loaded.text.embed(["a dog on a beach"])
@@ -37,3 +38,21 @@ def test_checkpoint_file_loads_the_same_weights(clip, tmp_path):
 def test_no_weights_is_an_error_not_random():
     with pytest.raises(ValueError, match="needs weights"):
         OpenClip("ViT-B-32")
+
+
+def test_a_pickled_checkpoint_is_refused_without_unpickling(clip, tmp_path):
+    """torch.save files (.pt/.ckpt/.bin) are pickles: refused from their first bytes, never loaded."""
+    import pickle
+
+    from audit.user_errors import UsageError
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "unpickled"), "w"))
+    torch.save(clip.model.state_dict(), tmp_path / "clip.pt")
+    (tmp_path / "evil.ckpt").write_bytes(pickle.dumps({"state_dict": Evil()}))
+    (tmp_path / "renamed.safetensors").write_bytes((tmp_path / "clip.pt").read_bytes())
+    for name in ("clip.pt", "evil.ckpt", "renamed.safetensors"):
+        with pytest.raises(UsageError, match="not a .safetensors file"):
+            OpenClip("ViT-B-32", checkpoint=str(tmp_path / name))
+    assert not (tmp_path / "unpickled").exists()

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from audit.diffusion_models import DiffusionModel, check_folder, image_pixels
+from audit.user_errors import UsageError
 from tests.diffusion_checkpoints import random_checkpoint
 
 
@@ -51,10 +52,13 @@ def test_refuses_pickled_weights_and_names_missing_parts(ckpts, tmp_path):
     with pytest.raises(ValueError, match="never unpickles"):
         check_folder(bad)
     shutil.rmtree(bad / "scheduler")
-    with pytest.raises(FileNotFoundError, match="scheduler"):
+    with pytest.raises(UsageError, match="scheduler"):
         check_folder(bad)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(UsageError, match="does not exist"):
         DiffusionModel.load(tmp_path / "nope")
+    (tmp_path / "model.ckpt").write_bytes(b"\x80\x02}q\x00.")  # a pickle: a file, never opened
+    with pytest.raises(UsageError, match="is a file"):
+        DiffusionModel.load(tmp_path / "model.ckpt")
 
 
 def test_model_id_names_the_weights(ckpts, tmp_path):

@@ -1,6 +1,7 @@
 import pytest
 
 from audit.embedder_specs import EmbedConfig, model_slug, plan_embedders
+from audit.user_errors import UsageError
 
 
 def test_default_plan_is_sscd_distilled_and_minilm_and_says_why_clip_is_skipped():
@@ -18,7 +19,7 @@ def test_random_clip_is_labelled_and_torchscript_replaces_onnx(tmp_path):
 
 
 def test_missing_checkpoint_fails_fast(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(UsageError, match="missing.pt"):
         plan_embedders(EmbedConfig(clip_checkpoint=str(tmp_path / "missing.pt")))
 
 

@@ -14,15 +14,42 @@ def test_write_table_is_atomic_and_leaves_no_temp(tmp_path):
     out = OutputDir(tmp_path)
     p = out.write_shard_table(ERRORS, "r1", "00000", [
         {"run_id": "r1", "stage": "read", "shard": "00000", "key": "k", "error_type": "X", "message": "m"}])
-    assert p.exists() and not list(tmp_path.rglob("*.tmp-*"))
+    assert p.exists() and not list(tmp_path.rglob(".sg-tmp-*"))
 
 
 def test_stale_temps_and_orphans_are_removed(tmp_path):
     out = OutputDir(tmp_path)
     out.write_shard_table(SAMPLES, "r0", "00007", [])
-    (tmp_path / "samples" / "x.parquet.tmp-abc").write_bytes(b"partial")
-    assert atomic_files.remove_stale_temps(tmp_path) == 1
+    (tmp_path / "samples" / ".sg-tmp-0123456789ab-x.parquet.tmp").write_bytes(b"partial")
+    assert out.remove_leftovers(["samples"]) == 1
     assert out.remove_orphans("00007", ["samples", "errors"]) == 1
+
+
+def test_temp_names_are_ours_and_match_no_table_glob(tmp_path):
+    tmp = atomic_files._temp_for(tmp_path / "run=1" / "00000.parquet")
+    assert atomic_files.is_temp_name(tmp.name) and tmp.name.startswith(".sg-tmp-")
+    assert not tmp.name.endswith(".parquet") and not tmp.name.endswith(".json")
+
+
+def test_cleanup_deletes_only_the_temp_names_we_generate_in_our_folders(tmp_path):
+    """A file whose name merely looks temporary, anything under a foreign folder, and files in
+    _tmp/ that are not a run's private temp folder are never deleted."""
+    out = OutputDir(tmp_path)
+    out.write_shard_table(SAMPLES, "r0", "00007", [])
+    ours = [tmp_path / "samples" / "run=r0" / ".sg-tmp-0123456789ab-00008.parquet.tmp",
+            tmp_path / "_manifest" / "ingest" / ".sg-tmp-abcdefabcdef-00008.json.tmp",
+            tmp_path / ".sg-tmp-abcdefabcdef-audit.duckdb.tmp"]
+    private = tmp_path / "_tmp" / "sg-run-0badc0de" / "beam-temp-x" / "f"
+    foreign = [tmp_path / "docs" / "thesis.tex.tmp-backup", tmp_path / "docs" / ".sg-tmp-0123456789ab-mine.tmp",
+               tmp_path / "samples" / "run=r0" / "x.parquet.tmp-0123456789ab", tmp_path / "samples" / "notes.tmp-1",
+               tmp_path / "_tmp" / "keep.txt", tmp_path / "_tmp" / "0badc0de" / "f",
+               tmp_path / "samples" / ".sg-tmp-nothex-x.tmp"]
+    for p in ours + foreign + [private]:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x")
+    assert out.remove_leftovers(TABLES) == len(ours) + 1
+    assert not any(p.exists() for p in ours) and not private.parent.parent.exists()
+    assert all(p.read_bytes() == b"x" for p in foreign)
 
 
 def test_second_run_on_the_same_folder_is_refused(tmp_path):

@@ -111,6 +111,19 @@ def test_report_command_with_top_and_destination(audited, tmp_path, capsys):
     assert len(small) < len((out / "reports" / "index.html").read_text(encoding="utf-8"))
 
 
+def test_report_into_a_folder_that_is_not_ours_is_refused_and_left_untouched(audited, tmp_path, capsys):
+    out, _ = audited
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "index.html").write_text("my own page")
+    assert main(["report", "--out", str(out), "--to", str(home)]) == 2
+    err = capsys.readouterr().err
+    assert str(home) in err and err.count("\n") == 1
+    assert [p.name for p in home.iterdir()] == ["index.html"] and (home / "index.html").read_text() == "my own page"
+    assert main(["report", "--out", str(tmp_path / "not-an-audit")]) == 2  # nothing to report on, nothing created
+    assert not (tmp_path / "not-an-audit").exists()
+
+
 def test_moved_shards_leave_thumbnails_out_with_a_note(audited, tmp_path):
     out, _ = audited
 

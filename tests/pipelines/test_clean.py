@@ -179,3 +179,97 @@ def test_auto_class_deconvolution_deconvolves_each_image_by_its_class_kernel(aud
                                                    "sanitizer": {"name": "class_deconvolution", "params": pseudo}}))
     sanitizer, why = chosen_sanitizer(OutputDir(copy), CleanConfig())
     assert sanitizer is None and "pseudo-labels" in why
+
+
+@pytest.fixture(scope="module")
+def copied_audit(demo_sample, tmp_path_factory):
+    """An audit of a copy of one demo shard (the copy can be changed after the audit)."""
+    root = tmp_path_factory.mktemp("copied")
+    (root / "in").mkdir()
+    shutil.copy(demo_sample / "00000.tar", root / "in" / "00000.tar")
+    run_ingest(str(root / "in"), str(root / "out"), JobConfig(progress_seconds=0, embed=EmbedConfig(enabled=False)))
+    return root
+
+
+def _snapshot(root):
+    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def test_a_destination_over_the_inputs_or_the_audit_is_refused_and_nothing_is_written(copied_audit, capsys):
+    from pipelines.cli import main
+    root = copied_audit
+    out, inp = root / "out", root / "in"
+    before = {p: _snapshot(p) for p in (inp, out)}
+    for dest, why in ((inp, "is the input shard folder"), (inp / "clean", "is inside the input shard folder"),
+                      (root, "contains the audit output folder"), (out, "is the audit output folder"),
+                      (out / "clean", "is inside the audit output folder")):
+        for dry in ([], ["--dry-run"]):
+            assert main(["clean", "--from", str(out), "--to", str(dest)] + dry) == 2, dest
+            err = capsys.readouterr().err
+            assert why in err and err.count("\n") == 1, err
+    assert {p: _snapshot(p) for p in (inp, out)} == before
+    assert not (inp / "clean").exists() and not (out / "clean").exists()
+
+
+def test_a_destination_with_files_we_did_not_write_is_refused_and_they_stay(copied_audit, capsys):
+    from pipelines.cli import main
+    root = copied_audit
+    foreign = root / "foreign"
+    foreign.mkdir()
+    (foreign / "00000.tar").write_bytes(b"someone else's shard")
+    (foreign / "00000_stats.json").write_text("{}")
+    assert main(["clean", "--from", str(root / "out"), "--to", str(foreign)]) == 2
+    assert "which no clean run of ours wrote" in capsys.readouterr().err
+    assert _snapshot(foreign) == {"00000.tar": b"someone else's shard", "00000_stats.json": b"{}"}
+    ours = root / "ours"
+    assert main(["clean", "--from", str(root / "out"), "--to", str(ours)]) == 0
+    for extra in ("00001.tar", "notes.txt", "_manifest/clean/00001.json", "_tmp/x"):
+        p = ours / extra
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"not ours")
+        before = _snapshot(ours)
+        capsys.readouterr()
+        assert main(["clean", "--from", str(root / "out"), "--to", str(ours)]) == 2, extra
+        assert f"holds {p}, which no clean run of ours wrote" in capsys.readouterr().err
+        assert _snapshot(ours) == before
+        p.unlink()
+
+
+def test_clean_from_a_folder_that_is_not_an_audit_is_refused_and_creates_nothing(tmp_path, capsys):
+    from pipelines.cli import main
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("x")
+    for src in (tmp_path / "notes", tmp_path / "missing"):
+        assert main(["clean", "--from", str(src), "--to", str(tmp_path / "dest")]) == 2
+        err = capsys.readouterr().err
+        assert str(src) in err and err.count("\n") == 1 and "Traceback" not in err
+        assert not (tmp_path / "dest").exists()
+
+
+def test_a_source_image_changed_since_the_audit_is_a_failed_sample_not_copied(copied_audit, tmp_path):
+    """Same length, different bytes: only the audited byte hash can tell."""
+    root = copied_audit
+    victim = tmp_path / "in"
+    shutil.copytree(root / "in", victim)  # the audit's shard, changed below: point the audit at it
+    _, [(key, offset, size)] = query(root / "out", "SELECT key, image_offset, image_bytes FROM samples "
+                                                   "WHERE status = 'ok' ORDER BY key LIMIT 1 OFFSET 3")
+    with open(root / "in" / "00000.tar", "r+b") as f:
+        f.seek(offset + size // 2)
+        b = f.read(16)
+        f.seek(offset + size // 2)
+        f.write(bytes(x ^ 0xFF for x in b))
+    try:
+        r = run_clean(str(root / "out"), str(tmp_path / "clean"), CleanConfig(shard_size=100))
+    finally:
+        shutil.copy(victim / "00000.tar", root / "in" / "00000.tar")  # the fixture's shard as it was
+    assert r["failed"] == 1 and r["written"] == r["kept"] - 1
+    written = []
+    for u in sorted((tmp_path / "clean").glob("*.tar")):
+        with tarfile.open(u) as tf:
+            written += [json.loads(tf.extractfile(m).read())["source_key"] for m in tf if m.name.endswith(".json")]
+    assert key not in written and len(written) == r["kept"] - 1
+    rows = [x for u in sorted((tmp_path / "clean").glob("*.parquet")) for x in pq.read_table(u).to_pylist()]
+    [bad] = [x for x in rows if x["status"] != "success"]
+    assert (bad["source_key"], bad["status"]) == (key, "failed_to_download") and "sha256" in bad["error_message"]
+    _, errs = query(root / "out", "SELECT shard, key, error_type FROM errors WHERE stage = 'clean'")
+    assert errs == [("00000", key, "SourceChanged")]

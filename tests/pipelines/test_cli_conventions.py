@@ -49,8 +49,8 @@ def test_exit_codes(broken_dir, tmp_path, capsys, monkeypatch):
     finally:
         holder.unlock()
     capsys.readouterr()
-    monkeypatch.setenv("SHARDGUARD_DEDUP__NEAR_THRESHOLD", "high")
-    assert main(["run", "--input", str(broken_dir / "bad_mixed.tar"), "--out", str(out)] + QUICK) == 1
+    monkeypatch.setenv("SHARDGUARD_DEDUP__NEAR_THRESHOLD", "high")  # a user error: exit 2 (1 before issue 19)
+    assert main(["run", "--input", str(broken_dir / "bad_mixed.tar"), "--out", str(out)] + QUICK) == 2
     assert "SHARDGUARD_DEDUP__NEAR_THRESHOLD" in capsys.readouterr().err
     monkeypatch.delenv("SHARDGUARD_DEDUP__NEAR_THRESHOLD")
     monkeypatch.setenv("SHARDGUARD_INGEST__MAX_FAILED_FRACTION", "0.1")  # bad_mixed: most samples fail
@@ -100,7 +100,7 @@ def test_status_after_a_run(broken_dir, tmp_path, capsys):
     assert main(["status", "--out", str(out)]) == 0
     table = capsys.readouterr().out
     assert "no run in progress" in table and "per stage:" in table and run["run_id"] in table
-    assert main(["status", "--out", str(tmp_path / "nothing")]) == 1
+    assert main(["status", "--out", str(tmp_path / "nothing")]) == 2  # not an output folder: a user error
 
 
 def test_clean_dry_run_lists_output_shards_and_writes_nothing(broken_dir, tmp_path, capsys):

@@ -26,3 +26,108 @@ def test_bad_config_fails_fast(tmp_path, text, msg):
 def test_shipped_job_yaml_is_valid():
     from tests.conftest import REPO
     assert load_config(REPO / "infra" / "job.yaml").ingest.image.min_side >= 1
+
+
+def _numeric_keys(cls, prefix=""):
+    """Every numeric leaf key of a config dataclass tree (lists of numbers included)."""
+    import dataclasses
+    keys = []
+    for f in dataclasses.fields(cls):
+        default = getattr(cls(), f.name)
+        if dataclasses.is_dataclass(default):
+            keys += _numeric_keys(type(default), f"{prefix}{f.name}.")
+        elif isinstance(default, tuple):
+            keys += [f"{prefix}{f.name}"] if default and isinstance(default[0], (int, float)) else []
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+def test_every_numeric_key_has_a_declared_range_that_its_default_meets():
+    from pipelines.config import RANGES, JobConfig, in_range
+    keys = _numeric_keys(JobConfig)
+    assert sorted(keys) == sorted(RANGES), set(keys) ^ set(RANGES)
+    cfg = JobConfig()
+    for key in keys:
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        assert all(in_range(v, RANGES[key]) for v in (value if isinstance(value, tuple) else [value])), key
+
+
+def _yaml_for(key: str, value) -> str:
+    *sections, leaf = key.split(".")
+    lines = [f"{'  ' * i}{s}:" for i, s in enumerate(sections)]
+    return "\n".join(lines + [f"{'  ' * len(sections)}{leaf}: {value}"]) + "\n"
+
+
+def _outside(spec: str) -> list[str]:
+    lo, hi = (float(x) for x in spec[1:-1].split(","))
+    bad = [".nan", "-.inf", ".inf"]
+    bad.append(repr(lo) if spec[0] == "(" else repr(lo - 1))
+    if hi != float("inf"):
+        bad.append(repr(hi) if spec[-1] == ")" else repr(hi + 1))
+    return bad
+
+
+def _cases():
+    from pipelines.config import RANGES
+    return [(key, bad) for key, spec in sorted(RANGES.items()) for bad in _outside(spec)]
+
+
+@pytest.mark.parametrize("key,bad", _cases())
+def test_every_number_outside_its_range_or_not_finite_is_a_usage_error_naming_the_key(tmp_path, key, bad):
+    from audit.user_errors import UsageError
+    from pipelines.config import JobConfig
+    p = tmp_path / "job.yaml"
+    cfg, value = JobConfig(), None
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    value = f"[{bad}]" if isinstance(cfg, tuple) else bad
+    if isinstance(cfg, tuple) or isinstance(cfg, int):  # whole numbers: a float is refused too
+        value = value.replace(".0", "")
+    p.write_text(_yaml_for(key, value))
+    with pytest.raises(UsageError) as e:
+        load_config(p, environ=None)
+    msg = str(e.value)
+    assert str(p) in msg and key.split(".")[-1] in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("text,msg", [
+    ("embed:\n  batch_size: 0\n", "out of range"),
+    ("dedup:\n  near_threshold: -0.5\n", "out of range"),
+    ("ingest:\n  max_failed_fraction: .nan\n", "not a finite number"),
+    ("embed:\n  batch_size: 2.5\n", "whole number"),
+    ("ingest: [\n", "not valid plain YAML at line 2"),
+    ("ingest:\n\tbad: tab\n", "not valid plain YAML at line 2"),
+    ("x: !!python/object/apply:os.system ['touch pwned']\n", "not valid plain YAML"),
+    ("clean:\n  caption:\n    strategy: nope\n", "unknown caption strategy"),
+])
+def test_bad_yaml_and_values_are_one_line_usage_errors(tmp_path, monkeypatch, text, msg):
+    from audit.user_errors import UsageError
+    monkeypatch.chdir(tmp_path)
+    p = tmp_path / "job.yaml"
+    p.write_text(text)
+    with pytest.raises(UsageError, match=msg) as e:
+        load_config(p, environ=None)
+    assert str(p) in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_missing_or_binary_config_file_is_a_usage_error(tmp_path):
+    from audit.user_errors import UsageError
+    with pytest.raises(UsageError, match="no such file"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(UsageError, match="bin.yaml"):
+        load_config(tmp_path / "bin.yaml")
+
+
+def test_flags_get_the_same_range_checks():
+    from audit.user_errors import UsageError
+    from pipelines.config import JobConfig, with_overrides
+    with pytest.raises(UsageError, match="embed.batch_size: 0 is out of range"):
+        with_overrides(JobConfig(), "embed", batch_size=0)
+    with pytest.raises(UsageError, match="dedup.near_threshold"):
+        with_overrides(JobConfig(), "dedup", near_threshold=float("nan"))
+    assert with_overrides(JobConfig(), "clean", shard_size=5).clean.shard_size == 5

@@ -18,6 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from audit.folder_ownership import claim
 from audit.output_dir import OutputDir
 from audit.run_status import RUNNING_FILE, lock_held
 from pipelines.config import load_config
@@ -99,7 +100,7 @@ def _assert_lock_free(out: Path) -> None:
 
 
 def _assert_clean_folder(out: Path) -> None:
-    assert not [p for p in out.rglob("*.tmp-*")], "temp files left"
+    assert not [p for p in out.rglob(".sg-tmp-*")], "temp files left"
     assert not (out / "_tmp").exists(), "a run's private temp folder was left"
     assert not (out / RUNNING_FILE).exists()
     for p in out.rglob("*.parquet"):
@@ -194,7 +195,8 @@ def test_a_second_concurrent_run_is_refused_and_the_first_run_is_intact(small_in
 def test_a_killed_runs_private_temp_folder_is_removed_by_the_next_run(broken_dir, tmp_path):
     config = tmp_path / "ingest_only.yaml"
     config.write_text(INGEST_ONLY)
-    stale = tmp_path / "out" / "_tmp" / "0badc0de"  # what a SIGKILLed run leaves (pipelines.job.private_tempdir)
+    claim(tmp_path / "out", "audit")  # an output folder of ours...
+    stale = tmp_path / "out" / "_tmp" / "sg-run-0badc0de"  # ...where a SIGKILLed run left this (pipelines.job.private_tempdir)
     stale.mkdir(parents=True)
     (stale / "beam-temp-x").write_bytes(b"left by a killed run")
     run_ingest(f"{broken_dir}/bad_mixed.tar", str(tmp_path / "out"), load_config(str(config)))

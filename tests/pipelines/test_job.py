@@ -55,10 +55,10 @@ def test_interrupted_shard_outputs_are_replaced_not_duplicated(broken_dir, tmp_p
     run_ingest(str(inp), str(out), QUIET)
     # Simulate a crash after the tables were written but before the completion marker.
     (out / "_manifest" / "ingest" / "00000.json").unlink()
-    (out / "samples" / "stale.parquet.tmp-123").write_bytes(b"half-written")
+    (out / "samples" / ".sg-tmp-0123456789ab-00000.parquet.tmp").write_bytes(b"half-written")
     run_ingest(str(inp), str(out), QUIET)
     files = sorted(out.glob("samples/run=*/00000.parquet"))
-    assert len(files) == 1 and not list(out.rglob("*.tmp-*"))
+    assert len(files) == 1 and not list(out.rglob(".sg-tmp-*"))
     _, [(n,)] = query(out, "SELECT count(*) FROM samples")
     assert n == pq.read_table(files[0]).num_rows
 
@@ -76,3 +76,36 @@ def test_multi_worker_direct_runner_gives_the_same_rows(broken_dir, tmp_path):
                ["--direct_num_workers=2", "--direct_running_mode=multi_threading"])
     sql = "SELECT shard, key, status, error, byte_hash, pixel_hash FROM samples ORDER BY ALL"
     assert query(tmp_path / "one", sql)[1] == query(tmp_path / "two", sql)[1]
+
+
+def _snapshot(root):
+    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def test_an_out_folder_that_is_not_ours_is_refused_and_left_untouched(broken_dir, tmp_path, capsys):
+    from pipelines.cli import main
+    home = tmp_path / "home"
+    (home / "docs").mkdir(parents=True)
+    (home / "docs" / "thesis.tex.tmp-backup").write_text("draft")
+    (home / "_tmp").mkdir()
+    (home / "_tmp" / "scratch.txt").write_text("mine")
+    before = _snapshot(home)
+    assert main(["run", "--input", str(broken_dir / "bad_mixed.tar"), "--out", str(home), "-q", "--no-embed"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(home) in err and "Traceback" not in err
+    assert main(["run", "--input", str(broken_dir / "bad_mixed.tar"), "--out", str(home), "--dry-run"]) == 2
+    assert _snapshot(home) == before  # no lock file, no marker, nothing deleted
+
+
+def test_cleanup_in_our_out_folder_removes_only_the_temp_files_we_name(broken_dir, tmp_path):
+    out = tmp_path / "out"
+    run_ingest(str(broken_dir / "bad_mixed.tar"), str(out), QUIET)
+    foreign = {out / "docs" / "thesis.tex.tmp-backup": b"draft", out / "_tmp" / "scratch.txt": b"mine",
+               out / "samples" / "notes.parquet.tmp-1": b"kept", out / "_tmp" / "0badc0de" / "x": b"not a run's"}
+    ours = [out / "samples" / ".sg-tmp-0123456789ab-00000.parquet.tmp", out / "_tmp" / "sg-run-0badc0de" / "x"]
+    for p, data in list(foreign.items()) + [(p, b"ours") for p in ours]:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    run_ingest(str(broken_dir / "bad_mixed.tar"), str(out), QUIET)
+    assert {p: p.read_bytes() for p in foreign} == foreign
+    assert not any(p.exists() for p in ours)

@@ -118,10 +118,10 @@ def test_three_nights_append_only_new_work(nightly, demo_sample, capsys):
 def test_run_without_input_or_out_is_a_clear_error(tmp_path, capsys):
     config = tmp_path / "job.yaml"
     config.write_text(yaml.safe_dump({"out": str(tmp_path / "o")}))
-    assert main(["run", "--config", str(config), "-q"]) == 1
+    assert main(["run", "--config", str(config), "-q"]) == 2
     err = capsys.readouterr().err
     assert "--input" in err and "'input:'" in err and "--out" not in err
-    assert main(["run", "-q"]) == 1
+    assert main(["run", "-q"]) == 2
     assert "--input and --out" in capsys.readouterr().err
 
 
