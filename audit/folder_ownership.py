@@ -54,6 +54,16 @@ def has_legacy_layout(root: Path, kind: str) -> bool:
     return False
 
 
+def local_folder(root) -> Path:
+    """`root` as a resolved local path; a URI (s3://, gs://, any `scheme://`) is refused: writing
+    audits to object storage is not built, and Path() would turn 's3://b/x' into a local 's3:/b/x'."""
+    text = os.fspath(root)
+    if "://" in text:
+        raise UsageError(f"{text} is an object-store URI: ShardGuard writes and reads audit folders only on a "
+                         "local or mounted filesystem (inputs may be on any Beam filesystem); pass a local folder")
+    return Path(text).resolve()
+
+
 def _refuse(root: Path, kind: str, why: str) -> UsageError:
     return UsageError(f"{root} {why}: ShardGuard writes a {KINDS[kind]} only into a new or empty folder or "
                       f"one it made (with {MARKER}); choose another folder")
@@ -77,14 +87,14 @@ def _check(root: Path, kind: str) -> str:
 
 def check_claimable(root, kind: str) -> Path:
     """What `claim` would decide, writing nothing (for --dry-run)."""
-    root = Path(root).resolve()
+    root = local_folder(root)
     _check(root, kind)
     return root
 
 
 def claim(root, kind: str) -> Path:
     """Make `root` ours for `kind` (create it with the marker, or adopt an older folder of ours)."""
-    root = Path(root).resolve()
+    root = local_folder(root)
     if _check(root, kind) != "marked":
         root.mkdir(parents=True, exist_ok=True)
         atomic_files.write_json(root / MARKER, {"format": FORMAT, "kind": kind})
@@ -95,7 +105,7 @@ def require_existing(root, kind: str, adopt: bool = False) -> Path:
     """An existing folder of `kind` (marked, or the older layout: marked now when `adopt`);
     never creates one. For folders a command reads (clean --from) or adds to (contamination
     --eval, replication --against)."""
-    root = Path(root).resolve()
+    root = local_folder(root)
     found = marked_kind(root) if root.is_dir() else None
     if found == kind:
         return root

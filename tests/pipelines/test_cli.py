@@ -109,3 +109,18 @@ def test_contamination_writes_only_into_an_audit_folder(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and ("is not a ShardGuard audit output folder" in err or "does not exist" in err)
     assert [p.name for p in home.iterdir()] == ["notes.txt"] and not (tmp_path / "missing").exists()
+
+
+def test_an_object_store_out_is_refused_not_written_as_a_local_folder(broken_dir, tmp_path, capsys, monkeypatch):
+    """Issue 24: `--out s3://bucket/audit` exited 0 and wrote a local folder 's3:/bucket/audit'.
+    Until object storage is built, any URI is a usage error for every folder a command writes."""
+    monkeypatch.chdir(tmp_path)
+    shard = str(broken_dir / "bad_truncated.tar")
+    for argv in (["run", "--input", shard, "--out", "s3://bucket/audit", "-q", "--no-embed"],
+                 ["run", "--input", shard, "--out", "gs://bucket/audit", "-q", "--no-embed", "--dry-run"],
+                 ["report", "--out", "s3://bucket/audit"],
+                 ["clean", "--from", "s3://bucket/audit", "--to", "clean-out"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "object-store URI" in err and err.count("\n") == 1, (argv, err)
+    assert list(tmp_path.iterdir()) == []
