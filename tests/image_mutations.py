@@ -255,3 +255,40 @@ def mutants(count: int, seed: int = 0, seeds: dict[str, list[bytes]] | None = No
         fmt = FORMATS[i % len(FORMATS)]
         data, kind = mutate(rng.choice(seeds[fmt]), fmt, rng)
         yield fmt, kind, data
+
+
+def declared_size_png(width: int, height: int) -> bytes:
+    """A real 32x32 PNG whose IHDR (CRC fixed) declares width x height: a decompression bomb's
+    header, a few hundred bytes long; a decoder that trusts it allocates width x height pixels."""
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    length_at = png_chunks(bytes(data))[0][1]  # IHDR comes first
+    data[length_at + 8:length_at + 16] = struct.pack(">II", width, height)
+    _fix_png_crc(data, length_at)
+    return bytes(data)
+
+
+def mpo_jpeg(side: int = 64) -> tuple[bytes, Image.Image]:
+    """A two-picture MPO (as phones write) made from two demo images, and its first picture as
+    Pillow decodes it from a plain JPEG of the same pixels."""
+    a, b = (Image.open(io.BytesIO(d)).convert("RGB").resize((side, side)) for d in demo_jpegs(2))
+    buf = io.BytesIO()
+    a.save(buf, format="MPO", save_all=True, append_images=[b], quality=90)
+    first = io.BytesIO()
+    a.save(first, "JPEG", quality=90)
+    return buf.getvalue(), Image.open(first).convert("RGB")
+
+
+def large_palette_png(side: int = 8000, transparent: bool = True) -> bytes:
+    """A side x side palette PNG (64 M pixels at 8000: within the default pixel limit), drawn so it
+    does not compress to nothing, with a transparent palette entry: the worst case of to_rgb."""
+    img = Image.new("P", (side, side), 0)
+    img.putpalette([v for i in range(256) for v in ((i * 37) % 256, (i * 91) % 256, (i * 13) % 256)])
+    tile = Image.linear_gradient("L").resize((256, 256)).convert("P")
+    for y in range(0, side, 1024):
+        for x in range(0, side, 1024):
+            img.paste(tile, (x, y))
+    buf = io.BytesIO()
+    img.save(buf, "PNG", compress_level=1, **({"transparency": 0} if transparent else {}))
+    return buf.getvalue()
