@@ -292,3 +292,26 @@ def large_palette_png(side: int = 8000, transparent: bool = True) -> bytes:
     buf = io.BytesIO()
     img.save(buf, "PNG", compress_level=1, **({"transparency": 0} if transparent else {}))
     return buf.getvalue()
+
+
+def changed_since_ingest(folder: Path, n_good: int = 3) -> tuple[str, list[dict], dict[str, str]]:
+    """A shard whose samples rows say every sample is ok, while some images are now hostile (the
+    bytes changed since ingest, or a stage decodes what ingest did not): (tar path, the ok samples
+    rows a later stage gets, key -> the error_type its decoder must report). Good: n_good demo JPEGs."""
+    from audit.tar_samples import TarSamples
+    from tests.hostile_tars import build_tar
+    good = demo_jpegs(n_good)
+    hostile = {"exif": (malformed_exif_jpeg(), "CorruptExif"),
+               "bomb": (declared_size_png(20000, 20000), "DecompressionBomb"),
+               "cut": (good[0][: len(good[0]) // 2], "CorruptImage")}
+    members = []
+    for i, data in enumerate(good):
+        members += [(f"good{i}.jpg", "file", data), (f"good{i}.txt", "file", f"a drawing {i}".encode())]
+    for key, (data, _) in hostile.items():
+        members += [(f"{key}.jpg", "file", data), (f"{key}.txt", "file", b"a drawing")]
+    path = folder / "changed.tar"
+    path.write_bytes(build_tar(members))
+    with open(path, "rb") as f:
+        rows = [{"key": s.key, "image_offset": s.offsets["jpg"], "image_bytes": len(s.files["jpg"]),
+                 "caption": s.files["txt"].decode()} for s in TarSamples(f)]
+    return str(path), rows, {k: et for k, (_, et) in hostile.items()}

@@ -104,3 +104,16 @@ def test_class_wise_sanitizer_parameters_are_exported_by_class_name():
                    "label_field": "category"}
     assert named_params(params, ["a", "b", "c"], PerturbationConfig())["label_field"] is None  # pseudo-labels
     assert named_params({"quality": 10}, ["a"], PerturbationConfig()) == {"quality": 10}
+
+
+def test_hostile_images_in_the_feature_pass_are_rows_of_that_stage(tmp_path):
+    """Issue 19: malformed EXIF, a bomb header and a cut JPEG next to good images: one
+    perturbation_features errors row each (the bomb refused from its header), features for the rest."""
+    from tests.image_mutations import changed_since_ingest
+    uri, rows, want = changed_since_ingest(tmp_path)
+    feats, errors = shard_features("s", uri, rows, "r", batch=len(rows))
+    assert sorted(f["key"] for f in feats) == ["good0", "good1", "good2"]
+    got = {e["key"]: e for e in errors}
+    assert set(got) == set(want)
+    for key, error_type in want.items():
+        assert got[key]["stage"] == "perturbation_features" and error_type in got[key]["message"]
