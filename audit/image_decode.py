@@ -206,6 +206,17 @@ def banded_rgb(img: Image.Image, factor: int = 1) -> Image.Image:
     return out
 
 
+def decode_oriented(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """The decoded image in its own mode (no RGB copy yet), EXIF orientation applied, under the
+    same guards as ingest: for callers that convert only a part of it (to_rgb(img.crop(box)))."""
+    def decode():
+        img = open_image(data, limits)
+        img.load()
+        return _oriented(img)
+
+    return _guarded(decode)
+
+
 def decode_rgb(data: bytes, limits: ImageLimits = ImageLimits(), min_side: int | None = None) -> Image.Image:
     """RGB pixels of `data` under the same guards as ingest, EXIF orientation applied. With
     min_side, reduced right after decoding (JPEG draft, then an integer box reduction) to the
