@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-HASH_BAND_PIXELS = 1 << 20  # rows converted to RGB at a time for the hash: about 3 MB
+BAND_PIXELS = 1 << 20  # pixels converted to RGB at a time (RGB conversion, pixel hash): about 4 MB
 
 
 @dataclass(frozen=True)
@@ -95,22 +95,37 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _bands(img: Image.Image):
-    """The image as RGB bands of rows, top to bottom (same bytes as to_rgb(img), never all at once)."""
-    rows = max(1, HASH_BAND_PIXELS // max(1, img.width))
-    if rows >= img.height:
-        yield to_rgb(img)
-        return
+def _rgb_bands(img: Image.Image, factor: int = 1):
+    """(output row, band): to_rgb(img) box-reduced by `factor`, in bands of rows top to bottom
+    (band heights are multiples of factor, so the pieces are exactly the whole image's reduction)."""
+    rows = max(factor, BAND_PIXELS // max(1, img.width) // factor * factor)
     for top in range(0, img.height, rows):
-        yield to_rgb(img.crop((0, top, img.width, min(img.height, top + rows))))
+        band = to_rgb(img if rows >= img.height else img.crop((0, top, img.width, min(img.height, top + rows))))
+        yield top // factor, band.reduce(factor) if factor > 1 else band
 
 
 def pixel_hash(img: Image.Image) -> str:
     """sha256 of 'WxH:' and the RGB bytes of `img` (any mode: converted band by band)."""
     h = hashlib.sha256(f"{img.width}x{img.height}:".encode())
-    for band in _bands(img):
+    for _, band in _rgb_bands(img):
         h.update(band.tobytes())
     return h.hexdigest()
+
+
+def banded_rgb(img: Image.Image, factor: int = 1) -> Image.Image:
+    """to_rgb(img), box-reduced by `factor`, converted band by band: no full-size RGBA or RGB
+    copy of a large palette or alpha image (to_rgb of a whole 8000x8000 P image takes ~1 GB)."""
+    if img.mode == "RGB" and factor == 1:
+        return img
+    bands = _rgb_bands(img, factor)
+    top, first = next(bands)
+    if first.height * factor >= img.height:
+        return first
+    out = Image.new("RGB", (-(-img.width // factor), -(-img.height // factor)))
+    out.paste(first, (0, top))
+    for top, band in bands:
+        out.paste(band, (0, top))
+    return out
 
 
 def _bytes_per_pixel(mode: str) -> int:
@@ -188,22 +203,6 @@ def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), keep_rgb: boo
         return DecodedImage(fmt, img.width, img.height, pixel_hash(img), banded_rgb(img) if keep_rgb else None)
 
     return _guarded(decode)
-
-
-def banded_rgb(img: Image.Image, factor: int = 1) -> Image.Image:
-    """to_rgb(img), box-reduced by `factor`, converted band by band: no full-size RGBA or RGB
-    copy of a large palette or alpha image (to_rgb of a whole 8000x8000 P image takes ~1 GB)."""
-    if img.mode == "RGB" and factor == 1:
-        return img
-    rows = max(factor, HASH_BAND_PIXELS // max(1, img.width) // factor * factor)
-    if rows >= img.height:
-        rgb = to_rgb(img)
-        return rgb.reduce(factor) if factor > 1 else rgb
-    out = Image.new("RGB", (-(-img.width // factor), -(-img.height // factor)))
-    for top in range(0, img.height, rows):
-        band = to_rgb(img.crop((0, top, img.width, min(img.height, top + rows))))
-        out.paste(band.reduce(factor) if factor > 1 else band, (0, top // factor))
-    return out
 
 
 def decode_oriented(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
