@@ -57,8 +57,11 @@ def hostile_exif(rng: random.Random) -> bytes:
 
 
 def _icc() -> bytes:
+    """LittleCMS's sRGB profile with its creation date (header bytes 24-35) zeroed: the same bytes every run."""
     from PIL import ImageCms
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    icc[24:36] = bytes(12)
+    return bytes(icc)
 
 
 def demo_jpegs(n: int, sample: Path = DEMO_SAMPLE) -> list[bytes]:
