@@ -92,7 +92,7 @@ class _ClipImage(Embedder):
     @torch.inference_mode()
     def embed(self, items: list[bytes]) -> Embedded:
         c = self.clip
-        batch = decode_batch(items, c.device)
+        batch = decode_batch(items, c.device, c.image_size)
         if not batch.images:
             return Embedded.empty(self.dim, batch.errors)
         x = normalize(resize_center_crop(batch.images, c.image_size), c.mean, c.std)

@@ -27,14 +27,14 @@ None from `prepare`, and such pairs are kept (no evidence against them).
 
 from __future__ import annotations
 
-import io
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image
+
+from audit.image_decode import open_image
 
 MAX_SIDE = 256
 RATIO = 0.8
@@ -58,7 +58,7 @@ class Verification:
 def prepare(data: bytes) -> Prepared | None:
     """Decode (first frame, RGB, longer side scaled to MAX_SIDE), SIFT keypoints and the ink mask."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with open_image(data) as im:  # ingest's header guards: bomb, format, geometry, memory
             im.draft("RGB", (MAX_SIDE, MAX_SIDE))
             rgb = np.asarray(im.convert("RGB"))
     except Exception:

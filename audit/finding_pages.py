@@ -11,6 +11,8 @@ from typing import Callable
 
 from audit.html_pages import image_tag, table, text, token_spans, write_page
 from audit.image_tensors import pil_rgb
+
+THUMB_SIDE = 128  # images are decoded under ingest's guards and reduced to about 2x this right away
 from audit.output_dir import OutputDir
 from audit.shard_embed import read_images
 from audit.shard_ingest import STAGE as INGEST_STAGE
@@ -31,7 +33,7 @@ def read_training_images(out: OutputDir, keys: list[tuple[str, str]], opener: Ca
         with opener(uris[shard]) as f:
             for r, data in zip(mine, read_images(f, mine)):
                 try:
-                    images[(shard, r["key"])] = pil_rgb(data)
+                    images[(shard, r["key"])] = pil_rgb(data, THUMB_SIDE)
                 except Exception:  # shown as "(no image)"; the tables already hold the verdicts
                     pass
     return images
@@ -39,7 +41,7 @@ def read_training_images(out: OutputDir, keys: list[tuple[str, str]], opener: Ca
 
 def decode_or_none(data: bytes | None):
     try:
-        return pil_rgb(data) if data else None
+        return pil_rgb(data, THUMB_SIDE) if data else None
     except Exception:  # the replication row already says why; the page shows "(no image)"
         return None
 

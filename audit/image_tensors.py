@@ -6,22 +6,26 @@ positions in the input, and (position, error_type, message) for the ones that di
 On CUDA, JPEGs are decoded by nvJPEG (`torchvision.io.decode_jpeg(device='cuda')`) in one
 batched call; other formats, and any JPEG nvJPEG refuses, fall back to Pillow on the CPU and
 are copied from pinned memory without blocking. On the CPU everything goes through Pillow
-(EXIF orientation and alpha-on-white applied exactly as at ingest).
+(EXIF orientation and alpha-on-white applied exactly as at ingest), under ingest's decode
+guards (`audit.image_decode.decode_rgb`: bomb, format, geometry and memory checks from the
+header). With `min_side` (the model's input side) each image is reduced right after its own
+decode (JPEG draft, integer box reduction) to a short side of at most about 4 x min_side, so a
+batch holds small images whatever sizes their headers declare; on CUDA only JPEGs that need no
+reduction go to nvJPEG. An image that fails here is an (index, 'UndecodableImage', message) entry.
 `resize_square` / `resize_center_crop` run on the same device with the same torch ops on
 CPU and GPU, so both give the same embeddings up to float tolerance.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 
-from audit.image_decode import to_rgb
+from audit.image_decode import ImageLimits, ImageRejected, decode_rgb, open_image
 
 MIN_SIDE = 8
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -35,28 +39,38 @@ class DecodedBatch:
     errors: list[tuple[int, str, str]] = field(default_factory=list)
 
 
-def pil_rgb(data: bytes) -> Image.Image:
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    return to_rgb(ImageOps.exif_transpose(img))
+def pil_rgb(data: bytes, min_side: int | None = None, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """RGB image of `data` under ingest's guards (ImageRejected when refused), reduced with min_side."""
+    return decode_rgb(data, limits, min_side)
 
 
 def _is_jpeg(data: bytes) -> bool:
     return data[:3] == b"\xff\xd8\xff"
 
 
-def _cpu_tensor(data: bytes, pin: bool) -> torch.Tensor:
+def _nvjpeg_ok(data: bytes, min_side: int | None) -> bool:
+    """A JPEG nvJPEG may take at full size: passes the header guards and needs no reduction."""
+    if not _is_jpeg(data):
+        return False
+    try:
+        w, h = open_image(data).size
+    except Exception:  # refused or unreadable: Pillow's path below makes the error row
+        return False
+    return min_side is None or min(w, h) < 4 * min_side
+
+
+def _cpu_tensor(data: bytes, pin: bool, min_side: int | None) -> torch.Tensor:
     """uint8 [3, H, W] viewing HWC memory (channels-last), the layout torch resizes fastest."""
-    t = torch.from_numpy(np.array(pil_rgb(data))).permute(2, 0, 1)
+    t = torch.from_numpy(np.array(pil_rgb(data, min_side))).permute(2, 0, 1)
     return t.pin_memory() if pin else t
 
 
-def decode_batch(datas: list[bytes], device: torch.device) -> DecodedBatch:
+def decode_batch(datas: list[bytes], device: torch.device, min_side: int | None = None) -> DecodedBatch:
     out = DecodedBatch()
     slots: dict[int, torch.Tensor] = {}
     pending = list(range(len(datas)))
     if device.type == "cuda":
-        jpegs = [i for i in pending if _is_jpeg(datas[i])]
+        jpegs = [i for i in pending if _nvjpeg_ok(datas[i], min_side)]
         if jpegs:
             from torchvision.io import ImageReadMode, decode_jpeg
             try:
@@ -68,9 +82,11 @@ def decode_batch(datas: list[bytes], device: torch.device) -> DecodedBatch:
         pending = [i for i in pending if i not in slots]
     for i in pending:
         try:
-            t = _cpu_tensor(datas[i], pin=device.type == "cuda")
+            t = _cpu_tensor(datas[i], device.type == "cuda", min_side)
             slots[i] = t.to(device, non_blocking=True)
-        except Exception as e:  # Pillow raises many types for bad bytes; each becomes a row
+        except ImageRejected as e:
+            out.errors.append((i, "UndecodableImage", f"{e.error_type}: {e.message}"))
+        except Exception as e:  # anything else about one image (a device copy failing) is that image's row
             out.errors.append((i, "UndecodableImage", f"{type(e).__name__}: {e}"))
     for i in sorted(slots):
         t = slots[i]

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from audit.diffusion_models import image_pixels
+from audit.image_decode import ImageRejected
 from audit.image_tensors import pil_rgb
 from audit.memorization import ScoreConfig, score_pairs, score_prompts
 from audit.shard_embed import image_batches, prefetch
@@ -83,9 +84,11 @@ def score_shard(shard: str, uri: str, rows: list[dict], model, cfg: Memorization
             good, images = [], []
             for r, data in zip(chunk, datas):
                 try:
-                    images.append(pil_rgb(data))
+                    images.append(pil_rgb(data, model.resolution))
                     good.append(r)
-                except Exception as e:  # decodes at ingest, but the bytes may have changed since
+                except ImageRejected as e:  # decoded at ingest, but the bytes may have changed since
+                    error(r, "ImageUnreadable", f"{e.error_type}: {e.message}")
+                except Exception as e:  # anything else about one image is that sample's row too
                     error(r, "ImageUnreadable", f"{type(e).__name__}: {e}")
         captions = [r.get("caption") or "" for r in good]
         try:

@@ -95,12 +95,18 @@ def _validated(img: np.ndarray) -> np.ndarray:
     return img
 
 
-def central_crop(img: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarray, int, int]:
-    """(crop, row offset, col offset): the central max_side crop on sides longer than max_side,
-    offsets rounded down to a multiple of 8 (keeps the JPEG grid); the image itself otherwise."""
-    h, w = img.shape[:2]
+def crop_offsets(h: int, w: int, max_side: int = MAX_SIDE) -> tuple[int, int]:
+    """(row, col) of the central max_side crop of an h x w image, rounded down to a multiple of 8
+    (keeps the JPEG grid); 0 on a side that is not longer than max_side."""
     r0 = ((h - max_side) // 2) // 8 * 8 if h > max_side else 0
     c0 = ((w - max_side) // 2) // 8 * 8 if w > max_side else 0
+    return r0, c0
+
+
+def central_crop(img: np.ndarray, max_side: int = MAX_SIDE) -> tuple[np.ndarray, int, int]:
+    """(crop, row offset, col offset): the central max_side crop on sides longer than max_side
+    (`crop_offsets`); the image itself otherwise."""
+    r0, c0 = crop_offsets(*img.shape[:2], max_side)
     return img[r0: r0 + max_side, c0: c0 + max_side], r0, c0
 
 
@@ -209,8 +215,9 @@ def isolated_extremes(img: np.ndarray, row_offset: int = 0, col_offset: int = 0)
     return int(rows.size), positions
 
 
-def sample_features(img: np.ndarray, max_side: int = MAX_SIDE) -> dict:
-    """All features of one uint8 image (see the module docstring); ValueError if it cannot be analysed."""
+def sample_features(img: np.ndarray, max_side: int = MAX_SIDE, offset: tuple[int, int] = (0, 0)) -> dict:
+    """All features of one uint8 image (see the module docstring); ValueError if it cannot be analysed.
+    `offset`: where `img` lies in a larger image it was cropped from (positions are reported there)."""
     img = _validated(img)
     if max_side < MIN_SIDE:
         raise ValueError(f"max_side must be >= {MIN_SIDE}, got {max_side}")
@@ -229,7 +236,7 @@ def sample_features(img: np.ndarray, max_side: int = MAX_SIDE) -> dict:
     n = crop.size
     feats["extreme_low_fraction"] = float(np.count_nonzero(crop == 0) / n)
     feats["extreme_high_fraction"] = float(np.count_nonzero(crop == 255) / n)
-    count, positions = isolated_extremes(crop, r0, c0)
+    count, positions = isolated_extremes(crop, r0 + offset[0], c0 + offset[1])
     feats["n_isolated_extreme"] = count
     feats["extreme_positions"] = positions
     return feats

@@ -7,7 +7,10 @@ output (OUT), whose SSCD vectors are the index. Output: per generated image the 
 cosine to the training set; statistics (replication rate = share with top-1 > threshold,
 mean, 95th percentile) for the generated set and, as the baseline, for training images
 against the rest of the training set (train-vs-train). Failure rows: an image that does not
-decode is a row with `error` set and no similarity; it counts in no statistic.
+decode is a row with `error` set and no similarity; it counts in no statistic. Images are
+decoded under ingest's guards (audit.image_decode via the SSCD embedder: bomb, format, geometry
+and decode-memory checks from the header), and a file over `ImageLimits.max_bytes` is not read
+at all: both are rows with `error` set, never a crash or a huge allocation.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from audit.dedup_corpus import model_dirs, shard_vectors
+from audit.image_decode import ImageLimits
 from audit.output_dir import OutputDir
 from audit.tar_samples import TarSamples
 from audit.vector_index import top1
@@ -35,15 +39,27 @@ class Generated:
     error: str | None = None
 
 
+def read_image_file(path: Path, limits: ImageLimits = ImageLimits()) -> tuple[bytes | None, str | None]:
+    """(bytes, None), or (None, why) for a file over the byte limit (not read) or unreadable."""
+    try:
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            return None, f"ImageTooLarge: {size} bytes, over the limit of {limits.max_bytes}"
+        return path.read_bytes(), None
+    except OSError as e:
+        return None, f"UnreadableFile: {type(e).__name__}: {e}"
+
+
 def _from_tar(path: str) -> list[Generated]:
     out = []
     with open(path, "rb") as f:
-        for s in TarSamples(f):
+        for s in TarSamples(f, max_member_bytes=ImageLimits().max_bytes, extensions=IMAGE_EXTS + ("txt",),
+                            max_sample_bytes=2 * ImageLimits().max_bytes):
             ext = next((e for e in IMAGE_EXTS if e in s.files), None)
             prompt = s.files.get("txt", b"").decode("utf-8", "replace").strip() or None
             name = f"{Path(path).stem}/{s.key}"
-            out.append(Generated(name, s.files.get(ext) if ext else None, prompt,
-                                 None if ext else "no image member in the sample"))
+            error = (": ".join(s.problems[0]) if s.problems else None if ext else "no image member in the sample")
+            out.append(Generated(name, s.files.get(ext) if ext and not error else None, prompt, error))
     return out
 
 
@@ -55,7 +71,8 @@ def read_generated(source: str) -> list[Generated]:
             if p.suffix.lower().lstrip(".") in IMAGE_EXTS and p.is_file():
                 txt = p.with_suffix(".txt")
                 prompt = txt.read_text("utf-8", "replace").strip() if txt.exists() else None
-                items.append(Generated(str(p.relative_to(source)), p.read_bytes(), prompt))
+                data, error = read_image_file(p)
+                items.append(Generated(str(p.relative_to(source)), data, prompt, error))
         tars = sorted(Path(source).glob("*.tar"))
         for t in tars:
             items.extend(_from_tar(str(t)))

@@ -25,6 +25,7 @@ from audit import report_charts, report_sections as sections
 from audit.finding_pages import decode_or_none, read_training_images
 from audit.html_pages import write_page
 from audit.output_dir import OutputDir
+from audit.replication import read_image_file
 from audit.store import scan
 from schemas import PERTURBATION_SAMPLES, TABLES
 
@@ -159,7 +160,7 @@ def replication(data: ReportData, top: int) -> str:
     for r in pairs:  # generated images from a folder (or given as file paths) are shown while still there
         paths = ([folder / r["generated"]] if folder and folder.is_dir() else []) + [Path(r["generated"])]
         path = next((p for p in paths if p.is_file()), None)
-        generated[r["generated"]] = decode_or_none(path.read_bytes()) if path else None
+        generated[r["generated"]] = decode_or_none(read_image_file(path)[0]) if path else None
     images = data.images([(r["top1_shard"], r["top1_key"]) for r in pairs])
     return sections.replication_section(summary_rows, pairs, generated, images)
 

@@ -4,11 +4,14 @@ Input: `RawSample` (from audit.tar_samples) and `IngestLimits`.
 Output: `(sample_row, error_row | None)` as dicts matching schemas.SAMPLES / schemas.ERRORS.
 Failure rows: the first problem found decides the outcome, so a failed sample has exactly
 one errors row. Checks, in order, each with its stage:
-  read    — reader problems (duplicate key, truncated tar, unsafe name, oversized member),
+  read    — reader problems (duplicate key, truncated tar, unsafe name, oversized member or sample),
             no image member (MissingImage);
   decode  — audit.image_decode rejections (corrupt, bomb, too small, ...);
   caption — MissingCaption, NonUtf8Caption, CaptionHasNul, CaptionTooLong, EmptyCaption;
   meta    — InvalidMeta (.json not an object, not UTF-8, too deeply nested).
+Nothing a sample's bytes can cause escapes: any other exception (a bug in a parser, MemoryError)
+becomes an errors row of the stage it happened in, error_type 'UnexpectedError', message naming
+the exception; the shard and the run go on.
 """
 
 from __future__ import annotations
@@ -22,12 +25,14 @@ from audit.retrying_reads import ReadRetry
 from audit.tar_samples import RawSample
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+USED_EXTS = IMAGE_EXTS + ("txt", "json")  # the only members ingest reads; others are skipped unread
 
 
 @dataclass(frozen=True)
 class IngestLimits:
     image: ImageLimits = field(default_factory=ImageLimits)
     max_member_bytes: int = 64 << 20
+    max_sample_bytes: int = 128 << 20  # members read for one key, together (SampleTooLarge over it)
     require_caption: bool = True
     max_caption_chars: int = 8192
     max_meta_depth: int = 64
@@ -35,6 +40,11 @@ class IngestLimits:
     retry_unreadable: bool = True  # a shard whose read failed on I/O is tried again by the next run
     max_failed_fraction: float = 1.0  # the run stops (TooManyFailures) over this share of failed samples
     max_failed_samples: int = 0  # ... or over this many failed samples (0 = no count limit)
+
+    def __post_init__(self):
+        if isinstance(self.max_sample_bytes, bool) or not 1024 <= self.max_sample_bytes <= 1 << 40:
+            raise ValueError(f"ingest.max_sample_bytes must be between 1024 and 2**40 (bytes), "
+                             f"not {self.max_sample_bytes!r}")
 
 
 class SampleRejected(Exception):
@@ -110,8 +120,16 @@ def decode_meta(data: bytes | None, max_depth: int = 64) -> tuple[str | None, di
     return text, obj
 
 
+def _failed(row: dict, e: SampleRejected) -> tuple[dict, dict]:
+    row.update(status="failed", error=f"{e.error_type}: {e.message}")
+    error = {"run_id": row["run_id"], "stage": e.stage, "shard": row["shard"], "key": row["key"],
+             "error_type": e.error_type, "message": e.message}
+    return row, error
+
+
 def validate_sample(raw: RawSample, shard: str, run_id: str, limits: IngestLimits) -> tuple[dict, dict | None]:
     row: dict = {"run_id": run_id, "shard": shard, "key": raw.key, "status": "ok", "error": None}
+    stage = "read"
     try:
         if raw.problems:
             raise SampleRejected("read", *raw.problems[0])
@@ -122,10 +140,13 @@ def validate_sample(raw: RawSample, shard: str, run_id: str, limits: IngestLimit
         data = raw.files[ext]
         row.update(image_ext=ext, image_bytes=len(data), image_offset=raw.offsets.get(ext),
                    byte_hash=hashlib.sha256(data).hexdigest())
+        stage = "meta"
         meta_text, meta = decode_meta(raw.files.get("json"), limits.max_meta_depth)
         row["meta_json"] = meta_text
         row["url"] = meta.get("url") if isinstance(meta.get("url"), str) else None
+        stage = "caption"
         row["caption"] = decode_caption(raw.files.get("txt"), limits)
+        stage = "decode"
         try:
             img = decode_image(data, limits.image)
         except ImageRejected as e:
@@ -133,7 +154,6 @@ def validate_sample(raw: RawSample, shard: str, run_id: str, limits: IngestLimit
         row.update(image_format=img.format, width=img.width, height=img.height, pixel_hash=img.pixel_hash)
         return row, None
     except SampleRejected as e:
-        row["status"], row["error"] = "failed", f"{e.error_type}: {e.message}"
-        error = {"run_id": run_id, "stage": e.stage, "shard": shard, "key": raw.key,
-                 "error_type": e.error_type, "message": e.message}
-        return row, error
+        return _failed(row, e)
+    except Exception as e:  # the per-sample boundary: one sample's bytes never end the shard
+        return _failed(row, SampleRejected(stage, "UnexpectedError", f"{type(e).__name__}: {str(e)[:300]}"))

@@ -12,6 +12,9 @@ shard has exactly the rows of a clean read. A read still failing after its retri
 shard as 'unreadable' with a shard-level 'ReadFailed' errors row; the samples read before it
 are kept (like a truncated tar). `ShardResult.read_retries` counts the retries; the completion
 marker records it.
+Only the members ingest uses (images, .txt, .json) are read, at most `limits.max_sample_bytes`
+per key; other members are skipped unread and counted (`skipped_members`, `skipped_bytes`, also
+in the completion marker).
 `ingest_and_record` adds the side effects: per-shard tables, then the completion marker.
 """
 
@@ -24,7 +27,7 @@ from typing import BinaryIO, Callable, Iterator
 
 from audit.output_dir import OutputDir
 from audit.retrying_reads import ReadFailed, RetryHook, RetryingFile, log_retry, retrying_opener
-from audit.sample_validation import IngestLimits, validate_sample
+from audit.sample_validation import USED_EXTS, IngestLimits, validate_sample
 from audit.tar_samples import RawSample, TarSamples
 from schemas import ERRORS, SAMPLES, SHARDS
 
@@ -45,6 +48,8 @@ class ShardResult:
     samples: list[dict] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
     read_retries: int = 0
+    skipped_members: int = 0  # members with extensions ingest does not use: not read (tar_samples)
+    skipped_bytes: int = 0
     retryable: bool = False  # the read failed on I/O (not a bad tar): a later run tries the shard again
 
     def check(self) -> None:
@@ -85,9 +90,12 @@ def ingest_shard(shard: str, uri: str, run_id: str, opener: Opener = open_binary
         (on_retry or log_retry)(*args)
     try:
         with RetryingFile(opener, uri, limits.retry, count_retry) as f:
-            reader = TarSamples(f, max_member_bytes=limits.max_member_bytes)
+            reader = TarSamples(f, max_member_bytes=limits.max_member_bytes, extensions=USED_EXTS,
+                                max_sample_bytes=limits.max_sample_bytes)
             for raw, (row, err) in iter_validated(iter(reader), shard, run_id, limits):
                 result.samples.append(row)
+                result.skipped_members += len(raw.skipped)
+                result.skipped_bytes += sum(raw.skipped.values())
                 if err is not None:
                     result.errors.append(err)
                 elif on_sample is not None:
@@ -140,6 +148,7 @@ def ingest_and_record(out: OutputDir, shard: str, uri: str, run_id: str, opener:
     out.write_shard_table(SAMPLES, run_id, shard, result.samples)
     out.write_shard_table(ERRORS, run_id, shard, result.errors)
     out.write_shard_table(SHARDS, run_id, shard, [result.shard])
-    record = {**result.shard, "read_retries": result.read_retries, "retryable": result.retryable}
+    record = {**result.shard, "read_retries": result.read_retries, "retryable": result.retryable,
+              "skipped_members": result.skipped_members, "skipped_bytes": result.skipped_bytes}
     out.mark_complete(STAGE, shard, record)
     return record

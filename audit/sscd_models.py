@@ -52,7 +52,7 @@ class SscdOnnx(Embedder):
         self.model_id = f"sscd:{variant}:onnx:{size}"
 
     def embed(self, items: list[bytes]) -> Embedded:
-        batch = decode_batch(items, torch.device("cpu"))
+        batch = decode_batch(items, torch.device("cpu"), self.size)
         if not batch.images:
             return Embedded.empty(self.dim, batch.errors)
         x = resize_square(batch.images, self.size, torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
@@ -75,7 +75,7 @@ class SscdTorchScript(Embedder):
 
     @torch.inference_mode()
     def embed(self, items: list[bytes]) -> Embedded:
-        batch = decode_batch(items, self.device)
+        batch = decode_batch(items, self.device, self.size)
         if not batch.images:
             return Embedded.empty(self.dim, batch.errors)
         x = normalize(resize_square(batch.images, self.size), IMAGENET_MEAN, IMAGENET_STD)

@@ -10,7 +10,11 @@ Failure rows: nothing raises for bad content. Problems are attached to the sampl
   DuplicateKey (same extension twice in a group, or a key that reappears later in the tar),
   MemberTooLarge, UnsafeMemberName (absolute or '..' paths), UnsupportedMember (links,
   devices), NonUtf8MemberName (the key is kept with the bad bytes as \\xNN escapes),
-  TruncatedShard (the tar ended inside this sample).
+  TruncatedShard (the tar ended inside this sample), SampleTooLarge (the members read for one
+  key would hold more than `max_sample_bytes`: the member that would cross it is not read).
+Only the extensions the caller names (`extensions`; None = all) are read into memory; members
+with other extensions are skipped unread and noted in `RawSample.skipped` (extension -> bytes),
+so a key with twenty 60 MB extra members costs nothing.
 Hostile headers: reads never ask the file for more than is left in it (a pax or GNU long-name
 header declaring a terabyte allocates nothing), a header whose size points backwards ends the
 read (no loop), and any error the tar parser raises on a corrupt header ends the read as
@@ -44,6 +48,7 @@ class RawSample:
     files: dict[str, bytes] = field(default_factory=dict)
     offsets: dict[str, int] = field(default_factory=dict)
     problems: list[tuple[str, str]] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # members not read: extension -> size
 
     def problem(self, error_type: str, message: str) -> None:
         self.problems.append((error_type, message))
@@ -101,11 +106,14 @@ def _is_unsafe(name: str) -> bool:
 class TarSamples:
     """Iterate the samples of one tar. After iteration, `status`/`error`/`bytes_read` are set."""
 
-    def __init__(self, fileobj: BinaryIO, max_member_bytes: int = 64 << 20):
+    def __init__(self, fileobj: BinaryIO, max_member_bytes: int = 64 << 20,
+                 extensions: tuple[str, ...] | None = None, max_sample_bytes: int | None = None):
         if not _seekable(fileobj):
             fileobj = io.BytesIO(fileobj.read())
         self._f = _ClampedReads(fileobj)
         self.max_member_bytes = max_member_bytes
+        self.extensions = None if extensions is None else frozenset(e.lower() for e in extensions)
+        self.max_sample_bytes = max_sample_bytes
         self.status = "complete"
         self.error: str | None = None
         self.bytes_read = 0
@@ -176,13 +184,22 @@ class TarSamples:
         if not ext:
             s.problem("MissingExtension", f"member {m.name!r} has no extension")
             return
-        if ext in s.files or ext in s.offsets:
+        if ext in s.files or ext in s.offsets or ext in s.skipped:
             s.problem("DuplicateKey", f"member {m.name!r} appears twice for key {s.key!r}")
+            return
+        if self.extensions is not None and ext not in self.extensions:
+            s.skipped[ext] = m.size  # not used by the job: never read
             return
         if m.size > self.max_member_bytes:
             s.offsets[ext] = m.offset_data
             s.problem("MemberTooLarge",
                       f"member {m.name!r} is {m.size} bytes, over the limit of {self.max_member_bytes}")
+            return
+        held = sum(len(d) for d in s.files.values())
+        if self.max_sample_bytes is not None and held + m.size > self.max_sample_bytes:
+            s.offsets[ext] = m.offset_data
+            s.problem("SampleTooLarge", f"member {m.name!r} ({m.size} bytes) would bring key {s.key!r} to "
+                                        f"{held + m.size} bytes, over the limit of {self.max_sample_bytes}")
             return
         data = tf.extractfile(m).read()
         s.files[ext] = data

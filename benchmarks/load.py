@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/load.py [--samples-list 10000,100000] [--shards-per 1000]
         [--config infra/demo/job.yaml] [--sscd sscd_distilled|sscd|none] [--no-captions]
         [--no-memorization] [--no-perturbations] [--beam-args "--direct_num_workers=2 --direct_running_mode=multi_processing"]
-        [--keep DIR] [--seed 0]
+        [--keep DIR] [--seed 0] [--large-images 8]
 
 Input: the committed demo sample (infra/demo/sample/*.tar: real img2dataset output, 1000
 samples, broken ones included), read with the real reader (audit.tar_samples).
@@ -19,12 +19,19 @@ dedup, memorization on the tiny demo model, perturbation features and tests; --s
 --no-captions, --no-memorization and --no-perturbations change what runs, and the table says
 what ran), each
 size in its own child process, so each peak is that size's alone.
+Large images (--large-images N, 0 = off): the smallest size is run again with one more shard of
+N large images (half 8000x8000 palette PNGs with transparency, 64 M pixels each, half
+7000x7000 JPEGs, every other one with EXIF orientation 6): the row 'large' of the table. Its
+peak RSS must stay within 1.5x of the same run without them (memory must not depend on the
+sizes images declare: audit.image_decode's decode budget, banded RGB conversion, and every
+later stage reducing an image right after its own decode).
 Output: one table (samples, shards, wall s, samples/s, peak RSS of the run's process and of
 its largest child process from getrusage, the peak summed RSS of its process tree sampled
 with psutil every 0.5 s, reconciliation), then the memory ratio largest size / smallest size.
 Reconciliation, per shard from the tables: inputs = generated samples = ok + failed =
 samples rows, failed = errors rows with a key. Failure: exit status 1 when a shard does not
-reconcile or a run fails; the generated data is removed unless --keep.
+reconcile, a run fails, or the large-image run's peak is over 1.5x; the generated data is
+removed unless --keep.
 """
 
 from __future__ import annotations
@@ -124,6 +131,37 @@ def write_shard(args: tuple[Path, int, int, int, float, float]) -> int:
     (dest / f"{name}_stats.json").write_text(json.dumps({
         "count": n, "successes": n, "failed_to_download": 0, "failed_to_resize": 0,
         "duration": time.time() - t0, "start_time": t0, "end_time": time.time(), "status_dict": {"success": n}}))
+    return n
+
+
+def write_large_shard(dest: Path, index: int, n: int) -> int:
+    """Shard `index` with n large images (see the module docstring), img2dataset layout; returns n."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from tests.image_mutations import large_palette_png, orientation_exif
+    name, rows = f"{index:05d}", []
+    with tarfile.open(dest / f"{name}.tar", "w", format=tarfile.GNU_FORMAT) as tf:
+        for i in range(n):
+            key = f"{name}{i:04d}"
+            if i % 2 == 0:
+                ext, image, side = "png", large_palette_png(8000), 8000
+            else:
+                src = _SOURCES[(i * 7) % len(_SOURCES)]
+                img = Image.open(io.BytesIO(src["jpg"])).convert("RGB").resize((7000, 7000), Image.BILINEAR)
+                buf = io.BytesIO()
+                img.save(buf, "JPEG", quality=85, **({"exif": orientation_exif(6)} if i % 4 == 1 else {}))
+                ext, image, side = "jpg", buf.getvalue(), 7000
+            caption = f"a large image {i}"
+            meta = {"key": key, "caption": caption, "width": side, "height": side}
+            _add(tf, f"{key}.{ext}", image)
+            _add(tf, f"{key}.txt", caption.encode("utf-8"))
+            _add(tf, f"{key}.json", json.dumps(meta).encode("utf-8"))
+            rows.append({"key": key, "url": None, "caption": caption, "status": "success", "error_message": None,
+                         "width": side, "height": side, "original_width": side, "original_height": side})
+    pq.write_table(pa.Table.from_pylist(rows), dest / f"{name}.parquet")
+    (dest / f"{name}_stats.json").write_text(json.dumps({"count": n, "successes": n, "status_dict": {"success": n}}))
     return n
 
 
@@ -228,6 +266,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sample", type=Path, default=REPO / "infra" / "demo" / "sample")
     ap.add_argument("--keep", type=Path, help="keep the generated shards and outputs in this folder")
+    ap.add_argument("--large-images", type=int, default=8,
+                    help="run the smallest size again plus a shard of this many large images (0 = off)")
     ap.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)  # inp out result: one run, in a child
     args = ap.parse_args()
     if args._child:
@@ -238,15 +278,19 @@ def main() -> None:
     if not args.no_memorization:
         ensure_demo_model(args.config)
     sizes = [int(x) for x in args.samples_list.split(",")]
+    runs = [(n, 0) for n in sizes] + ([(sizes[0], args.large_images)] if args.large_images > 0 else [])
     root = args.keep or Path(tempfile.mkdtemp(prefix="shardguard-load-"))
     results, failed = [], False
     try:
-        for n in sizes:
-            inp, out, res = root / f"in-{n}", root / f"out-{n}", root / f"result-{n}.json"
+        for n, n_large in runs:
+            name = f"{n}-large" if n_large else f"{n}"
+            inp, out, res = root / f"in-{name}", root / f"out-{name}", root / f"result-{name}.json"
             shutil.rmtree(out, ignore_errors=True)
             t0 = time.perf_counter()
             generated = generate(inp, n, args.shards_per, args.seed, args.copy_share, args.broken_share,
                                  args.sample)
+            if n_large:
+                generated.append(write_large_shard(inp, len(generated), n_large))
             print(f"generated {sum(generated)} samples in {len(generated)} shards in {time.perf_counter() - t0:.0f} s",
                   flush=True)
             cmd = [sys.executable, __file__, "--_child", str(inp), str(out), str(res), "--config", str(args.config),
@@ -267,7 +311,8 @@ def main() -> None:
             r = json.loads(res.read_text())
             ok, counts = reconcile(out, generated)
             failed |= not ok
-            results.append({"n": n, "generated": generated, "tree_peak_mb": peak[0], "reconciled": ok, **r, **counts})
+            results.append({"n": n, "large": n_large, "generated": generated, "tree_peak_mb": peak[0],
+                            "reconciled": ok, **r, **counts})
             print(f"{n} samples: {r['wall_s']:.0f} s, ran {', '.join(r['ran'])}", flush=True)
             if not args.keep:
                 shutil.rmtree(inp, ignore_errors=True)
@@ -275,28 +320,44 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    print_table(results, args)
+    failed |= print_table(results, args)
     sys.exit(1 if failed else 0)
 
 
-def print_table(results: list[dict], args: argparse.Namespace) -> None:
+def peak_mb(r: dict) -> float:
+    return max(r["self_maxrss_mb"], r["children_maxrss_mb"], r["tree_peak_mb"])
+
+
+def print_table(results: list[dict], args: argparse.Namespace) -> bool:
+    """Print the table; True when the large-image run is over 1.5x the same run's peak without them."""
     if not results:
-        return
+        return False
     print(f"\nload benchmark: {args.shards_per} samples per shard, {mp.cpu_count()} CPUs, config {args.config.name}, "
           f"beam args '{args.beam_args}'; ran: {', '.join(results[0]['ran'])}")
-    print(f"{'samples':>8} {'shards':>6} {'wall s':>8} {'samples/s':>9} {'ok':>7} {'failed':>6} "
+    print(f"{'run':>6} {'samples':>8} {'shards':>6} {'wall s':>8} {'samples/s':>9} {'ok':>7} {'failed':>6} "
           f"{'RSS self MB':>11} {'RSS child MB':>12} {'tree peak MB':>12}  reconciled")
     for r in results:
-        print(f"{r['inputs']:>8} {r['shards']:>6} {r['wall_s']:>8.1f} {r['inputs'] / r['wall_s']:>9.1f} "
+        print(f"{'large' if r['large'] else 'normal':>6} {r['inputs']:>8} {r['shards']:>6} {r['wall_s']:>8.1f} {r['inputs'] / r['wall_s']:>9.1f} "
               f"{r['ok']:>7} {r['failed']:>6} {r['self_maxrss_mb']:>11.0f} {r['children_maxrss_mb']:>12.0f} "
               f"{r['tree_peak_mb']:>12.0f}  {'yes' if r['reconciled'] else 'NO ' + str(r['bad_shards'])}")
-    if len(results) > 1:
-        lo, hi = results[0], results[-1]
-        peak = lambda r: max(r["self_maxrss_mb"], r["children_maxrss_mb"], r["tree_peak_mb"])  # noqa: E731
+    normal = [r for r in results if not r["large"]]
+    if len(normal) > 1:
+        lo, hi = normal[0], normal[-1]
         print(f"memory ratio {hi['inputs']} / {lo['inputs']} samples: self {hi['self_maxrss_mb'] / lo['self_maxrss_mb']:.2f}, "
-              f"tree peak {peak(hi) / peak(lo):.2f} (flat = near 1; the input grew {hi['inputs'] / lo['inputs']:.0f}x)")
+              f"tree peak {peak_mb(hi) / peak_mb(lo):.2f} (flat = near 1; the input grew {hi['inputs'] / lo['inputs']:.0f}x)")
+    over = False
+    for big in (r for r in results if r["large"]):
+        base = next((r for r in normal if r["n"] == big["n"]), None)
+        if base is None:
+            continue
+        ratio = peak_mb(big) / peak_mb(base)
+        over |= ratio > 1.5
+        print(f"large images: {big['large']} (8000x8000 palette PNGs, 7000x7000 JPEGs) added to the {base['inputs']}-sample "
+              f"run: peak RSS {peak_mb(big):.0f} MB vs {peak_mb(base):.0f} MB = {ratio:.2f}x "
+              f"({'within' if ratio <= 1.5 else 'OVER'} the 1.5x limit)")
     print("RSS self = getrusage(RUSAGE_SELF) of the run's process; RSS child = the largest of its child "
           "processes (RUSAGE_CHILDREN); tree peak = the summed RSS of the process tree, sampled every 0.5 s.")
+    return over
 
 
 if __name__ == "__main__":

@@ -24,11 +24,11 @@ import apache_beam as beam
 import numpy as np
 
 from audit import atomic_files
-from audit.image_tensors import pil_rgb
+from audit.image_decode import decode_oriented, to_rgb
 from audit.output_dir import OutputDir
 from audit.perturbation_audit import AuditOutcome, PerturbationConfig, audit
 from audit.perturbation_corpus import NoLabels, feature_table, image_set, labelled_corpus, split
-from audit.perturbation_features import FEATURE_COLUMNS, sample_features
+from audit.perturbation_features import FEATURE_COLUMNS, MAX_SIDE, crop_offsets, sample_features
 from audit.perturbation_probes import MIN_PER_CLASS, usable
 from audit.perturbation_verdicts import NO_VERDICT, feature_cuts, feature_outliers, robust_cuts, verdict_rows
 from audit.shard_embed import image_batches, prefetch
@@ -45,6 +45,15 @@ SANITIZER_FILE = "exports/perturbation_sanitizer.json"
 MIN_FEATURE_REFERENCE = 10  # reference samples the per-sample feature cuts need; fewer: the data's own robust cuts
 
 
+def native_features(data: bytes) -> dict:
+    """sample_features of one image at its native resolution, decoded under ingest's guards; only
+    the central crop the features look at is converted to RGB (no full-size RGB copy)."""
+    img = decode_oriented(data)
+    r0, c0 = crop_offsets(img.height, img.width, MAX_SIDE)
+    crop = to_rgb(img.crop((c0, r0, min(img.width, c0 + MAX_SIDE), min(img.height, r0 + MAX_SIDE))))
+    return sample_features(np.asarray(crop), MAX_SIDE, offset=(r0, c0))
+
+
 def shard_features(shard: str, uri: str, rows: list[dict], run_id: str, batch: int = 64,
                    opener=open_uri) -> tuple[list[dict], list[dict]]:
     """One shard's ok samples -> (perturbation_samples rows, errors rows)."""
@@ -58,7 +67,7 @@ def shard_features(shard: str, uri: str, rows: list[dict], run_id: str, batch: i
             continue
         for r, data in zip(chunk, datas):
             try:
-                f = sample_features(np.asarray(pil_rgb(data)))
+                f = native_features(data)
             except Exception as e:  # decoded at ingest; the bytes may have changed, or too small to analyse
                 errors.append({"run_id": run_id, "stage": "perturbation_features", "shard": shard, "key": r["key"],
                                "error_type": "FeaturesFailed", "message": f"{type(e).__name__}: {e}"})

@@ -3,6 +3,7 @@ to end with the real SSCD model against an ingested demo shard."""
 
 import io
 import shutil
+import struct
 import tarfile
 
 import numpy as np
@@ -97,3 +98,35 @@ def test_replication_command_finds_copies_and_reports_baseline(train_out, tmp_pa
     page = (train_out / "reports" / "replication.html").read_text()
     assert "&lt;script&gt;" in page and "<script>" not in page
     assert "replication rate" in capsys.readouterr().out
+
+
+def test_a_bomb_in_the_generated_folder_is_an_error_row_not_an_allocation(train_out, tmp_path):
+    """Issue 19: `replication --generated` decoded with Pillow's bomb guard off. A PNG header
+    declaring 20000x20000 pixels (100 bytes), a real 12000x12000 PNG (144 M pixels, 18 KB) and a
+    file over the byte limit become rows with `error` set; the good image is still matched."""
+    import zlib
+
+    from audit.image_decode import ImageLimits
+    from tests.image_mutations import declared_size_png
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    (gen / "header-bomb.png").write_bytes(declared_size_png(20000, 20000))
+    side = 12000  # a complete, valid 1-bit PNG: the decoder would really allocate 144 M pixels
+    raw = zlib.compress((b"\0" + b"\0" * (side // 8)) * side, 9)
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))  # noqa: E731
+    (gen / "real-bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", raw)
+                                        + chunk(b"IEND", b""))
+    with open(gen / "huge.png", "wb") as f:  # sparse: over the byte limit, never read
+        f.truncate(ImageLimits().max_bytes + 1)
+    _, good, _, _ = demo_images(1)[0]
+    (gen / "good.jpg").write_bytes(good)
+    assert main(["replication", "--generated", str(gen), "--against", str(train_out), "--baseline-samples", "10"]) == 0
+    _, rows = query(train_out, "SELECT generated, top1_similarity, error FROM replication "
+                               "WHERE run_id = (SELECT max(run_id) FROM replication) ORDER BY generated")
+    by = {r[0]: r for r in rows}
+    assert set(by) == {"header-bomb.png", "real-bomb.png", "huge.png", "good.jpg"}
+    assert by["good.jpg"][1] > 0.9 and by["good.jpg"][2] is None
+    assert "DecompressionBomb" in by["header-bomb.png"][2] and "DecompressionBomb" in by["real-bomb.png"][2]
+    assert by["huge.png"][2].startswith("ImageTooLarge")
+    assert all(by[k][1] is None for k in ("header-bomb.png", "real-bomb.png", "huge.png"))

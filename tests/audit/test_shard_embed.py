@@ -91,3 +91,18 @@ def test_malformed_and_non_finite_outputs_become_errors_rows(broken_dir):
     assert [kinds[r["key"]] for r in rows[2:4]] == ["EmbedFailed"] * 2  # the short batch: whole batch
     assert all(kinds[r["key"]] == "NonFiniteEmbedding" for i, r in enumerate(rows) if i % 2 == 0 and i not in (2, 3))
     assert np.isfinite(res.matrix()).all() and len(res.keys) + len(res.errors) == len(rows)
+
+
+def test_a_sample_that_fails_to_decode_in_embed_is_its_errors_row_and_the_batch_goes_on(tmp_path):
+    """Issue 19: bytes that changed since ingest (malformed EXIF, a bomb header, a cut JPEG) in
+    the same batch as good images: one embed errors row each, under ingest's decode guards."""
+    from audit.sscd_models import SscdOnnx
+    from tests.image_mutations import changed_since_ingest
+    uri, rows, want = changed_since_ingest(tmp_path)
+    res = embed_shard("s", uri, rows, [[SscdOnnx("sscd_distilled")]], lambda u: open(u, "rb"), "r1",
+                      batch_size=len(rows))["sscd:sscd_distilled:onnx:288"]
+    assert sorted(res.keys) == ["good0", "good1", "good2"] and res.matrix().shape == (3, 512)
+    got = {e["key"]: (e["stage"], e["error_type"], e["message"]) for e in res.errors}
+    assert set(got) == set(want)
+    for key, error_type in want.items():
+        assert got[key][:2] == ("embed", "UndecodableImage") and error_type in got[key][2]

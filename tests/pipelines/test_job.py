@@ -109,3 +109,28 @@ def test_cleanup_in_our_out_folder_removes_only_the_temp_files_we_name(broken_di
     run_ingest(str(broken_dir / "bad_mixed.tar"), str(out), QUIET)
     assert {p: p.read_bytes() for p in foreign} == foreign
     assert not any(p.exists() for p in ours)
+
+
+def test_a_malformed_exif_jpeg_fails_its_sample_not_the_run(tmp_path):
+    """Issue 19: an ~800-byte JPEG whose EXIF makes exif_transpose raise TypeError crashed every
+    run, and a good shard of the same run got no rows. Now: its errors row, every shard done,
+    through ingest, SSCD embedding and the perturbation feature pass."""
+    from audit.perturbation_audit import PerturbationConfig
+    from tests.hostile_tars import build_tar
+    from tests.image_mutations import demo_jpegs, malformed_exif_jpeg
+    inp = tmp_path / "in"
+    inp.mkdir()
+    good = demo_jpegs(4)
+    for shard, images in (("00000", good[:2] + [malformed_exif_jpeg()]), ("00001", good[2:])):
+        members = [m for i, d in enumerate(images)
+                   for m in ((f"{shard}{i:04d}.jpg", "file", d), (f"{shard}{i:04d}.txt", "file", b"a drawing"))]
+        (inp / f"{shard}.tar").write_bytes(build_tar(members))
+    config = JobConfig(progress_seconds=0, report=False, embed=EmbedConfig(captions=False),
+                       perturbations=PerturbationConfig(tests=False))
+    s = run_ingest(str(inp), str(tmp_path / "out"), config)
+    assert len(s.shards) == 2
+    _, rows = query(tmp_path / "out", "SELECT shard, key, stage, error_type FROM errors WHERE key IS NOT NULL")
+    assert rows == [("00000", "000000002", "decode", "CorruptExif")]
+    _, [(n_ok, n_failed)] = query(tmp_path / "out", "SELECT count(*) FILTER (status = 'ok'), "
+                                                    "count(*) FILTER (status = 'failed') FROM samples")
+    assert (n_ok, n_failed) == (4, 1)

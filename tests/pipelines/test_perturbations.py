@@ -104,3 +104,39 @@ def test_class_wise_sanitizer_parameters_are_exported_by_class_name():
                    "label_field": "category"}
     assert named_params(params, ["a", "b", "c"], PerturbationConfig())["label_field"] is None  # pseudo-labels
     assert named_params({"quality": 10}, ["a"], PerturbationConfig()) == {"quality": 10}
+
+
+def test_hostile_images_in_the_feature_pass_are_rows_of_that_stage(tmp_path):
+    """Issue 19: malformed EXIF, a bomb header and a cut JPEG next to good images: one
+    perturbation_features errors row each (the bomb refused from its header), features for the rest."""
+    from tests.image_mutations import changed_since_ingest
+    uri, rows, want = changed_since_ingest(tmp_path)
+    feats, errors = shard_features("s", uri, rows, "r", batch=len(rows))
+    assert sorted(f["key"] for f in feats) == ["good0", "good1", "good2"]
+    got = {e["key"]: e for e in errors}
+    assert set(got) == set(want)
+    for key, error_type in want.items():
+        assert got[key]["stage"] == "perturbation_features" and error_type in got[key]["message"]
+
+
+def test_native_features_convert_only_the_central_crop_and_match_the_whole_image():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from audit.image_decode import decode_rgb
+    from audit.perturbation_features import sample_features
+    from pipelines.perturbations import native_features
+    rng = np.random.default_rng(0)
+    arr = (rng.integers(100, 140, (900, 1300), dtype=np.uint8))
+    for r, c in ((450, 650), (300, 500), (600, 800)):
+        arr[r, c] = 255  # isolated extremes inside the central crop
+    img = Image.fromarray(arr).convert("P")
+    img.info["transparency"] = int(np.asarray(img)[0, 0])
+    buf = io.BytesIO()
+    img.save(buf, "PNG", transparency=img.info["transparency"])
+    data = buf.getvalue()
+    want = sample_features(np.asarray(decode_rgb(data)))
+    got = native_features(data)
+    assert got == want and got["n_isolated_extreme"] >= 3
