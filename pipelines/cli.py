@@ -22,6 +22,8 @@ import argparse
 import csv
 import json
 import logging
+import os
+import re
 import sys
 
 from pipelines import memorization_commands, status_commands
@@ -46,7 +48,17 @@ Any flag shardguard does not know is passed to Beam unchanged."""
 
 EXAMPLES_SQL = """examples:
   shardguard sql --out demo-out "SELECT status, count(*) FROM samples GROUP BY ALL"
-  shardguard sql --out demo-out --format csv "SELECT * FROM errors" > errors.csv"""
+  shardguard sql --out demo-out --format csv "SELECT * FROM errors" > errors.csv
+what it can do: run ONE query (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE) on the
+  views of OUT/audit.duckdb, which read only the Parquet files the job wrote in OUT's table
+  folders (stray files there are listed by `shardguard status`, never read).
+what it cannot do: write any file or database (COPY, EXPORT, ATTACH, CREATE, INSERT, ...), read
+  files outside OUT's table folders (read_csv('/etc/passwd'), read_text, glob), install or load
+  extensions, change settings (SET, PRAGMA), or run several ;-separated statements: each is
+  refused with a one-line error (exit 1) before anything runs.
+output: table (control characters shown escaped, e.g. \\x1b), csv (cells starting with = + - @
+  tab or CR get a leading ' so spreadsheets show them as text; --raw-csv writes them unchanged),
+  json (exact values, JSON-escaped). A closed pipe (| head) ends the command quietly."""
 
 EXAMPLES_REPORT = """examples:
   shardguard report --out demo-out                  # writes demo-out/reports/index.html
@@ -89,7 +101,9 @@ def _parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--out", required=True, help="output folder of a run")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    s.add_argument("query", help="one SQL statement")
+    s.add_argument("--raw-csv", action="store_true", help="csv: write cells starting with = + - @ tab CR unchanged "
+                   "(default: a leading ' keeps spreadsheets from running them as formulas)")
+    s.add_argument("query", help="one read-only SQL query (SELECT ...)")
     c = sub.add_parser("contamination", help="find eval samples with a copy in a training set",
                        epilog="example:\n  shardguard contamination --train train-out --eval eval-out\n"
                               "  shardguard sql --out eval-out \"SELECT * FROM contamination\"",
@@ -129,11 +143,38 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# C0 and C1 controls, DEL, line/paragraph separators and bidirectional overrides: a terminal acts
+# on them (ESC sequences, CR overwrites, reordered text), so data never reaches it raw
+_TERMINAL_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def visible(text: str) -> str:
+    """`text` with every terminal control character written as an escape (\\x1b, \\n, \\u202e)."""
+    def escape(m: re.Match) -> str:
+        c = m.group()
+        return _NAMED_ESCAPES.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+    return _TERMINAL_UNSAFE.sub(escape, text)
+
+
+def csv_safe(v):
+    """A CSV cell a spreadsheet shows as text: strings starting with = + - @ tab CR get a leading '."""
+    return "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) else v
+
+
+def json_terminal_safe(text: str) -> str:
+    """JSON text with the C1 controls and other terminal-unsafe characters (which json.dumps with
+    ensure_ascii=False leaves raw) as \\u escapes: the same JSON values, nothing a terminal acts on."""
+    return _TERMINAL_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
 def format_table(cols: list[str], rows: list[tuple], max_width: int = 60) -> str:
+    """Rows as an aligned text table; control characters in names and values are escaped."""
     def cell(v) -> str:
-        s = "NULL" if v is None else str(v)
-        s = s.replace("\n", " ")
+        s = visible("NULL" if v is None else str(v))
         return s if len(s) <= max_width else s[: max_width - 1] + "…"
+    cols = [visible(str(c)) for c in cols]
     cells = [[cell(v) for v in r] for r in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
     line = lambda vals: " | ".join(v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
@@ -226,15 +267,24 @@ def _cmd_report(args) -> int:
 def _cmd_sql(args) -> int:
     from audit.store import query
 
-    cols, rows = query(args.out, args.query)
-    if args.format == "csv":
-        w = csv.writer(sys.stdout)
-        w.writerow(cols)
-        w.writerows(rows)
-    elif args.format == "json":
-        print(json.dumps([dict(zip(cols, r)) for r in rows], default=str, ensure_ascii=False, indent=1))
-    else:
-        print(format_table(cols, rows))
+    try:
+        cols, rows = query(args.out, args.query)
+    except ValueError as e:  # refused or failed: the message may quote data, so escape it
+        raise ValueError(visible(str(e))) from None
+    try:
+        if args.format == "csv":
+            w = csv.writer(sys.stdout)
+            keep = (lambda v: v) if args.raw_csv else csv_safe  # noqa: E731
+            w.writerow([keep(c) for c in cols])
+            w.writerows([keep(v) for v in r] for r in rows)
+        elif args.format == "json":
+            print(json_terminal_safe(json.dumps([dict(zip(cols, r)) for r in rows], default=str,
+                                                ensure_ascii=False, indent=1)))
+        else:
+            print(format_table(cols, rows))
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader stopped reading (| head): not an error of the query
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
     return 0
 
 
