@@ -147,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
 # on them (ESC sequences, CR overwrites, reordered text), so data never reaches it raw
 _TERMINAL_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_JSON_RAW_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")  # json escapes C0 itself
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -166,7 +167,7 @@ def csv_safe(v):
 def json_terminal_safe(text: str) -> str:
     """JSON text with the C1 controls and other terminal-unsafe characters (which json.dumps with
     ensure_ascii=False leaves raw) as \\u escapes: the same JSON values, nothing a terminal acts on."""
-    return _TERMINAL_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return _JSON_RAW_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def format_table(cols: list[str], rows: list[tuple], max_width: int = 60) -> str:
