@@ -9,12 +9,13 @@ set of columns. The table `shardguard_columns` documents every column in SQL.
 notebook holding a read-only connection to the old store neither blocks nor sees a half-made one.
 
 `query` (the `shardguard sql` command) is read-only and sandboxed: it accepts exactly one
-SELECT-like statement (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE) and runs
-it on the store opened read-only, with DuckDB's external access off except the table folders of
-OUT (`allowed_directories`), extension install and autoload off and the configuration locked
-before the statement runs: it cannot write any file (COPY, EXPORT), attach or change a database,
-read files outside OUT's table folders (read_csv('/etc/passwd'), read_text, glob), load
-extensions or change a setting. Failure: `ReadOnlyRefused` (a ValueError) naming what was refused
+SELECT-like statement (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE) and runs it in a
+private in-memory database holding the same views (`define_views`, from the file records at
+query time: current, and still right for a folder that was moved or copied), with DuckDB's
+external access off except the table folders of OUT (`allowed_directories`), no spill files,
+extension install and autoload off and the configuration locked before the statement runs:
+it cannot write any file (COPY, EXPORT), attach or change a database, read files outside OUT's
+table folders (read_csv('/etc/passwd'), read_text, glob), load extensions or change a setting. Failure: `ReadOnlyRefused` (a ValueError) naming what was refused
 before anything ran; `QueryFailed` (a ValueError) with DuckDB's one-line message otherwise.
 """
 
@@ -28,7 +29,7 @@ import duckdb
 
 from audit import atomic_files
 from audit.output_dir import OutputDir
-from audit.sql_literals import file_pattern, identifier, string_literal
+from audit.sql_literals import file_pattern, identifier, read_parquet, string_literal
 from schemas.declare import TableSpec
 
 DB_NAME = "audit.duckdb"
@@ -45,31 +46,45 @@ class QueryFailed(ValueError):
     """DuckDB refused or failed the query (a sandbox refusal is a 'Permission Error'): one line."""
 
 
+def define_views(con: duckdb.DuckDBPyConnection, out: OutputDir, tables: dict[str, TableSpec]) -> None:
+    """Every table's view (and `<table>_history`), its comments, and `shardguard_columns`, on `con`,
+    over the files the job wrote. A table with no file at all (a folder whose last run predates
+    the table) gets its columns and no rows from an in-memory empty table (not for a stored view:
+    `refresh_views` writes `_schema.parquet` first)."""
+    con.execute("CREATE OR REPLACE TABLE shardguard_columns (table_name VARCHAR, column_name VARCHAR, "
+                "type VARCHAR, description VARCHAR, schema_version INTEGER)")
+    for spec in tables.values():
+        files = out.written_files(spec.name)
+        if files:
+            source = read_parquet(files)
+        else:
+            source = f"_empty_{spec.name}"
+            con.register(source, spec.empty())
+        if spec.latest_only:  # corpus-level results: a run supersedes the previous one
+            con.execute(f"CREATE OR REPLACE VIEW {spec.name}_history AS SELECT * FROM {source}")
+            con.execute(f"COMMENT ON VIEW {spec.name}_history IS {string_literal(spec.doc + ' Every run.')}")
+            source = (f"{spec.name}_history WHERE run_id = "
+                      f"(SELECT max(run_id) FROM {spec.name}_history)")
+        con.execute(f"CREATE OR REPLACE VIEW {spec.name} AS SELECT * FROM {source}")
+        con.execute(f"COMMENT ON VIEW {spec.name} IS {string_literal(spec.doc)}")
+        for name, type_, doc in spec.describe():
+            con.execute(f"COMMENT ON COLUMN {spec.name}.{identifier(name)} IS {string_literal(doc)}")
+        con.executemany("INSERT INTO shardguard_columns VALUES (?, ?, ?, ?, ?)",
+                        [(spec.name, n, t, d, spec.version) for n, t, d in spec.describe()])
+
+
 def refresh_views(out: OutputDir, tables: dict[str, TableSpec]) -> Path:
     """(Re)create every view over the files the job wrote; safe to call after each run.
     Writes OUT/audit.duckdb.tmp-<random> and renames it over OUT/audit.duckdb. Stray Parquet
     files (not written by the job) are logged as one warning line and left out."""
     db = out.root / DB_NAME
     tmp = db.with_name(f"{DB_NAME}{atomic_files.TEMP_MARK}{os.urandom(6).hex()}")
+    for spec in tables.values():
+        out.ensure_schema_file(spec)
     con = duckdb.connect(str(tmp))
     try:
         con.execute("BEGIN TRANSACTION")  # one commit for the whole catalog, not one per statement
-        con.execute("CREATE OR REPLACE TABLE shardguard_columns (table_name VARCHAR, column_name VARCHAR, "
-                    "type VARCHAR, description VARCHAR, schema_version INTEGER)")
-        for spec in tables.values():
-            out.ensure_schema_file(spec)
-            source = out.read_sql(spec.name)
-            if spec.latest_only:  # corpus-level results: a run supersedes the previous one
-                con.execute(f"CREATE OR REPLACE VIEW {spec.name}_history AS SELECT * FROM {source}")
-                con.execute(f"COMMENT ON VIEW {spec.name}_history IS {string_literal(spec.doc + ' Every run.')}")
-                source = (f"{spec.name}_history WHERE run_id = "
-                          f"(SELECT max(run_id) FROM {spec.name}_history)")
-            con.execute(f"CREATE OR REPLACE VIEW {spec.name} AS SELECT * FROM {source}")
-            con.execute(f"COMMENT ON VIEW {spec.name} IS {string_literal(spec.doc)}")
-            for name, type_, doc in spec.describe():
-                con.execute(f"COMMENT ON COLUMN {spec.name}.{identifier(name)} IS {string_literal(doc)}")
-            con.executemany("INSERT INTO shardguard_columns VALUES (?, ?, ?, ?, ?)",
-                            [(spec.name, n, t, d, spec.version) for n, t, d in spec.describe()])
+        define_views(con, out, tables)
         con.execute("COMMIT")
         con.execute("CHECKPOINT")
         con.close()
@@ -110,14 +125,18 @@ def one_query(sql: str) -> str:
     return statements[0].query
 
 
-def sandboxed(db: Path, out_root: str | Path) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to `db` that can read OUT's table folders and nothing else and
-    cannot change its own configuration."""
-    con = duckdb.connect(str(db), read_only=True, config={"autoinstall_known_extensions": False,
-                                                          "autoload_known_extensions": False})
+def sandboxed(out_root: str | Path) -> duckdb.DuckDBPyConnection:
+    """A private in-memory database holding the views over OUT's written files, that can read
+    OUT's table folders and nothing else, spills nothing to disk and cannot change its own
+    configuration."""
+    from schemas import TABLES
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     try:
+        define_views(con, OutputDir(out_root), TABLES)
+        con.execute("SET temp_directory = ''")  # no spill files: it writes nothing anywhere
         con.execute("SET allowed_directories = ?", [table_folders(out_root)])
         con.execute("SET enable_external_access = false")
+        con.execute("SET enable_progress_bar = false")  # nothing but the rows on the terminal
         con.execute("SET lock_configuration = true")
     except BaseException:
         con.close()
@@ -126,12 +145,12 @@ def sandboxed(db: Path, out_root: str | Path) -> duckdb.DuckDBPyConnection:
 
 
 def query(out_root: str | Path, sql: str) -> tuple[list[str], list[tuple]]:
-    """Run one query on the store, read-only and sandboxed (module doc). Returns (column names, rows)."""
+    """Run one query on OUT's tables, read-only and sandboxed (module doc). Returns (column names, rows)."""
     db = Path(out_root) / DB_NAME
     if not db.exists():
         raise FileNotFoundError(f"no audit store at {db}: run `shardguard run --out {out_root}` first")
     statement = one_query(sql)
-    con = sandboxed(db, out_root)
+    con = sandboxed(out_root)
     try:
         cur = con.execute(statement)
         cols = [d[0] for d in cur.description] if cur.description else []

@@ -10,7 +10,8 @@
   shardguard replication --generated PATH_OR_SHARDS --against OUT [--threshold 0.5]
   shardguard report --out DIR [--to DIR] [--top N]
 
-Exit codes: 0 success; 1 error (bad input pattern, bad config, missing store, SQL error);
+Exit codes: 0 success; 1 error (bad input pattern, bad config, missing store, SQL error or a
+statement `sql` refuses: it runs one read-only query, see EXAMPLES_SQL);
 2 usage error; 3 the output folder is locked by another run; 4 too many failures (more than
 ingest.max_failed_fraction / max_failed_samples of the run's samples failed). Config precedence: defaults < --config YAML < SHARDGUARD_*
 environment variables < flags (pipelines.config).
@@ -24,6 +25,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import sys
 
 from pipelines import memorization_commands, status_commands
@@ -251,7 +253,7 @@ def _cmd_run(args, beam_args) -> int:
     print(f"store:    {summary.out}/audit.duckdb")
     if summary.report:
         print(f"report:   {summary.report}")
-    print(f'query:    shardguard sql --out {summary.out} "SELECT status, count(*) FROM samples GROUP BY ALL"')
+    print(f'query:    shardguard sql --out {shlex.quote(summary.out)} "SELECT status, count(*) FROM samples GROUP BY ALL"')
     return 0
 
 
@@ -311,7 +313,7 @@ def _cmd_contamination(args) -> int:
     kinds = {k: sum(r["kind"] == k for r in rows) for k in ("exact", "near")}
     print(f"contamination: {len(rows)} of {n_eval} eval samples have a copy in {train.root} "
           f"({len(rows) / max(n_eval, 1):.1%}; exact {kinds['exact']}, near {kinds['near']})")
-    print(f'table: shardguard sql --out {ev.root} "SELECT * FROM contamination"')
+    print(f'table: shardguard sql --out {shlex.quote(str(ev.root))} "SELECT * FROM contamination"')
     return 0
 
 

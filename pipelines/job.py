@@ -291,6 +291,8 @@ def _record_failure(out: OutputDir, summary: RunSummary, input_pattern: str, sta
     error = f"{track['step']}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
     summary.wall_seconds = time.perf_counter() - track["t0"]
     try:
+        if not summary.shards:  # failed in the per-shard pipeline: count the shards it completed
+            summary.shards = [m for m in out.markers(STAGE) if m.get("run_id") == summary.run_id]
         _write_runs_row(out, summary, input_pattern, started, config, track, plan, "failed", error)
         store.refresh_views(out, TABLES)
     except Exception as e:  # noqa: BLE001 - the run already failed; say so, raise the first error

@@ -119,7 +119,7 @@ def test_a_folder_from_before_file_records_keeps_working(out_dir):
     pq.write_table(pa.Table.from_pylist([_decision("00000", "b", True)], schema=DECISIONS.schema), run_dir / "00000.parquet")
     samples_dir = out_dir.table_dir("samples") / f"run={RUN}"
     pq.write_table(pa.Table.from_pylist([_sample("nope", "x")], schema=SAMPLES.schema), samples_dir / "nope.parquet")
-    # an old store (glob views) still answers through the sandbox
+    # sql answers at once (before any new run), by the names rule
     assert query(out_dir.root, "SELECT count(*) FROM samples")[1] == [(4,)]
     assert [p.name for p in out_dir.written_files("decisions")] == ["_schema.parquet", "run.parquet"]
     assert sorted(p.name for p in out_dir.written_files("samples")) == ["00000.parquet", "00001.parquet", "_schema.parquet"]
@@ -156,6 +156,14 @@ def test_refresh_replaces_the_store_under_a_notebooks_read_only_connection(out_d
         notebook.kill()
         notebook.wait()
     assert not [p for p in out_dir.root.iterdir() if p.name.startswith(DB_NAME) and p.name != DB_NAME]
+
+
+def test_sql_on_a_moved_folder_reads_the_moved_files(out_dir, tmp_path):
+    moved = tmp_path / "moved [copy]"
+    shutil.copytree(out_dir.root, moved)
+    shutil.rmtree(out_dir.root)
+    assert query(moved, "SELECT count(*) FROM samples")[1] == [(4,)]
+    assert query(moved, "SELECT count(*) FROM decisions WHERE NOT keep")[1] == [(1,)]
 
 
 def test_store_views_read_an_explicit_file_list(out_dir):
