@@ -52,12 +52,13 @@ EXAMPLES_SQL = """examples:
   shardguard sql --out demo-out "SELECT status, count(*) FROM samples GROUP BY ALL"
   shardguard sql --out demo-out --format csv "SELECT * FROM errors" > errors.csv
 what it can do: run ONE query (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE) on the
-  views of OUT/audit.duckdb, which read only the Parquet files the job wrote in OUT's table
-  folders (stray files there are listed by `shardguard status`, never read).
+  views of the audit tables (those of OUT/audit.duckdb, made afresh in memory), which read only
+  the Parquet files the job wrote in OUT's table folders (stray files there are listed by
+  `shardguard status`, never read).
 what it cannot do: write any file or database (COPY, EXPORT, ATTACH, CREATE, INSERT, ...), read
   files outside OUT's table folders (read_csv('/etc/passwd'), read_text, glob), install or load
   extensions, change settings (SET, PRAGMA), or run several ;-separated statements: each is
-  refused with a one-line error (exit 1) before anything runs.
+  refused with a one-line error (exit 1), and nothing is read or written.
 output: table (control characters shown escaped, e.g. \\x1b), csv (cells starting with = + - @
   tab or CR get a leading ' so spreadsheets show them as text; --raw-csv writes them unchanged),
   json (exact values, JSON-escaped). A closed pipe (| head) ends the command quietly."""
