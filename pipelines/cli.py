@@ -346,9 +346,10 @@ def _cmd_tables(args) -> int:
 
     counts = {}
     if args.out:
+        from audit.sql_literals import string_literal
         from audit.store import query
-        for name in TABLES:
-            counts[name] = query(args.out, f"SELECT count(*) FROM {name}")[1][0][0]
+        counts = dict(query(args.out, " UNION ALL ".join(f"SELECT {string_literal(name)}, count(*) FROM {name}"
+                                                         for name in TABLES))[1])
     for spec in TABLES.values():
         n = f" ({counts[spec.name]} rows)" if spec.name in counts else ""
         print(f"{spec.name} v{spec.version}{n}: {spec.doc}")
