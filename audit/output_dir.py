@@ -24,9 +24,10 @@ status` and the view refresh report it, nothing reads it.
 Migration: a folder written before these records existed has no OUT/_files/. There, a file is
 read iff its name is one the job gives: `_schema.parquet` at the table's top, `run.parquet` in
 a run folder, or `<shard>.parquet` / `<shard>.<part>.parquet` of a shard with an ingest
-completion marker (any name in caption_variants, named by clean's output shards) in a run folder
-that holds no `run.parquet` (run-level tables hold only that file). The first writer of the new version (`adopt_legacy_files`, at the start of a run or
-before any other record) records exactly those files, once; from then on records decide.
+completion marker (any name in caption_variants, named by clean's output shards) in a run
+folder that holds no `run.parquet` (run-level tables hold only that file). The first writer of
+the new version (`adopt_legacy_files`, at the start of a run or before any other record)
+records exactly those files, once; from then on records decide. Symbolic links are never read.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class OutputDir:
 
     def _table_parquet(self, table: str) -> list[Path]:
         base = self.table_dir(table)
-        return sorted(p for p in base.rglob("*.parquet") if p.is_file()) if base.is_dir() else []
+        return sorted(p for p in base.rglob("*.parquet") if p.is_file() and not p.is_symlink()) if base.is_dir() else []
 
     def _legacy_named(self) -> Callable[[Path], bool]:
         """The migration rule (module doc): is this file one the job of an older version wrote?"""

@@ -64,7 +64,7 @@ def status_report(out: str, n_runs: int = 5) -> dict:
 
 
 def cmd_status(args) -> int:
-    from pipelines.cli import format_table, visible
+    from pipelines.query_output import format_table, visible
 
     rep = status_report(args.out, args.runs)
     if args.format == "json":
