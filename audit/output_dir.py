@@ -102,7 +102,10 @@ class OutputDir:
 
     # ---- written-file records (which table files the views read) ------------------------
     def _record_of(self, path: Path) -> Path:
-        return self.root / FILES_DIR / f"{path.relative_to(self.root).as_posix()}.json"
+        rel = str(path)[len(str(self.root)) + 1:]  # path is under root (table files only): no pathlib cost
+        if str(path)[: len(str(self.root)) + 1] != str(self.root) + os.sep:
+            raise ValueError(f"{path} is not under {self.root}")
+        return Path(f"{self.root}{os.sep}{FILES_DIR}{os.sep}{rel}.json")
 
     def _record_written(self, path: Path) -> Path:
         if not (self.root / FILES_DIR).is_dir():

@@ -10,8 +10,9 @@ notebook holding a read-only connection to the old store neither blocks nor sees
 
 `query` (the `shardguard sql` command) is read-only and sandboxed: it accepts exactly one
 SELECT-like statement (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE) and runs it in a
-private in-memory database holding the same views (`define_views`, from the file records at
-query time: current, and still right for a folder that was moved or copied), with DuckDB's
+private in-memory database holding the same views of the tables it names (`define_views`, from
+the file records at query time: current, and still right for a folder that was moved or
+copied), with DuckDB's
 external access off except the table folders of OUT (`allowed_directories`), no spill files,
 extension install and autoload off and the configuration locked before the statement runs:
 it cannot write any file (COPY, EXPORT), attach or change a database, read files outside OUT's
@@ -126,22 +127,30 @@ def one_query(sql: str) -> str:
 
 
 def sandboxed(out_root: str | Path) -> duckdb.DuckDBPyConnection:
-    """A private in-memory database holding the views over OUT's written files, that can read
-    OUT's table folders and nothing else, spills nothing to disk and cannot change its own
-    configuration."""
-    from schemas import TABLES
+    """A private in-memory database that can read OUT's table folders and nothing else, spills
+    nothing to disk and cannot change its own configuration (no views yet)."""
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
     try:
-        define_views(con, OutputDir(out_root), TABLES)
         con.execute("SET temp_directory = ''")  # no spill files: it writes nothing anywhere
         con.execute("SET allowed_directories = ?", [table_folders(out_root)])
         con.execute("SET enable_external_access = false")
         con.execute("SET enable_progress_bar = false")  # nothing but the rows on the terminal
+        con.execute("SET parquet_metadata_cache = true")  # footers read once: binding the views, then the query
         con.execute("SET lock_configuration = true")
     except BaseException:
         con.close()
         raise
     return con
+
+
+def referenced_tables(con: duckdb.DuckDBPyConnection, statement: str) -> dict[str, TableSpec]:
+    """The audit tables `statement` names (a `<table>_history` view names its table); every
+    table when it names none (SHOW TABLES, duckdb_columns(), shardguard_columns). Parsed on the
+    sandboxed `con`: naming tables binds the table functions of the statement."""
+    from schemas import TABLES
+    names = {n.lower().removesuffix("_history") for n in con.get_table_names(statement, qualified=False)}
+    used = {name: spec for name, spec in TABLES.items() if name in names}
+    return used or TABLES
 
 
 def query(out_root: str | Path, sql: str) -> tuple[list[str], list[tuple]]:
@@ -152,6 +161,7 @@ def query(out_root: str | Path, sql: str) -> tuple[list[str], list[tuple]]:
     statement = one_query(sql)
     con = sandboxed(out_root)
     try:
+        define_views(con, OutputDir(out_root), referenced_tables(con, statement))
         cur = con.execute(statement)
         cols = [d[0] for d in cur.description] if cur.description else []
         return cols, cur.fetchall()
