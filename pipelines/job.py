@@ -36,7 +36,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from importlib.metadata import PackageNotFoundError, version
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -55,8 +54,9 @@ from pipelines.memorization import FlagMemorization, ScoreMemorization, model_id
 from pipelines.memorization import stage as mem_stage
 from pipelines.perturbations import FEATURE_STAGE, SANITIZER_FILE, PerturbationFeatures, TestPerturbations, needs_testing
 from pipelines.progress import ProgressMonitor, StageCounter, finish_and_log
+from pipelines.run_record import record_failure, write_runs_row
 from pipelines.shard_uris import expand_input
-from schemas import RUNS, TABLES
+from schemas import TABLES
 
 log = logging.getLogger("shardguard.job")
 
@@ -131,13 +131,6 @@ def _perturbation_summary(out: OutputDir, run_id: str) -> dict:
 
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-
-
-def shardguard_version() -> str:
-    try:
-        return version("shardguard")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"  # not in Beam's short-name list
@@ -263,43 +256,6 @@ def run_ingest(input_pattern: str, out_root: str, config: JobConfig | None = Non
         out.unlock()
 
 
-def _write_runs_row(out: OutputDir, summary: RunSummary, input_pattern: str, started: datetime, config: JobConfig,
-                    track: dict, plan: RunPlan, status: str, error: str | None) -> None:
-    """The run's row of the runs table (rewritten whole when a later step of the run fails)."""
-    ran = (("ingest", plan.todo), ("embed", plan.specs and (plan.todo or plan.embed_todo)),
-           ("memorization", summary.memorization), ("dedup", summary.dedup), ("perturbations", summary.perturbations))
-    out.write_run_table(RUNS, summary.run_id, [{
-        "run_id": summary.run_id, "job": "+".join([name for name, did in ran if did]) or "nothing to do",
-        "status": status, "error": error, "input_pattern": input_pattern,
-        "started_at": started, "finished_at": datetime.now(timezone.utc),
-        "runner": track["runner"], "shardguard_version": shardguard_version(),
-        "config_json": config.to_json(), "n_shards_matched": summary.n_shards_matched,
-        "n_shards_skipped": summary.n_shards_skipped, "n_shards_processed": len(summary.shards),
-        "n_inputs": summary.n_inputs, "n_ok": summary.n_ok, "n_failed": summary.n_failed,
-        "wall_seconds": summary.wall_seconds, "notes": summary.notes,
-        "embeddings_json": json.dumps(summary.embeddings, sort_keys=True),
-        "dedup_json": json.dumps(summary.dedup, sort_keys=True),
-        "memorization_json": json.dumps(summary.memorization, sort_keys=True),
-        "perturbations_json": json.dumps(summary.perturbations, sort_keys=True),
-    }])
-
-
-def _record_failure(out: OutputDir, summary: RunSummary, input_pattern: str, started: datetime, config: JobConfig,
-                    track: dict, plan: RunPlan, exc: Exception) -> None:
-    """A step of the run raised: its runs row says 'failed', in which step and why, and the
-    views are refreshed to show it (best effort: the original exception is what propagates)."""
-    error = f"{track['step']}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
-    summary.wall_seconds = time.perf_counter() - track["t0"]
-    try:
-        if not summary.shards:  # failed in the per-shard pipeline: count the shards it completed
-            summary.shards = [m for m in out.markers(STAGE) if m.get("run_id") == summary.run_id]
-        _write_runs_row(out, summary, input_pattern, started, config, track, plan, "failed", error)
-        store.refresh_views(out, TABLES)
-    except Exception as e:  # noqa: BLE001 - the run already failed; say so, raise the first error
-        log.error("run %s failed (%s) and its failure could not be fully recorded: %s: %s",
-                  summary.run_id, error, type(e).__name__, e)
-
-
 def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args: list[str]) -> RunSummary:
     t0, started = time.perf_counter(), datetime.now(timezone.utc)
     atomic_files.remove_stale_temps(out.root)
@@ -402,7 +358,7 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
                 summary.embeddings[m] = {k: sum(r[k] for r in done) for k in ("n_inputs", "n_ok", "n_failed")}
         summary.wall_seconds = time.perf_counter() - t0
         track["step"] = "runs row"
-        _write_runs_row(out, summary, input_pattern, started, config, track, plan, status="failed" if stop else "succeeded",
+        write_runs_row(out, summary, input_pattern, started, config, track, plan, status="failed" if stop else "succeeded",
                         error=str(stop) if stop else None)
         track["step"] = "views"
         store.refresh_views(out, TABLES)
@@ -412,7 +368,7 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
             from pipelines.ingest import open_uri
             summary.report = write_report(out.root, opener=open_uri)
     except Exception as e:
-        _record_failure(out, summary, input_pattern, started, config, track, plan, e)
+        record_failure(out, summary, input_pattern, started, config, track, plan, e)
         raise
     if stop:
         raise stop
