@@ -25,7 +25,7 @@ TEMP_PREFIX = ".sg-tmp-"
 TEMP_NAME = re.compile(r"\.sg-tmp-[0-9a-f]{12}-.+\.tmp")  # full match: the only names cleanup deletes
 
 
-def _temp_for(path: Path) -> Path:
+def temp_for(path: Path) -> Path:
     return path.with_name(f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}-{path.name}.tmp")
 
 
@@ -44,7 +44,7 @@ def writing(path: str | os.PathLike):
     """A binary file to stream into; it appears at `path` whole on success, never partially."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_for(path)
+    tmp = temp_for(path)
     try:
         with open(tmp, "wb") as f:
             yield f
@@ -56,7 +56,7 @@ def writing(path: str | os.PathLike):
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_for(path)
+    tmp = temp_for(path)
     try:
         tmp.write_bytes(data)
         _commit(tmp, path)
@@ -74,7 +74,7 @@ def write_table(path: str | os.PathLike, spec: TableSpec, data: pa.Table | list[
     table = spec.from_rows(data) if isinstance(data, list) else data.cast(spec.schema)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_for(path)
+    tmp = temp_for(path)
     try:
         pq.write_table(table, tmp, compression="zstd")
         _commit(tmp, path)

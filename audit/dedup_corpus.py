@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import duckdb
 import numpy as np
 
+from audit import sql_literals
 from audit.output_dir import OutputDir
 
 SAMPLE_COLUMNS = ("shard", "key", "status", "error", "caption", "byte_hash", "pixel_hash",
@@ -109,9 +110,9 @@ def load_corpus(out: OutputDir, with_vectors: bool = True, vector_shards: set[st
         return corpus
     index = corpus.row_index()
     for model_dir in model_dirs(out):
-        rows = con.execute(
-            f"SELECT model, modality, shard, key, row FROM read_parquet('{model_dir}/run=*/*.parquet', "
-            f"hive_partitioning=false) ORDER BY shard, row").fetchall()
+        files = out.written_files(f"embeddings/{model_dir.name}")
+        rows = con.execute(f"SELECT model, modality, shard, key, row FROM {sql_literals.read_parquet(files)} "
+                           "ORDER BY shard, row").fetchall() if files else []
         if not rows:
             continue
         model_id, modality = rows[0][0], rows[0][1]

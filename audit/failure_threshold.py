@@ -26,6 +26,7 @@ import duckdb
 import pyarrow as pa
 
 from audit.output_dir import OutputDir
+from audit.sql_literals import file_pattern
 
 
 class TooManyFailures(RuntimeError):
@@ -57,14 +58,15 @@ def tally_run(out: OutputDir, run_id: str, shards: list[dict]) -> FailureTally:
     undelivered = sum(max(0, (s.get("n_expected") or 0) - s["n_inputs"]) for s in shards
                       if s.get("status") != "complete")
     n_inputs = sum(s["n_inputs"] for s in shards) + undelivered
-    files = out.table_dir("errors") / f"run={run_id}"
-    if not shards or not any(files.glob("*.parquet")):
+    run_dir = out.table_dir("errors") / f"run={run_id}"
+    files = [file_pattern(p) for p in out.written_files("errors") if p.parent == run_dir]
+    if not shards or not files:
         return FailureTally(n_inputs, undelivered)
     con = duckdb.connect()
     try:  # one scan over the run's errors files (one per shard and stage), in DuckDB
         con.register("ran", pa.table({"shard": sorted({s["shard"] for s in shards})}))
         con.execute("CREATE TEMP TABLE e AS SELECT shard, key, error_type FROM read_parquet(?) "
-                    "WHERE shard IN (SELECT shard FROM ran)", [str(files / "*.parquet")])
+                    "WHERE shard IN (SELECT shard FROM ran)", [files])
         [(n_failed,)] = con.execute("SELECT count(*) FROM (SELECT DISTINCT shard, key FROM e WHERE key IS NOT NULL)").fetchall()
         types = Counter(dict(con.execute("SELECT error_type, count(*) FROM e GROUP BY ALL").fetchall()))
     finally:

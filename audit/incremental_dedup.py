@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from audit import atomic_files
+from audit import atomic_files, sql_literals
 from audit.copy_verification import PairVerifier, stored_image_fetcher
 from audit.dedup_corpus import Corpus, load_corpus
 from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, DedupResult, find_duplicates
@@ -85,13 +85,13 @@ def save_from_result(out: OutputDir, corpus: Corpus, result: DedupResult, cfg: D
 
 
 def previous(out: OutputDir, table: str) -> list[dict]:
-    glob = out.table_dir(table) / "run=*" / "run.parquet"
-    if not list(out.table_dir(table).glob("run=*/run.parquet")):
+    files = [p for p in out.written_files(table) if p.name == "run.parquet"]
+    if not files:
         return []
     con = duckdb.connect()
     try:
-        rel = con.sql(f"SELECT * FROM read_parquet('{glob}', union_by_name=true, hive_partitioning=false) "
-                      f"WHERE run_id = (SELECT max(run_id) FROM read_parquet('{glob}', hive_partitioning=false))")
+        src = sql_literals.read_parquet(files)
+        rel = con.sql(f"SELECT * FROM {src} WHERE run_id = (SELECT max(run_id) FROM {src})")
         return rel.to_arrow_table().to_pylist()
     finally:
         con.close()

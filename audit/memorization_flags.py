@@ -16,7 +16,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from audit import atomic_files
+from audit import atomic_files, sql_literals
 from audit.memorization_shard import MemorizationConfig
 from audit.output_dir import OutputDir
 from audit.score_calibration import Calibration, calibrate
@@ -106,7 +106,7 @@ def current_decisions(out: OutputDir, run_id: str) -> list[dict]:
     the samples table (ok = keep, failed = 'ingest_failed:<ErrorType>')."""
     mine = out.table_dir("decisions") / f"run={run_id}" / "run.parquet"
     if mine.exists():
-        return scan(f"SELECT * FROM read_parquet('{mine}', hive_partitioning=false)")
+        return scan(f"SELECT * FROM {sql_literals.read_parquet([mine])}")
     if any(out.table_dir("decisions").glob("run=*/*.parquet")):
         src = out.read_sql("decisions")
         return scan(f"SELECT * FROM {src} WHERE run_id = (SELECT max(run_id) FROM {src})")

@@ -7,6 +7,7 @@ Layout (OUT is local):
   OUT/<table>/run=<run_id>/run.parquet       rows written once per run (runs table)
   OUT/<table>/_schema.parquet                zero rows: gives the DuckDB view its columns
   OUT/_manifest/<stage>/<shard>.json         completion marker: written last, atomically
+  OUT/_files/<path of a table file>.json     written-file record: the file's size in bytes
   OUT/audit.duckdb                           views over all of the above
   OUT/.lock                                  held by the run that writes OUT
   OUT/.shardguard.json                       layout marker: OUT is ours (audit.folder_ownership)
@@ -18,6 +19,20 @@ redone, so the union over runs never holds a shard twice.
 Cleanup (`remove_leftovers`) deletes only what we name: temp files matching
 atomic_files.TEMP_NAME in OUT's own folders (`OWN_FOLDERS` and the table folders) and private
 temp folders matching `RUN_TMP` in OUT/_tmp; any other file stays where it is.
+
+Which files the views read: every table file the job writes (`write_shard_table`,
+`write_run_table`, `ensure_schema_file`) gets a written-file record right after it, naming it
+and its size. `read_sql` and the views read an explicit list of the files whose record exists
+and whose size still matches; any other Parquet file under a table folder (copied in, written
+by hand or by an attacker, overwritten since) is a stray: `stray_files` lists it, `shardguard
+status` and the view refresh report it, nothing reads it.
+Migration: a folder written before these records existed has no OUT/_files/. There, a file is
+read iff its name is one the job gives: `_schema.parquet` at the table's top, `run.parquet` in
+a run folder, or `<shard>.parquet` / `<shard>.<part>.parquet` of a shard with an ingest
+completion marker (any name in caption_variants, named by clean's output shards) in a run
+folder that holds no `run.parquet` (run-level tables hold only that file). The first writer of
+the new version (`adopt_legacy_files`, at the start of a run or before any other record)
+records exactly those files, once; from then on records decide. Symbolic links are never read.
 """
 
 from __future__ import annotations
@@ -28,17 +43,22 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from audit import atomic_files
+from audit import atomic_files, sql_literals
 from schemas.declare import TableSpec
+
+
+FILES_DIR = "_files"  # written-file records, one per table file, mirroring OUT's layout
+LEGACY_ANY_SHARD_NAME = {"caption_variants"}  # named by clean's output shards, not by ingested ones
 
 
 class OutputLocked(RuntimeError):
     pass
 
 
-OWN_FOLDERS = ("_manifest", "embeddings", "vectors", "index", "reports", "exports")  # besides the table folders
+OWN_FOLDERS = ("_manifest", "_files", "embeddings", "vectors", "index", "reports", "exports")  # besides the table folders
 PRIVATE_TMP = "_tmp"
 RUN_TMP = re.compile(r"sg-run-[0-9a-f]{8}")  # full match: a run's private temp folder under OUT/_tmp
 
@@ -53,9 +73,13 @@ class OutputDir:
         return self.root / table
 
     def read_sql(self, table: str) -> str:
-        """DuckDB table expression over every Parquet file of `table` in every run."""
-        glob = str(self.table_dir(table) / "**" / "*.parquet").replace("'", "''")
-        return f"read_parquet('{glob}', union_by_name=true, hive_partitioning=false)"
+        """DuckDB table expression over the Parquet files of `table` the job wrote, in every run
+        (`table` may be a sub-path such as 'embeddings/<model>'). Failure: FileNotFoundError
+        when there is none."""
+        files = self.written_files(table)
+        if not files:
+            raise FileNotFoundError(f"no Parquet file of table {table!r} written by ShardGuard in {self.root}")
+        return sql_literals.read_parquet(files)
 
     def shard_file(self, table: str, run_id: str, shard: str, part: str = "") -> Path:
         """`table` may be a sub-path such as 'embeddings/<model>'; `part` names a later stage's file."""
@@ -69,14 +93,15 @@ class OutputDir:
     def write_shard_table(self, spec: TableSpec, run_id: str, shard: str, rows,
                           table: str = "", part: str = "") -> Path:
         path = self.shard_file(table or spec.name, run_id, shard, part)
-        return atomic_files.write_table(path, spec, rows)
+        return self._record_written(atomic_files.write_table(path, spec, rows))
 
     def write_run_table(self, spec: TableSpec, run_id: str, rows) -> Path:
-        return atomic_files.write_table(self.table_dir(spec.name) / f"run={run_id}" / "run.parquet", spec, rows)
+        path = self.table_dir(spec.name) / f"run={run_id}" / "run.parquet"
+        return self._record_written(atomic_files.write_table(path, spec, rows))
 
     def ensure_schema_file(self, spec: TableSpec) -> Path:
         path = self.table_dir(spec.name) / "_schema.parquet"
-        return atomic_files.write_table(path, spec, spec.empty())
+        return self._record_written(atomic_files.write_table(path, spec, spec.empty()))
 
     def remove_orphans(self, shard: str, tables: list[str], part: str = "") -> int:
         n = 0
@@ -84,7 +109,78 @@ class OutputDir:
         for t in tables:
             for p in self.table_dir(t).glob(f"run=*/{_safe(shard)}{suffix}.parquet"):
                 p.unlink(missing_ok=True)
+                self._record_of(p).unlink(missing_ok=True)
                 n += 1
+        return n
+
+    # ---- written-file records (which table files the views read) ------------------------
+    def _record_of(self, path: Path) -> Path:
+        rel = str(path)[len(str(self.root)) + 1:]  # path is under root (table files only): no pathlib cost
+        if str(path)[: len(str(self.root)) + 1] != str(self.root) + os.sep:
+            raise ValueError(f"{path} is not under {self.root}")
+        return Path(f"{self.root}{os.sep}{FILES_DIR}{os.sep}{rel}.json")
+
+    def _record_written(self, path: Path) -> Path:
+        if not (self.root / FILES_DIR).is_dir():
+            self.adopt_legacy_files()
+        atomic_files.write_json(self._record_of(path), {"bytes": path.stat().st_size})
+        return path
+
+    def _is_recorded(self, path: Path) -> bool:
+        try:
+            return json.loads(self._record_of(path).read_text()).get("bytes") == path.stat().st_size
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def _table_parquet(self, table: str) -> list[Path]:
+        base = self.table_dir(table)
+        return sorted(p for p in base.rglob("*.parquet") if p.is_file() and not p.is_symlink()) if base.is_dir() else []
+
+    def _legacy_named(self) -> Callable[[Path], bool]:
+        """The migration rule (module doc): is this file one the job of an older version wrote?"""
+        ingested = {p.stem for p in self.manifest_dir("ingest").glob("*.json")}
+
+        def named(p: Path) -> bool:
+            if p.name == "_schema.parquet":
+                return not p.parent.name.startswith("run=")
+            if not p.parent.name.startswith("run="):
+                return False
+            if p.name == "run.parquet" or (p.parent / "run.parquet").exists():
+                return p.name == "run.parquet"
+            if p.relative_to(self.root).parts[0] in LEGACY_ANY_SHARD_NAME:
+                return True
+            stem = p.name[: -len(".parquet")]
+            return any(stem[:i] in ingested for i in range(len(stem), 0, -1) if i == len(stem) or stem[i] == ".")
+        return named
+
+    def written_files(self, table: str) -> list[Path]:
+        """The Parquet files of `table` (or a sub-path) that the job wrote, sorted."""
+        if not (self.root / FILES_DIR).is_dir():
+            named = self._legacy_named()
+            return [p for p in self._table_parquet(table) if named(p)]
+        return [p for p in self._table_parquet(table) if self._is_recorded(p)]
+
+    def stray_files(self, tables: Iterable[str]) -> list[Path]:
+        """Parquet files under the tables' folders that the job did not write: never read."""
+        strays = []
+        for t in tables:
+            written = set(self.written_files(t))
+            strays += [p for p in self._table_parquet(t) if p not in written]
+        return strays
+
+    def adopt_legacy_files(self) -> int:
+        """Record the files of a folder written before records existed (migration rule of the
+        module doc); a no-op once OUT/_files/ exists. Returns how many were recorded."""
+        if (self.root / FILES_DIR).is_dir():
+            return 0
+        from schemas import TABLES
+        named, n = self._legacy_named(), 0
+        for t in TABLES:
+            for p in self._table_parquet(t):
+                if named(p):
+                    atomic_files.write_json(self._record_of(p), {"bytes": p.stat().st_size})
+                    n += 1
+        (self.root / FILES_DIR).mkdir(parents=True, exist_ok=True)
         return n
 
     # ---- completion markers ---------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from audit import report_charts, report_sections as sections
+from audit import report_charts, report_sections as sections, sql_literals
 from audit.finding_pages import decode_or_none, read_training_images
 from audit.html_pages import write_page
 from audit.output_dir import OutputDir
@@ -51,9 +51,10 @@ class ReportData:
         self.notes: list[str] = []
 
     def source(self, table: str, latest: bool | None = None) -> str | None:
-        if not any(self.out.table_dir(table).glob("**/*.parquet")):
+        files = self.out.written_files(table)
+        if not files:
             return None
-        src = self.out.read_sql(table)
+        src = sql_literals.read_parquet(files)
         if latest if latest is not None else TABLES[table].latest_only:
             src = f"(SELECT * FROM {src} WHERE run_id = (SELECT max(run_id) FROM {src}))"
         return src
@@ -75,7 +76,8 @@ class ReportData:
 def summary(data: ReportData) -> str:
     run = next(iter(data.rows("runs", "SELECT * FROM t ORDER BY run_id DESC LIMIT 1", latest=False)), None)
     sources = {name: data.source(name) for name in TABLES}
-    parts = [f"SELECT '{name}' AS name, count(*) AS n FROM {src}" for name, src in sources.items() if src]
+    parts = [f"SELECT {sql_literals.string_literal(name)} AS name, count(*) AS n FROM {src}"
+             for name, src in sources.items() if src]
     got = {r["name"]: r["n"] for r in scan(" UNION ALL ".join(parts))} if parts else {}
     counts = [(name, got.get(name, 0)) for name in TABLES]
     by_status = data.rows("samples", "SELECT status, count(*) AS n FROM t GROUP BY status ORDER BY n DESC")

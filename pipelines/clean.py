@@ -58,7 +58,7 @@ def kept_samples(out: OutputDir) -> tuple[list[SampleRef], int, str | None, set[
             dec = out.read_sql("decisions")
             dec_run = con.execute(f"SELECT max(run_id) FROM {dec}").fetchone()[0]
             keep_sql = (f"s.status = 'ok' AND (s.shard, s.key) IN (SELECT (shard, key) FROM {dec} "
-                        f"WHERE run_id = '{dec_run}' AND keep)")
+                        "WHERE run_id = $dec_run AND keep)")
             dup = out.read_sql("duplicates")
             flagged = set(con.execute(
                 f"SELECT shard, key FROM {dup} WHERE run_id = (SELECT max(run_id) FROM {dup}) "
@@ -68,7 +68,7 @@ def kept_samples(out: OutputDir) -> tuple[list[SampleRef], int, str | None, set[
             SELECT s.shard, s.key, sh.uri, s.image_ext, s.image_offset, s.image_bytes, s.caption, s.meta_json,
                    s.width, s.height, s.byte_hash
             FROM {samples} s JOIN (SELECT DISTINCT shard, uri FROM {shards}) sh USING (shard)
-            WHERE {keep_sql} ORDER BY s.shard, s.key""").fetchall()
+            WHERE {keep_sql} ORDER BY s.shard, s.key""", {"dec_run": dec_run} if has_dec else None).fetchall()
     finally:
         con.close()
     return [SampleRef(*r) for r in rows], n_input, dec_run, flagged

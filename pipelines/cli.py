@@ -11,7 +11,8 @@
   shardguard report --out DIR [--to DIR] [--top N]
 
 Exit codes: 0 success (also when stdout's reader closed early, `| head`); 1 error (a step failed,
-I/O error, missing store, SQL error); 2 usage error: a bad flag, config file or value (YAML
+I/O error, missing store, SQL error or a statement `sql` refuses: it runs one read-only query,
+see EXAMPLES_SQL); 2 usage error: a bad flag, config file or value (YAML
 syntax, python tags, out-of-range numbers), input pattern, model file (pickled weights are
 refused) or folder (an --out / --to that is not ours, a clean --from that is not an audit), one
 line naming it and the fix; 3 the output folder is locked by another run; 4 too many failures
@@ -22,12 +23,12 @@ environment variables < flags (pipelines.config).
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import logging
+import shlex
 import sys
 
 from pipelines import memorization_commands, status_commands
+from pipelines.query_output import visible, write_rows
 
 EPILOG_MAIN = """examples:
   shardguard run --input 'infra/demo/sample/{00000..00003}.tar' --out demo-out
@@ -52,7 +53,18 @@ Any flag shardguard does not know is passed to Beam unchanged."""
 
 EXAMPLES_SQL = """examples:
   shardguard sql --out demo-out "SELECT status, count(*) FROM samples GROUP BY ALL"
-  shardguard sql --out demo-out --format csv "SELECT * FROM errors" > errors.csv"""
+  shardguard sql --out demo-out --format csv "SELECT * FROM errors" > errors.csv
+what it can do: run ONE query (SELECT, WITH, FROM, VALUES, DESCRIBE, SHOW, SUMMARIZE) on the
+  views of the audit tables (those of OUT/audit.duckdb, made afresh in memory), which read only
+  the Parquet files the job wrote in OUT's table folders (stray files there are listed by
+  `shardguard status`, never read).
+what it cannot do: write any file or database (COPY, EXPORT, ATTACH, CREATE, INSERT, ...), read
+  files outside OUT's table folders (read_csv('/etc/passwd'), read_text, glob), install or load
+  extensions, change settings (SET, PRAGMA), or run several ;-separated statements: each is
+  refused with a one-line error (exit 1), and nothing is read or written.
+output: table (control characters shown escaped, e.g. \\x1b), csv (cells starting with = + - @
+  tab or CR get a leading ' so spreadsheets show them as text; --raw-csv writes them unchanged),
+  json (exact values, JSON-escaped). A closed pipe (| head) ends the command quietly."""
 
 EXAMPLES_REPORT = """examples:
   shardguard report --out demo-out                  # writes demo-out/reports/index.html
@@ -95,7 +107,9 @@ def _parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--out", required=True, help="output folder of a run")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    s.add_argument("query", help="one SQL statement")
+    s.add_argument("--raw-csv", action="store_true", help="csv: write cells starting with = + - @ tab CR unchanged "
+                   "(default: a leading ' keeps spreadsheets from running them as formulas)")
+    s.add_argument("query", help="one read-only SQL query (SELECT ...)")
     c = sub.add_parser("contamination", help="find eval samples with a copy in a training set",
                        epilog="example:\n  shardguard contamination --train train-out --eval eval-out\n"
                               "  shardguard sql --out eval-out \"SELECT * FROM contamination\"",
@@ -133,19 +147,6 @@ def _parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     t.add_argument("--out", help="also count rows in this output folder")
     return p
-
-
-def format_table(cols: list[str], rows: list[tuple], max_width: int = 60) -> str:
-    def cell(v) -> str:
-        s = "NULL" if v is None else str(v)
-        s = s.replace("\n", " ")
-        return s if len(s) <= max_width else s[: max_width - 1] + "…"
-    cells = [[cell(v) for v in r] for r in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
-    line = lambda vals: " | ".join(v.ljust(w) for v, w in zip(vals, widths))  # noqa: E731
-    out = [line(cols), "-+-".join("-" * w for w in widths)] + [line(r) for r in cells]
-    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
-    return "\n".join(out)
 
 
 def run_config(args):
@@ -215,7 +216,7 @@ def _cmd_run(args, beam_args) -> int:
     print(f"store:    {summary.out}/audit.duckdb")
     if summary.report:
         print(f"report:   {summary.report}")
-    print(f'query:    shardguard sql --out {summary.out} "SELECT status, count(*) FROM samples GROUP BY ALL"')
+    print(f'query:    shardguard sql --out {shlex.quote(summary.out)} "SELECT status, count(*) FROM samples GROUP BY ALL"')
     return 0
 
 
@@ -236,15 +237,11 @@ def _cmd_report(args) -> int:
 def _cmd_sql(args) -> int:
     from audit.store import query
 
-    cols, rows = query(args.out, args.query)
-    if args.format == "csv":
-        w = csv.writer(sys.stdout)
-        w.writerow(cols)
-        w.writerows(rows)
-    elif args.format == "json":
-        print(json.dumps([dict(zip(cols, r)) for r in rows], default=str, ensure_ascii=False, indent=1))
-    else:
-        print(format_table(cols, rows))
+    try:
+        cols, rows = query(args.out, args.query)
+    except ValueError as e:  # refused or failed: the message may quote data, so escape it
+        raise ValueError(visible(str(e))) from None
+    write_rows(cols, rows, args.format, raw_csv=args.raw_csv)
     return 0
 
 
@@ -272,7 +269,7 @@ def _cmd_contamination(args) -> int:
     kinds = {k: sum(r["kind"] == k for r in rows) for k in ("exact", "near")}
     print(f"contamination: {len(rows)} of {n_eval} eval samples have a copy in {train.root} "
           f"({len(rows) / max(n_eval, 1):.1%}; exact {kinds['exact']}, near {kinds['near']})")
-    print(f'table: shardguard sql --out {ev.root} "SELECT * FROM contamination"')
+    print(f'table: shardguard sql --out {shlex.quote(str(ev.root))} "SELECT * FROM contamination"')
     return 0
 
 
@@ -305,9 +302,10 @@ def _cmd_tables(args) -> int:
 
     counts = {}
     if args.out:
+        from audit.sql_literals import string_literal
         from audit.store import query
-        for name in TABLES:
-            counts[name] = query(args.out, f"SELECT count(*) FROM {name}")[1][0][0]
+        counts = dict(query(args.out, " UNION ALL ".join(f"SELECT {string_literal(name)}, count(*) FROM {name}"
+                                                         for name in TABLES))[1])
     for spec in TABLES.values():
         n = f" ({counts[spec.name]} rows)" if spec.name in counts else ""
         print(f"{spec.name} v{spec.version}{n}: {spec.doc}")

@@ -20,7 +20,9 @@ that matches no shard or has two shards with one id, and for an --out folder tha
 and not ours (audit.folder_ownership: nothing in it is written or deleted). Bad samples never fail the job: they are rows (see pipelines.ingest), unless more
 than `ingest.max_failed_fraction` (or `max_failed_samples`) of the run's samples failed: then,
 after the per-shard pipeline, the corpus steps are skipped, the runs row says 'failed' and
-`audit.failure_threshold.TooManyFailures` is raised (CLI exit code 4).
+`audit.failure_threshold.TooManyFailures` is raised (CLI exit code 4). Any other exception in
+a step of the run (a pipeline, a corpus step, the views, the report) is recorded before it
+propagates: the runs row says 'failed' and `error` names the step and the exception.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from importlib.metadata import PackageNotFoundError, version
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
@@ -53,8 +54,9 @@ from pipelines.memorization import FlagMemorization, ScoreMemorization, flags_sk
 from pipelines.memorization import stage as mem_stage
 from pipelines.perturbations import FEATURE_STAGE, SANITIZER_FILE, PerturbationFeatures, TestPerturbations, needs_testing
 from pipelines.progress import ProgressMonitor, StageCounter, finish_and_log
+from pipelines.run_record import record_failure, write_runs_row
 from pipelines.shard_uris import expand_input
-from schemas import RUNS, TABLES
+from schemas import TABLES
 
 log = logging.getLogger("shardguard.job")
 
@@ -92,15 +94,16 @@ class RunSummary:
 def _dedup_summary(out: OutputDir, run_id: str) -> dict:
     """Counts read back from the tables the dedup stage wrote (runner-independent)."""
     import duckdb
-    base = out.root
+    from audit.sql_literals import file_pattern
+    run_file = lambda table: [file_pattern(out.table_dir(table) / f"run={run_id}" / "run.parquet")]  # noqa: E731
     con = duckdb.connect()
     try:
         kept, dropped = con.execute(
-            f"SELECT count(*) FILTER (keep), count(*) FILTER (NOT keep) FROM "
-            f"'{base}/decisions/run={run_id}/run.parquet'").fetchone()
+            "SELECT count(*) FILTER (keep), count(*) FILTER (NOT keep) FROM read_parquet(?)",
+            [run_file("decisions")]).fetchone()
         kinds = con.execute(
-            f"SELECT kind, count(*), count(DISTINCT cluster) FROM '{base}/duplicates/run={run_id}/run.parquet' "
-            f"GROUP BY kind ORDER BY kind").fetchall()
+            "SELECT kind, count(*), count(DISTINCT cluster) FROM read_parquet(?) GROUP BY kind ORDER BY kind",
+            [run_file("duplicates")]).fetchall()
     finally:
         con.close()
     return {"kept": kept, "dropped": dropped,
@@ -128,13 +131,6 @@ def _perturbation_summary(out: OutputDir, run_id: str) -> dict:
 
 def new_run_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-
-
-def shardguard_version() -> str:
-    try:
-        return version("shardguard")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"  # not in Beam's short-name list
@@ -267,113 +263,113 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
     specs, notes, model_ids, mem_id = plan.specs, plan.notes, plan.model_ids, plan.mem_id
     mem, pert, todo_ids = config.memorization, config.perturbations, {sid for sid, _ in todo}
     run_id = new_run_id()
+    out.adopt_legacy_files()  # a folder of an older version: record its table files once (audit.output_dir)
     run_status.write_running(out.root, run_id, input_pattern, plan.stage_todo)
     summary = RunSummary(run_id, str(out.root), len(shards), len(shards) - len(todo), notes=notes)
     if retried:
         summary.notes.append(f"retrying {len(retried)} shard(s) whose read failed last time: {', '.join(sorted(retried)[:5])}")
     log.info("run %s: %d shards matched, %d already complete, %d to do",
              run_id, len(shards), summary.n_shards_skipped, len(todo))
-    opts = pipeline_options(beam_args)
-    if todo or embed_todo or mem_todo or feat_todo:
-        counters = [StageCounter("ingest", out.manifest_dir(STAGE), run_id, len(todo))]
-        counters += [StageCounter(m.split(":")[0], out.manifest_dir(embed_stage(m)), run_id,
-                                  len(todo) + len(embed_todo)) for m in model_ids]
-        if mem.enabled:
-            counters.append(StageCounter("memorization", out.manifest_dir(mem_stage(mem, mem_id)), run_id,
-                                         len(todo) + len(mem_todo)))
-        if pert.features:
-            counters.append(StageCounter("perturbation features", out.manifest_dir(FEATURE_STAGE), run_id,
-                                         len(todo) + len(feat_todo)))
-        with ProgressMonitor(counters, config.progress_seconds), private_tempdir(out.root):
-            p = beam.Pipeline(options=opts)
-            ingested = (p | "Shards" >> beam.Create(todo)
-                          | "Ingest" >> IngestShards(str(out.root), run_id, config.ingest))
-            fresh = ingested | "ShardUri" >> beam.Map(lambda s: (s["shard"], s["uri"]))
-            ends = [fresh]  # every branch ends in one final step: the DaskRunner computes only the last one's inputs
-            if specs:
-                earlier = p | "IngestedEarlier" >> beam.Create(embed_todo)
-                ends.append((fresh, earlier) | "ToEmbed" >> beam.Flatten()
-                     | "Embed" >> EmbedShards(str(out.root), run_id, specs, config.embed, config.ingest.retry))
+    track = {"step": "ingest/embed", "runner": "", "t0": t0}  # where a failed run stopped, for its runs row
+    try:
+        opts = pipeline_options(beam_args)
+        track["runner"] = str(opts.view_as(StandardOptions).runner)
+        if todo or embed_todo or mem_todo or feat_todo:
+            counters = [StageCounter("ingest", out.manifest_dir(STAGE), run_id, len(todo))]
+            counters += [StageCounter(m.split(":")[0], out.manifest_dir(embed_stage(m)), run_id,
+                                      len(todo) + len(embed_todo)) for m in model_ids]
             if mem.enabled:
-                unscored = p | "IngestedUnscored" >> beam.Create(mem_todo)
-                ends.append((fresh, unscored) | "ToScore" >> beam.Flatten()
-                     | "Memorization" >> ScoreMemorization(str(out.root), run_id, mem, mem_id, config.ingest.retry))
+                counters.append(StageCounter("memorization", out.manifest_dir(mem_stage(mem, mem_id)), run_id,
+                                             len(todo) + len(mem_todo)))
             if pert.features:
-                unfeatured = p | "IngestedUnfeatured" >> beam.Create(feat_todo)
-                ends.append((fresh, unfeatured) | "ToFeatures" >> beam.Flatten()
-                     | "PerturbationFeatures" >> PerturbationFeatures(str(out.root), run_id, config.ingest.retry))
-            _ = tuple(ends) | "AllStages" >> beam.Flatten()
-            finish_and_log(p.run(), "ingest/embed")
-    summary.shards = [m for m in out.markers(STAGE) if m.get("run_id") == run_id]
-    missing = {sid for sid, _ in todo} - {m["shard"] for m in summary.shards}
-    if missing:
-        raise RuntimeError(f"run {run_id}: the pipeline finished but {len(missing)} shards have no "
-                           f"completion marker: {sorted(missing)[:5]}")
-    stop = over_threshold(tally_run(out, run_id, summary.shards), config.ingest.max_failed_fraction,
-                          config.ingest.max_failed_samples, run_id)  # TooManyFailures or None
-    if stop:  # the finished shards stay complete; no corpus step runs on a failing input
-        log.error("%s", stop)
-        summary.notes.append(str(stop))
-        plan.corpus_steps = dict.fromkeys(plan.corpus_steps, False)
-    if plan.corpus_steps["dedup"]:
-        # the dedup pipeline needs every shard's embeddings: it runs after the first pipeline
-        with private_tempdir(out.root):
-            p = beam.Pipeline(options=opts)
-            if config.dedup.mode == "partitioned":
-                done = [sid for sid, _ in shards if out.is_complete(STAGE, sid)]
-                _ = p | "Dedup" >> PartitionedDedup(str(out.root), run_id, config.dedup, done)
-            else:
-                _ = p | "Dedup" >> DedupCorpus(str(out.root), run_id, config.dedup, todo_ids | plan.dedup_new)
-            finish_and_log(p.run(), "dedup")
-        written = out.table_dir("decisions") / f"run={run_id}" / "run.parquet"
-        if not written.exists():
-            raise RuntimeError(f"run {run_id}: the dedup pipeline finished without writing {written}")
-        summary.dedup = _dedup_summary(out, run_id)
-    skip_flags = plan.corpus_steps["memorization flags"] and flags_skipped(out, mem, mem_id)
-    if skip_flags:  # nothing to calibrate on (e.g. empty shards): a note, not a failed run
-        summary.notes.append(skip_flags)
-    elif plan.corpus_steps["memorization flags"]:
-        # calibration needs every shard's scores: a third pipeline, after dedup wrote decisions
-        with private_tempdir(out.root):
-            p = beam.Pipeline(options=opts)
-            _ = p | "Memorization" >> FlagMemorization(str(out.root), run_id, mem, mem_id)
-            finish_and_log(p.run(), "memorization flags")
-        summary.memorization = _memorization_summary(out, run_id)
-    if plan.corpus_steps["perturbation tests"]:
-        # the dataset tests need every shard's labels, features and embeddings: a fourth pipeline
-        with private_tempdir(out.root):
-            p = beam.Pipeline(options=opts)
-            _ = p | "Perturbations" >> TestPerturbations(str(out.root), run_id, pert)
-            finish_and_log(p.run(), "perturbation tests")
-        summary.perturbations = _perturbation_summary(out, run_id)
-    from audit.run_diff import record_changes
-    summary.changes = record_changes(out, run_id)  # after the last corpus step, before the runs row
-    for m in model_ids:
-        done = [r for r in out.markers(embed_stage(m)) if r.get("run_id") == run_id]
-        if done:
-            summary.embeddings[m] = {k: sum(r[k] for r in done) for k in ("n_inputs", "n_ok", "n_failed")}
-    summary.wall_seconds = time.perf_counter() - t0
-    out.write_run_table(RUNS, run_id, [{
-        "run_id": run_id, "job": "+".join([name for name, ran in (("ingest", todo), ("embed", specs and (todo or embed_todo)),
-                                                                   ("memorization", summary.memorization), ("dedup", summary.dedup),
-                                                                   ("perturbations", summary.perturbations)) if ran]) or "nothing to do",
-        "status": "failed" if stop else "succeeded", "input_pattern": input_pattern,
-        "started_at": started, "finished_at": datetime.now(timezone.utc),
-        "runner": str(opts.view_as(StandardOptions).runner), "shardguard_version": shardguard_version(),
-        "config_json": config.to_json(), "n_shards_matched": summary.n_shards_matched,
-        "n_shards_skipped": summary.n_shards_skipped, "n_shards_processed": len(summary.shards),
-        "n_inputs": summary.n_inputs, "n_ok": summary.n_ok, "n_failed": summary.n_failed,
-        "wall_seconds": summary.wall_seconds, "notes": summary.notes,
-        "embeddings_json": json.dumps(summary.embeddings, sort_keys=True),
-        "dedup_json": json.dumps(summary.dedup, sort_keys=True),
-        "memorization_json": json.dumps(summary.memorization, sort_keys=True),
-        "perturbations_json": json.dumps(summary.perturbations, sort_keys=True),
-    }])
-    store.refresh_views(out, TABLES)
-    if config.report:  # OUT/reports/index.html over the whole folder (audit.run_report); a failed run too
-        from audit.run_report import write_report
-        from pipelines.ingest import open_uri
-        summary.report = write_report(out.root, opener=open_uri)
+                counters.append(StageCounter("perturbation features", out.manifest_dir(FEATURE_STAGE), run_id,
+                                             len(todo) + len(feat_todo)))
+            with ProgressMonitor(counters, config.progress_seconds), private_tempdir(out.root):
+                p = beam.Pipeline(options=opts)
+                ingested = (p | "Shards" >> beam.Create(todo)
+                              | "Ingest" >> IngestShards(str(out.root), run_id, config.ingest))
+                fresh = ingested | "ShardUri" >> beam.Map(lambda s: (s["shard"], s["uri"]))
+                ends = [fresh]  # every branch ends in one final step: the DaskRunner computes only the last one's inputs
+                if specs:
+                    earlier = p | "IngestedEarlier" >> beam.Create(embed_todo)
+                    ends.append((fresh, earlier) | "ToEmbed" >> beam.Flatten()
+                         | "Embed" >> EmbedShards(str(out.root), run_id, specs, config.embed, config.ingest.retry))
+                if mem.enabled:
+                    unscored = p | "IngestedUnscored" >> beam.Create(mem_todo)
+                    ends.append((fresh, unscored) | "ToScore" >> beam.Flatten()
+                         | "Memorization" >> ScoreMemorization(str(out.root), run_id, mem, mem_id, config.ingest.retry))
+                if pert.features:
+                    unfeatured = p | "IngestedUnfeatured" >> beam.Create(feat_todo)
+                    ends.append((fresh, unfeatured) | "ToFeatures" >> beam.Flatten()
+                         | "PerturbationFeatures" >> PerturbationFeatures(str(out.root), run_id, config.ingest.retry))
+                _ = tuple(ends) | "AllStages" >> beam.Flatten()
+                finish_and_log(p.run(), "ingest/embed")
+        summary.shards = [m for m in out.markers(STAGE) if m.get("run_id") == run_id]
+        missing = {sid for sid, _ in todo} - {m["shard"] for m in summary.shards}
+        if missing:
+            raise RuntimeError(f"run {run_id}: the pipeline finished but {len(missing)} shards have no "
+                               f"completion marker: {sorted(missing)[:5]}")
+        stop = over_threshold(tally_run(out, run_id, summary.shards), config.ingest.max_failed_fraction,
+                              config.ingest.max_failed_samples, run_id)  # TooManyFailures or None
+        if stop:  # the finished shards stay complete; no corpus step runs on a failing input
+            log.error("%s", stop)
+            summary.notes.append(str(stop))
+            plan.corpus_steps = dict.fromkeys(plan.corpus_steps, False)
+        track["step"] = "dedup"
+        if plan.corpus_steps["dedup"]:
+            # the dedup pipeline needs every shard's embeddings: it runs after the first pipeline
+            with private_tempdir(out.root):
+                p = beam.Pipeline(options=opts)
+                if config.dedup.mode == "partitioned":
+                    done = [sid for sid, _ in shards if out.is_complete(STAGE, sid)]
+                    _ = p | "Dedup" >> PartitionedDedup(str(out.root), run_id, config.dedup, done)
+                else:
+                    _ = p | "Dedup" >> DedupCorpus(str(out.root), run_id, config.dedup, todo_ids | plan.dedup_new)
+                finish_and_log(p.run(), "dedup")
+            written = out.table_dir("decisions") / f"run={run_id}" / "run.parquet"
+            if not written.exists():
+                raise RuntimeError(f"run {run_id}: the dedup pipeline finished without writing {written}")
+            summary.dedup = _dedup_summary(out, run_id)
+        track["step"] = "memorization flags"
+        skip_flags = plan.corpus_steps["memorization flags"] and flags_skipped(out, mem, mem_id)
+        if skip_flags:  # nothing to calibrate on (e.g. empty shards): a note, not a failed run
+            summary.notes.append(skip_flags)
+        elif plan.corpus_steps["memorization flags"]:
+            # calibration needs every shard's scores: a third pipeline, after dedup wrote decisions
+            with private_tempdir(out.root):
+                p = beam.Pipeline(options=opts)
+                _ = p | "Memorization" >> FlagMemorization(str(out.root), run_id, mem, mem_id)
+                finish_and_log(p.run(), "memorization flags")
+            summary.memorization = _memorization_summary(out, run_id)
+        track["step"] = "perturbation tests"
+        if plan.corpus_steps["perturbation tests"]:
+            # the dataset tests need every shard's labels, features and embeddings: a fourth pipeline
+            with private_tempdir(out.root):
+                p = beam.Pipeline(options=opts)
+                _ = p | "Perturbations" >> TestPerturbations(str(out.root), run_id, pert)
+                finish_and_log(p.run(), "perturbation tests")
+            summary.perturbations = _perturbation_summary(out, run_id)
+        track["step"] = "run changes"
+        from audit.run_diff import record_changes
+        summary.changes = record_changes(out, run_id)  # after the last corpus step, before the runs row
+        for m in model_ids:
+            done = [r for r in out.markers(embed_stage(m)) if r.get("run_id") == run_id]
+            if done:
+                summary.embeddings[m] = {k: sum(r[k] for r in done) for k in ("n_inputs", "n_ok", "n_failed")}
+        summary.wall_seconds = time.perf_counter() - t0
+        track["step"] = "runs row"
+        write_runs_row(out, summary, input_pattern, started, config, track, plan, status="failed" if stop else "succeeded",
+                        error=str(stop) if stop else None)
+        track["step"] = "views"
+        store.refresh_views(out, TABLES)
+        track["step"] = "report"
+        if config.report:  # OUT/reports/index.html over the whole folder (audit.run_report); a failed run too
+            from audit.run_report import write_report
+            from pipelines.ingest import open_uri
+            summary.report = write_report(out.root, opener=open_uri)
+    except Exception as e:
+        record_failure(out, summary, input_pattern, started, config, track, plan, e)
+        raise
     if stop:
         raise stop
     return summary

@@ -26,6 +26,7 @@ from audit.finding_pages import memorization_page, read_training_images
 from audit.memorization_flags import (calibrate_scores, current_decisions, export_keys, flag_reasons, flag_rows,
                                       merge_flags, run_row, summary, to_explain)
 from audit.memorization_shard import MemorizationConfig, score_shard
+from audit import sql_literals
 from audit.output_dir import OutputDir
 from audit.store import scan
 from audit.trigger_tokens import token_influence
@@ -101,11 +102,11 @@ class ScoreMemorization(beam.PTransform):
 
 def scored_rows(out: OutputDir, cfg: MemorizationConfig, model_id: str) -> list[dict]:
     """Every scored shard's rows for this model and config, with captions from samples."""
-    d = out.table_dir(f"memorization_scores/{slug(cfg, model_id)}")
-    if not any(d.glob("run=*/*.parquet")):
+    files = out.written_files(f"memorization_scores/{slug(cfg, model_id)}")
+    if not files:
         return []
     q = (f"SELECT m.shard, m.key, m.score, m.step_scores, s.caption "
-         f"FROM read_parquet('{d}/run=*/*.parquet', hive_partitioning=false) m JOIN {out.read_sql('samples')} s "
+         f"FROM {sql_literals.read_parquet(files)} m JOIN {out.read_sql('samples')} s "
          f"ON s.shard = m.shard AND s.key = m.key ORDER BY m.shard, m.key")
     return scan(q)
 

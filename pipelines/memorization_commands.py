@@ -59,7 +59,7 @@ def cmd_prompts(args) -> int:
     from audit.memorization import ScoreConfig, score_prompts
     from audit.score_calibration import calibrate
     from audit.trigger_tokens import token_influence
-    from pipelines.cli import format_table
+    from pipelines.query_output import format_table
 
     prompts = _lines(args.prompts)
     if not prompts:

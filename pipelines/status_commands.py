@@ -3,7 +3,8 @@
   shardguard status --out DIR [--format table|json] [--runs N]
 
 status: per shard and stage, done / failed / running / interrupted / pending (audit.run_status
-has the rules and reads the folder), totals per stage, the running run if any, the last runs.
+has the rules and reads the folder), totals per stage, the running run if any, the last runs,
+and stray Parquet files in table folders that the job did not write (audit.output_dir; ignored).
 Reads only; works while a run holds the lock. Exit 2 when DIR is not an output folder.
 dry-run: the job's own plan (pipelines.job.plan_run: the same to-do computation the job runs),
 per stage the shards that would be processed and which corpus steps would run; `clean
@@ -53,13 +54,19 @@ def status_report(out: str, n_runs: int = 5) -> dict:
     if running:
         running = {k: v for k, v in running.items() if k != "stages"} | {
             "to_do": {s: len(ids) for s, ids in (running.get("stages") or {}).items()}}
+    from audit.output_dir import OutputDir
+    from schemas import TABLES
+    strays = [str(p.relative_to(Path(out).resolve())) for p in OutputDir(out).stray_files(TABLES)]
+    if strays:
+        notes.append(f"{len(strays)} Parquet file(s) in table folders were not written by ShardGuard and are "
+                     f"not read by any view or step: {', '.join(strays[:10])}{' ...' if len(strays) > 10 else ''}")
     return {"out": str(Path(out).resolve()), "input_pattern": pattern, "running": running,
             "stages": run_status.stage_totals(rows), "shards": rows,
-            "runs": run_status.recent_runs(out, n_runs), "notes": notes}
+            "runs": run_status.recent_runs(out, n_runs), "stray_files": strays, "notes": notes}
 
 
 def cmd_status(args) -> int:
-    from pipelines.cli import format_table
+    from pipelines.query_output import format_table, visible
 
     rep = status_report(args.out, args.runs)
     if args.format == "json":
@@ -80,7 +87,7 @@ def cmd_status(args) -> int:
     rcols = ["run_id", "job", "status", "started_at", "wall_seconds", "n_shards_processed", "n_inputs", "n_failed"]
     print(format_table(rcols, [tuple(r[c] for c in rcols) for r in rep["runs"]]))
     for note in rep["notes"]:
-        print(f"note: {note}")
+        print(f"note: {visible(note)}")
     return 0
 
 

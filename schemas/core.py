@@ -12,10 +12,11 @@ from schemas.declare import column, table
 TS = pa.timestamp("us", tz="UTC")
 
 RUNS = table(
-    "runs", "One row per job run: what ran, on what, with which config, and the totals.", 1,
+    "runs", "One row per job run: what ran, on what, with which config, and the totals.", 2,
     column("run_id", pa.string(), "Unique id of the run: UTC start time plus a random suffix.", False),
     column("job", pa.string(), "Stages that ran, e.g. 'ingest+embed+dedup'."),
-    column("status", pa.string(), "'succeeded' or 'failed' (failed = the failure threshold tripped)."),
+    column("status", pa.string(), "'succeeded' or 'failed' (the failure threshold tripped, or a step raised: see error)."),
+    column("error", pa.string(), "Why a failed run failed: the step and the error; null when it succeeded."),
     column("input_pattern", pa.string(), "The --input URI pattern as given (braces and globs allowed)."),
     column("started_at", TS, "When the driver started the run."),
     column("finished_at", TS, "When the driver finished the run."),

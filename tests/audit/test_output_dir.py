@@ -26,7 +26,7 @@ def test_stale_temps_and_orphans_are_removed(tmp_path):
 
 
 def test_temp_names_are_ours_and_match_no_table_glob(tmp_path):
-    tmp = atomic_files._temp_for(tmp_path / "run=1" / "00000.parquet")
+    tmp = atomic_files.temp_for(tmp_path / "run=1" / "00000.parquet")
     assert atomic_files.is_temp_name(tmp.name) and tmp.name.startswith(".sg-tmp-")
     assert not tmp.name.endswith(".parquet") and not tmp.name.endswith(".json")
 

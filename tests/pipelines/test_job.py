@@ -134,3 +134,23 @@ def test_a_malformed_exif_jpeg_fails_its_sample_not_the_run(tmp_path):
     _, [(n_ok, n_failed)] = query(tmp_path / "out", "SELECT count(*) FILTER (status = 'ok'), "
                                                     "count(*) FILTER (status = 'failed') FROM samples")
     assert (n_ok, n_failed) == (4, 1)
+
+
+def test_the_runs_row_says_when_a_step_failed(broken_dir, tmp_path):
+    """A step that raises after the per-shard pipeline (the run-to-run diff, then the report)
+    leaves a runs row saying 'failed', with the step and the error, not 'succeeded' or nothing."""
+    import dataclasses
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run_changes").write_text("not a folder")  # the diff step cannot write its table
+    with pytest.raises(OSError):
+        run_ingest(str(broken_dir / "bad_mixed.tar"), str(out), QUIET)
+    [row] = [r for r in pq.read_table(next(out.glob("runs/run=*/run.parquet"))).to_pylist()]
+    assert row["status"] == "failed" and row["error"].startswith("run changes: ") and row["n_inputs"] == 20
+    (out / "run_changes").unlink()
+    (out / "reports").write_text("not a folder")  # now the last step, the HTML report, fails
+    with pytest.raises(OSError):
+        run_ingest(str(broken_dir / "bad_mixed.tar"), str(out), dataclasses.replace(QUIET, report=True))
+    _, rows = query(out, "SELECT status, split_part(error, ':', 1) FROM runs ORDER BY run_id")
+    assert rows == [("failed", "run changes"), ("failed", "report")]
