@@ -115,10 +115,9 @@ def flags_skipped(out: OutputDir, cfg: MemorizationConfig, model_id: str) -> str
     """Why the corpus step has nothing to calibrate on ('' when it has): no sample was scored
     (empty or tiny input), or the reference shards were scored and hold no score. Reference
     shards that were never scored stay an error (calibrate_scores): a misnamed reference."""
-    d = out.table_dir(f"memorization_scores/{slug(cfg, model_id)}")
+    files = out.written_files(f"memorization_scores/{slug(cfg, model_id)}")
     counts = {r["shard"]: r["n"] for r in scan(
-        f"SELECT shard, count(*) AS n FROM read_parquet('{d}/run=*/*.parquet', hive_partitioning=false) "
-        "GROUP BY shard")} if any(d.glob("run=*/*.parquet")) else {}
+        f"SELECT shard, count(*) AS n FROM {sql_literals.read_parquet(files)} GROUP BY shard")} if files else {}
     if not sum(counts.values()):
         return "memorization flags skipped: no sample was scored (no ok samples)"
     ref = set(cfg.reference_shards)
