@@ -148,7 +148,11 @@ def referenced_tables(con: duckdb.DuckDBPyConnection, statement: str) -> dict[st
     table when it names none (SHOW TABLES, duckdb_columns(), shardguard_columns). Parsed on the
     sandboxed `con`: naming tables binds the table functions of the statement."""
     from schemas import TABLES
-    names = {n.lower().removesuffix("_history") for n in con.get_table_names(statement, qualified=False)}
+    try:
+        found = con.get_table_names(statement, qualified=False)
+    except duckdb.Error:  # naming binds a little (a JOIN ... USING needs the columns): define every view
+        return TABLES
+    names = {n.lower().removesuffix("_history") for n in found}
     used = {name: spec for name, spec in TABLES.items() if name in names}
     return used or TABLES
 

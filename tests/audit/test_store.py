@@ -90,6 +90,9 @@ def test_queries_still_read_every_table_and_the_documentation(out_dir):
     cols, rows = query(out_dir.root, "DESCRIBE decisions")
     assert "keep" in [r[0] for r in rows]
     assert query(out_dir.root, "SELECT count(*) > 0 FROM shardguard_columns WHERE table_name = 'runs'")[1] == [(True,)]
+    # naming the tables of a JOIN ... USING binds its columns: the views must exist for it
+    assert query(out_dir.root, "SELECT count(*) FROM decisions d JOIN samples s USING (shard, key) "
+                               "WHERE NOT d.keep")[1] == [(1,)]
 
 
 def test_a_stray_parquet_file_is_reported_and_never_read(out_dir, caplog):

@@ -141,8 +141,8 @@ def test_the_runs_row_says_when_a_step_failed(broken_dir, tmp_path):
     leaves a runs row saying 'failed', with the step and the error, not 'succeeded' or nothing."""
     import dataclasses
 
-    out = tmp_path / "out"
-    out.mkdir()
+    from audit.folder_ownership import claim
+    out = claim(tmp_path / "out", "audit")  # ours (empty, marked), so the job may write into it
     (out / "run_changes").write_text("not a folder")  # the diff step cannot write its table
     with pytest.raises(OSError):
         run_ingest(str(broken_dir / "bad_mixed.tar"), str(out), QUIET)
