@@ -152,14 +152,17 @@ def stored_image_fetcher(out, keys: Sequence[tuple[str, str]], opener: Callable)
     from audit.store import scan
     located: dict[str, dict[str, tuple[int, int]]] = {}
     uris: dict[str, str] = {}
+    samples: list[str] = []  # the samples table's file list, listed once (not once per shard)
 
     def fetch(row: int) -> bytes | None:
         shard, key = (str(v) for v in keys[row])
         if not uris:
             uris.update({m["shard"]: m["uri"] for m in out.markers(INGEST_STAGE)})
+        if not samples:
+            samples.append(out.read_sql("samples"))
         if shard not in located:
             located[shard] = {r["key"]: (int(r["image_offset"]), int(r["image_bytes"])) for r in scan(
-                f"SELECT key, image_offset, image_bytes FROM {out.read_sql('samples')} "
+                f"SELECT key, image_offset, image_bytes FROM {samples[0]} "
                 "WHERE shard = ? AND status = 'ok' AND image_offset IS NOT NULL", [shard])}
         loc, uri = located[shard].get(key), uris.get(shard)
         if loc is None or uri is None:
