@@ -7,10 +7,7 @@ import pytest
 
 from audit.folder_ownership import MARKER, check_claimable, claim, require_existing
 from audit.user_errors import UsageError
-
-
-def _snapshot(root):
-    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+from tests.foreign_folders import foreign_home, snapshot
 
 
 def test_a_new_or_empty_folder_is_claimed_with_the_marker(tmp_path):
@@ -24,19 +21,15 @@ def test_a_new_or_empty_folder_is_claimed_with_the_marker(tmp_path):
 
 @pytest.mark.parametrize("kind", ["audit", "clean", "report"])
 def test_a_foreign_folder_is_refused_and_left_untouched(tmp_path, kind):
-    root = tmp_path / "home"
-    (root / "docs").mkdir(parents=True)
-    (root / "docs" / "thesis.tex.tmp-backup").write_text("chapter 1")
-    (root / "_tmp").mkdir()
-    (root / "_tmp" / "notes.txt").write_text("mine")
-    before = _snapshot(root)
+    root = foreign_home(tmp_path / "home")
+    before = snapshot(root)
     for fn in (claim, check_claimable):
         with pytest.raises(UsageError, match="not empty and has no .shardguard.json") as e:
             fn(root, kind)
         assert str(root) in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(UsageError, match="is not a ShardGuard"):
         require_existing(root, kind, adopt=True)
-    assert _snapshot(root) == before
+    assert snapshot(root) == before
 
 
 def test_a_file_a_folder_of_another_kind_and_a_bad_marker_are_refused(tmp_path):

@@ -16,6 +16,7 @@ from audit.store import query
 from pipelines.clean import run_clean
 from pipelines.config import JobConfig
 from pipelines.job import run_ingest
+from tests.foreign_folders import snapshot
 
 
 @pytest.fixture(scope="module")
@@ -191,15 +192,11 @@ def copied_audit(demo_sample, tmp_path_factory):
     return root
 
 
-def _snapshot(root):
-    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
-
-
 def test_a_destination_over_the_inputs_or_the_audit_is_refused_and_nothing_is_written(copied_audit, capsys):
     from pipelines.cli import main
     root = copied_audit
     out, inp = root / "out", root / "in"
-    before = {p: _snapshot(p) for p in (inp, out)}
+    before = {p: snapshot(p) for p in (inp, out)}
     for dest, why in ((inp, "is the input shard folder"), (inp / "clean", "is inside the input shard folder"),
                       (root, "contains the audit output folder"), (out, "is the audit output folder"),
                       (out / "clean", "is inside the audit output folder")):
@@ -207,7 +204,7 @@ def test_a_destination_over_the_inputs_or_the_audit_is_refused_and_nothing_is_wr
             assert main(["clean", "--from", str(out), "--to", str(dest)] + dry) == 2, dest
             err = capsys.readouterr().err
             assert why in err and err.count("\n") == 1, err
-    assert {p: _snapshot(p) for p in (inp, out)} == before
+    assert {p: snapshot(p) for p in (inp, out)} == before
     assert not (inp / "clean").exists() and not (out / "clean").exists()
 
 
@@ -220,18 +217,18 @@ def test_a_destination_with_files_we_did_not_write_is_refused_and_they_stay(copi
     (foreign / "00000_stats.json").write_text("{}")
     assert main(["clean", "--from", str(root / "out"), "--to", str(foreign)]) == 2
     assert "which no clean run of ours wrote" in capsys.readouterr().err
-    assert _snapshot(foreign) == {"00000.tar": b"someone else's shard", "00000_stats.json": b"{}"}
+    assert snapshot(foreign) == {"00000.tar": b"someone else's shard", "00000_stats.json": b"{}"}
     ours = root / "ours"
     assert main(["clean", "--from", str(root / "out"), "--to", str(ours)]) == 0
     for extra in ("00001.tar", "notes.txt", "_manifest/clean/00001.json", "_tmp/x"):
         p = ours / extra
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"not ours")
-        before = _snapshot(ours)
+        before = snapshot(ours)
         capsys.readouterr()
         assert main(["clean", "--from", str(root / "out"), "--to", str(ours)]) == 2, extra
         assert f"holds {p}, which no clean run of ours wrote" in capsys.readouterr().err
-        assert _snapshot(ours) == before
+        assert snapshot(ours) == before
         p.unlink()
 
 

@@ -10,6 +10,7 @@ from audit.embedder_specs import EmbedConfig
 from pipelines.config import JobConfig
 from pipelines.job import run_ingest
 from tests.data.make_broken_shards import EXPECTED
+from tests.foreign_folders import foreign_home, snapshot
 
 QUIET = JobConfig(progress_seconds=0, embed=EmbedConfig(enabled=False))  # ingest only
 
@@ -78,23 +79,15 @@ def test_multi_worker_direct_runner_gives_the_same_rows(broken_dir, tmp_path):
     assert query(tmp_path / "one", sql)[1] == query(tmp_path / "two", sql)[1]
 
 
-def _snapshot(root):
-    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
-
-
 def test_an_out_folder_that_is_not_ours_is_refused_and_left_untouched(broken_dir, tmp_path, capsys):
     from pipelines.cli import main
-    home = tmp_path / "home"
-    (home / "docs").mkdir(parents=True)
-    (home / "docs" / "thesis.tex.tmp-backup").write_text("draft")
-    (home / "_tmp").mkdir()
-    (home / "_tmp" / "scratch.txt").write_text("mine")
-    before = _snapshot(home)
+    home = foreign_home(tmp_path / "home")
+    before = snapshot(home)
     assert main(["run", "--input", str(broken_dir / "bad_mixed.tar"), "--out", str(home), "-q", "--no-embed"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(home) in err and "Traceback" not in err
     assert main(["run", "--input", str(broken_dir / "bad_mixed.tar"), "--out", str(home), "--dry-run"]) == 2
-    assert _snapshot(home) == before  # no lock file, no marker, nothing deleted
+    assert snapshot(home) == before  # no lock file, no marker, nothing deleted
 
 
 def test_cleanup_in_our_out_folder_removes_only_the_temp_files_we_name(broken_dir, tmp_path):
