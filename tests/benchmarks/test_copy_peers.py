@@ -25,16 +25,19 @@ def _png(im: Image.Image) -> bytes:
 
 @pytest.fixture(scope="module")
 def images():
-    """(datas, source-copy pairs, unrelated source pairs, junk index): 3 sources + 3 copies each + junk."""
-    sources = [d for _, d, _, _ in demo_images(3)]
+    """(datas, source-copy pairs, unrelated source pairs, junk index): 4 sources; sources 0-2 get a
+    same-bytes copy and 3 transformed ones, source 3 only a same-bytes copy (immaculate lists such a
+    lone pair under "exact" only); then undecodable bytes."""
+    sources = [d for _, d, _, _ in demo_images(4)]
     datas, copy_pairs = list(sources), []
     for s, data in enumerate(sources):
         im = Image.open(io.BytesIO(data)).convert("RGB")
-        for make in COPIES.values():
+        copies = [data] + ([make(im) for make in COPIES.values()] if s < 3 else [])
+        for copy in copies:
             copy_pairs.append((s, len(datas)))
-            datas.append(make(im))
+            datas.append(copy)
     datas.append(b"\xff\xd8\xff\xe0 not an image")
-    unrelated = [(0, 1), (0, 2), (1, 2)]
+    unrelated = [(a, b) for a in range(4) for b in range(a + 1, 4)]
     return datas, copy_pairs, unrelated, len(datas) - 1
 
 
@@ -54,7 +57,7 @@ def test_peer_finds_copies_not_unrelated(name, images, tmp_path):
     assert junk in r.skipped and not any(junk in p for p in found)
 
 
-def test_unknown_or_missing_peer_raises(tmp_path):
+def test_unknown_peer_raises(tmp_path):
     with pytest.raises(RuntimeError, match="unknown peer"):
         run_peer("no_such_peer", [], tmp_path)
 
