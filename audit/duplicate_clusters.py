@@ -5,9 +5,10 @@ the embedding matrices) and a `DedupConfig`.
 Output: `DedupResult` with the duplicates rows (one per sample and kind it has a duplicate
 of) and the decisions rows (one per input sample, failed ones included), matching
 schemas.DUPLICATES / schemas.DECISIONS.
-Kinds: exact (same byte hash or same pixel hash), near (SSCD cosine >= near_threshold; pairs
-under near_verify_below must also pass audit.copy_verification's geometric check when a verifier
-is given),
+Kinds: exact (same byte hash or same pixel hash), near (audit.copy_detection's rule: SSCD
+pairs at cosine >= near_threshold, those under near_verify_below vetoed by a failed geometric
+check, plus each sample's near_candidates nearest neighbours down to near_candidate_threshold
+added when the check confirms them; the check needs a verifier),
 semantic (CLIP image cosine >= semantic_threshold, when CLIP vectors exist), caption
 (same normalized caption, or MiniLM cosine >= caption_threshold). Clusters are the connected
 components of a kind's edges (union-find over edges, so a cluster of any size and shape is
@@ -30,7 +31,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from audit.cluster_accumulator import ClusterAccumulator, EdgeSummary
-from audit.copy_verification import PairVerifier
+from audit.copy_detection import CopyDetection, NearEdges, copy_edges, knn_candidates
+from audit.copy_verification import CopyRule, PairVerifier
 from audit.dedup_corpus import Corpus
 from audit.vector_index import Edges, IndexConfig, iter_self_edges
 
@@ -52,10 +54,18 @@ class DedupConfig:
     n_centroids: int = 0  # partitioned mode: k-means centroids (0 = about 50k vectors per group)
     top_centroids: int = 2  # partitioned mode: groups each vector joins
     incremental: bool = False  # search only new samples, against the saved index of the accepted corpus
-    near_verify: bool = True  # near pairs under near_verify_below: geometric check (audit.copy_verification), every mode
-    near_verify_below: float = 0.9  # SSCD cosine from which a near pair is taken without the check
+    near_verify: bool = True  # geometric check (audit.copy_verification) of close calls, every mode and contamination
+    near_verify_below: float = 0.97  # SSCD cosine from which a near pair is taken without the check
     near_verify_overlap: float = 0.9  # aligned pairs whose ink overlap is under this are different pictures
+    near_candidate_threshold: float = 0.4  # candidates under near_threshold: added only when the check confirms them
+    near_candidates: int = 2  # nearest neighbours per sample tried as candidates (0 = none)
     index: IndexConfig = field(default_factory=IndexConfig)
+
+    def copy_detection(self) -> CopyDetection:
+        """The near kind's rule (audit.copy_detection), the same in every mode."""
+        return CopyDetection(self.near_threshold, self.near_verify, self.near_verify_below,
+                             self.near_candidate_threshold, self.near_candidates,
+                             CopyRule(min_overlap=self.near_verify_overlap))
 
     def threshold(self, kind: str) -> float:
         return {"near": self.near_threshold, "semantic": self.semantic_threshold,
@@ -124,15 +134,17 @@ class DedupResult:
     kinds: dict[str, dict]  # per kind: threshold, model, edges, clusters, samples
 
 
-def verified(source: EdgeSource, verifier: PairVerifier, below: float) -> Iterable[Edges | EdgeSummary]:
-    """The near edges with those under `below` that fail the geometric check left out
-    (summaries pass as they are: the partitioned mode checks inside each group)."""
-    for block in [source] if isinstance(source, (Edges, EdgeSummary)) else source:
-        if isinstance(block, Edges) and len(block) and (block.sim < below).any():
-            keep = np.array([s >= below or verifier.same_picture(int(i), int(j))
-                             for i, j, s in zip(block.i, block.j, block.sim)], bool)
-            block = Edges(block.i[keep], block.j[keep], block.sim[keep])
-        yield block
+def near_edges(corpus: Corpus, cfg: DedupConfig) -> tuple[NearEdges, str | None]:
+    """The near kind's SSCD pairs (streamed) and candidates, in corpus rows; (NearEdges((), ()), None)
+    without SSCD vectors."""
+    found = corpus.matrix(*VECTOR_KINDS["near"])
+    if found is None:
+        return NearEdges(()), None
+    model_id, rows, x = found
+    det = cfg.copy_detection()
+    pairs = (Edges(rows[e.i], rows[e.j], e.sim) for e in iter_self_edges(x, cfg.near_threshold, cfg.index))
+    cand = knn_candidates(x, x, det, cfg.index, self_search=True) if cfg.near_verify else Edges.empty()
+    return NearEdges(pairs, [Edges(rows[cand.i], rows[cand.j], cand.sim)]), model_id
 
 
 def find_duplicates(corpus: Corpus, cfg: DedupConfig, run_id: str,
@@ -142,7 +154,8 @@ def find_duplicates(corpus: Corpus, cfg: DedupConfig, run_id: str,
     kinds: the partitioned and incremental modes compute them and pass them in, as one `Edges`,
     or an iterable of `Edges` / `EdgeSummary` blocks consumed once. `pinned` marks samples
     that must stay kept (the accepted corpus, in incremental mode). `verifier` (with
-    cfg.near_verify) checks near pairs under cfg.near_verify_below geometrically."""
+    cfg.near_verify) decides the near kind's close calls (audit.copy_detection); a near source
+    passed in is a `NearEdges` (or plain SSCD pairs, then without candidates)."""
     vector_edges = vector_edges or {}
 
     def edges_for(kind: str) -> tuple[EdgeSource, str | None]:
@@ -169,14 +182,16 @@ def find_duplicates(corpus: Corpus, cfg: DedupConfig, run_id: str,
     exact = Edges.concat([group_edges(np.where(ok, corpus.byte_hash, None)),
                           group_edges(np.where(ok, corpus.pixel_hash, None))])  # chains: O(n)
     consume("exact", None, 1.0, exact)
-    near, near_model = edges_for("near")
-    if verifier is not None and cfg.near_verify:
-        near = verified(near, verifier, cfg.near_verify_below)
-    consume("near", near_model, cfg.near_threshold, near, exact)
+    near_src, near_model = vector_edges["near"] if "near" in vector_edges else near_edges(corpus, cfg)
+    if not isinstance(near_src, NearEdges):
+        near_src = NearEdges(near_src)
+    consume("near", near_model, cfg.near_threshold, copy_edges(near_src, cfg.copy_detection(), verifier), exact)
     extra: dict[str, dict] = {}
     if verifier is not None and cfg.near_verify:
         extra["near"] = {"verification": {"checked": verifier.checked, "rejected": verifier.rejected,
-                                          "below": cfg.near_verify_below, "min_overlap": verifier.min_overlap}}
+                                          "added": verifier.added, "below": cfg.near_verify_below,
+                                          "candidate_threshold": cfg.near_candidate_threshold,
+                                          "candidates": cfg.near_candidates}}
     sem, sem_model = edges_for("semantic")
     if sem_model:
         consume("semantic", sem_model, cfg.semantic_threshold, sem)

@@ -134,7 +134,8 @@ def incremental_duplicates(out: OutputDir, cfg: DedupConfig, run_id: str, new_sh
         model_id, rows, x = found
         against = (base, rows_of) if kind == "near" else None  # new x accepted through the saved index
         vector_edges[kind] = (_edge_stream(rows, x, cfg.threshold(kind), cfg.index, against), model_id)
-    verifier = (PairVerifier(stored_image_fetcher(out, list(zip(sub.shard, sub.key)), opener), cfg.near_verify_overlap)
+    verifier = (PairVerifier(stored_image_fetcher(out, list(zip(sub.shard, sub.key)), opener),
+                             cfg.copy_detection().rule)
                 if opener is not None and cfg.near_verify else None)
     result = find_duplicates(sub, cfg, run_id, vector_edges, pinned=accepted[mask], verifier=verifier)
     new_keys = {k for k, n in zip(keys, is_new) if n}

@@ -40,7 +40,7 @@ def dedup_and_record(out: OutputDir, run_id: str, cfg: DedupConfig, new_shards: 
     if result is None:
         corpus = load_corpus(out)
         verifier = (PairVerifier(stored_image_fetcher(out, list(zip(corpus.shard, corpus.key)), open_uri),
-                                 cfg.near_verify_overlap)
+                                 cfg.copy_detection().rule)
                     if cfg.near_verify else None)
         result = find_duplicates(corpus, cfg, run_id, verifier=verifier)
         save_from_result(out, corpus, result, cfg)

@@ -20,9 +20,10 @@ import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
 
+from audit.copy_detection import NearEdges, copy_edges, knn_candidates
 from audit.copy_verification import PairVerifier, stored_image_fetcher
 from audit.dedup_corpus import load_corpus, model_dirs, shard_vectors
-from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, find_duplicates, verified
+from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, find_duplicates
 from audit.incremental_dedup import save_accepted_index
 from audit.memorization_flags import latest_flags, merge_flags
 from audit.output_dir import OutputDir
@@ -97,8 +98,11 @@ class GroupEdgesFn(beam.DoFn):
             return None
         keys = [tuple(m[0]) for m in members]
         verifier = PairVerifier(stored_image_fetcher(OutputDir(self.out_root), keys, open_uri),
-                                self.cfg.near_verify_overlap)
-        return lambda blocks: verified(blocks, verifier, self.cfg.near_verify_below)
+                                self.cfg.copy_detection().rule)
+        det = self.cfg.copy_detection()
+        x = np.stack([m[1] for m in members])  # the group's candidates: the same rule as the global mode
+        return lambda blocks: copy_edges(
+            NearEdges(blocks, [knn_candidates(x, x, det, self.cfg.index, self_search=True)]), det, verifier)
 
     def process(self, element):
         """-> (model dir, ([sample id of each node the summary names], summary over those nodes))"""

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from audit.copy_verification import PairVerifier, prepare, verify
-from audit.duplicate_clusters import verified
+from audit.copy_detection import CopyDetection, NearEdges, copy_edges
 from audit.vector_index import Edges
 from tests.demo_images import demo_images
 
@@ -63,7 +63,16 @@ def test_unreadable_images_keep_their_pair():
 def test_only_near_edges_under_the_bound_are_checked(images):
     rows = [SEMAPHORE["l"], SEMAPHORE["e"], SEMAPHORE["a"]]
     checker = PairVerifier(lambda r: images[rows[r]])
-    edges = Edges(np.array([0, 0, 1]), np.array([1, 2, 2]), np.array([0.84, 0.95, 0.86], np.float32))
-    out = list(verified(iter([edges]), checker, below=0.9))
+    edges = Edges(np.array([0, 0, 1]), np.array([1, 2, 2]), np.array([0.84, 0.98, 0.86], np.float32))
+    out = list(copy_edges(NearEdges(iter([edges])), CopyDetection(verify_below=0.97), checker))
     kept = [(int(i), int(j)) for e in out for i, j in zip(e.i, e.j)]
-    assert kept == [(0, 2)] and checker.checked == 2
+    # (0, 2) at 0.98 is taken unchecked; then (1, 2) at 0.86 is checked and vetoed; (0, 1) too
+    assert kept == [(0, 2)] and checker.checked == 2 and checker.rejected == 2
+
+
+def test_a_pair_already_joined_is_not_checked(images):
+    rows = [SEMAPHORE["l"], SEMAPHORE["e"], SEMAPHORE["a"]]
+    checker = PairVerifier(lambda r: images[rows[r]])
+    edges = Edges(np.array([0, 1, 0]), np.array([1, 2, 2]), np.array([0.99, 0.98, 0.8], np.float32))
+    out = list(copy_edges(NearEdges(iter([edges])), CopyDetection(), checker))
+    assert sum(len(e) for e in out) == 3 and checker.checked == 0  # 0-2 already joined through 1

@@ -1,0 +1,152 @@
+"""Copy detection's one rule, shared by global, partitioned and incremental dedup and by
+`shardguard contamination`: SSCD proposes, local features and pixels decide the close calls.
+
+Input: SSCD vectors (L2-normalized rows), a `CopyDetection` (from DedupConfig), and a
+`PairVerifier` (audit.copy_verification) that can read any row's image back, or None.
+Output: streams of `Edges` (i, j, SSCD cosine) in the verifier's row space: the copy pairs.
+
+The rule (chosen on the tuning half of benchmarks/photo_set.py and on the clip-art set):
+1. SSCD pairs: every pair at cosine >= `threshold` (0.75, SSCD's documented copy threshold).
+   Those at >= `verify_below` are taken as they are; the others are geometrically checked and
+   dropped only with evidence against them (CopyRule.vetoes: aligned, pixels disagree).
+2. Candidates: each vector's `candidates` nearest neighbours with `candidate_threshold` <=
+   cosine < `threshold`. SSCD ranks a hard copy (a crop keeping 60% of each side, a photo
+   pasted on a canvas, a rotation) first among its neighbours even when its cosine is 0.45-0.7;
+   such a pair is added only with evidence for it (CopyRule.confirms: aligned by an affine
+   map with enough inliers, and the pixels agree). Without a verifier no candidate is added.
+   Bounded work: at most `candidates` checks per sample, whatever the corpus size.
+3. Order and skipping: within each block, pairs are taken by descending cosine, and a pair
+   whose two samples are already joined by pairs taken before is taken without a check (a
+   union-find over the taken pairs): clusters only grow, so that check could change no cluster.
+   The cost is one check per pair that could change a cluster.
+Failure: images that cannot be read keep SSCD's word (never vetoed, never added).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from audit.copy_verification import CopyRule, PairVerifier
+from audit.vector_index import Edges, IndexConfig, _torch_device, _use_torch
+
+
+@dataclass(frozen=True)
+class CopyDetection:
+    threshold: float = 0.75
+    verify: bool = True
+    verify_below: float = 0.97
+    candidate_threshold: float = 0.4
+    candidates: int = 2
+    rule: CopyRule = field(default_factory=CopyRule)
+
+
+@dataclass
+class NearEdges:
+    """The near kind's edges before the check: SSCD pairs and candidates (both in the
+    verifier's row space). `pairs` may hold partitioned dedup's summaries, already checked."""
+    pairs: Iterable
+    candidates: Iterable[Edges] = ()
+
+
+def knn_candidates(queries: np.ndarray, base: np.ndarray, det: CopyDetection, cfg: IndexConfig = IndexConfig(),
+                   self_search: bool = False, index=None) -> Edges:
+    """Each query's `det.candidates` nearest base rows with candidate_threshold <= cosine <
+    threshold, exact (torch blocked matmul) or through a faiss `index` / beyond exact_max.
+    Self-search: a row is not its own neighbour and each pair comes once, as (i < j)."""
+    k = det.candidates
+    if k <= 0 or len(queries) == 0 or (index is None and len(base) < (2 if self_search else 1)):
+        return Edges.empty()
+    kk = k + 1 if self_search else k
+    if index is not None or not _use_torch(cfg, len(base)):
+        if index is None:
+            from audit.vector_index import build_index
+            index = build_index(base, cfg)
+        sims, ids = index.search(np.ascontiguousarray(queries, np.float32), min(kk, index.ntotal))
+    else:
+        sims, ids = _torch_topk(queries, base, min(kk, len(base)), cfg)
+    qi = np.repeat(np.arange(len(queries), dtype=np.int64), sims.shape[1])
+    bj, s = ids.reshape(-1).astype(np.int64), sims.reshape(-1).astype(np.float32)
+    keep = (bj >= 0) & (s >= det.candidate_threshold) & (s < det.threshold)
+    if self_search:
+        keep &= bj != qi
+    qi, bj, s = qi[keep], bj[keep], s[keep]
+    if self_search and len(qi):  # (i, j) and (j, i) once, as i < j
+        lo, hi = np.minimum(qi, bj), np.maximum(qi, bj)
+        _, first = np.unique(lo * (len(base) + 1) + hi, return_index=True)
+        qi, bj, s = lo[first], hi[first], s[first]
+    return Edges(qi, bj, s)
+
+
+def _torch_topk(queries: np.ndarray, base: np.ndarray, k: int, cfg: IndexConfig) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+    dev = _torch_device(cfg)
+    b = torch.from_numpy(np.ascontiguousarray(base, np.float32)).to(dev)
+    block = max(64, min(cfg.block, cfg.block_bytes // max(1, len(base) * 4)))
+    sims, ids = np.zeros((len(queries), k), np.float32), np.zeros((len(queries), k), np.int64)
+    with torch.inference_mode():
+        for start in range(0, len(queries), block):
+            q = torch.from_numpy(np.ascontiguousarray(queries[start:start + block], np.float32)).to(dev)
+            s, i = (q @ b.T).topk(k, dim=1)
+            sims[start:start + len(q)], ids[start:start + len(q)] = s.cpu().numpy(), i.cpu().numpy()
+    return sims, ids
+
+
+class _Joined:
+    """Union-find over the rows that taken pairs touched (dict-backed: memory ~ touched rows)."""
+
+    def __init__(self):
+        self.parent: dict[int, int] = {}
+
+    def find(self, x: int) -> int:
+        p = self.parent
+        root = x
+        while p.get(root, root) != root:
+            root = p[root]
+        while p.get(x, x) != root:
+            p[x], x = root, p[x]
+        return root
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[ra] = rb
+
+
+def copy_edges(near: NearEdges, det: CopyDetection, verifier: PairVerifier | None) -> Iterator:
+    """The rule's steps 1-3 (module doc) over SSCD pairs then candidates; yields the taken
+    pairs as `Edges` blocks (summaries in `near.pairs` pass as they are)."""
+    checking = verifier is not None and det.verify
+    joined = _Joined()
+    for block in _blocks(near.pairs):
+        if not isinstance(block, Edges):
+            yield block
+            continue
+        if not checking or not len(block) or (block.sim >= det.verify_below).all():
+            yield block
+            for i, j in zip(block.i.tolist(), block.j.tolist()):
+                joined.union(i, j)
+            continue
+        yield _checked(block, joined, lambda i, j, s: s >= det.verify_below or verifier.same_picture(i, j))
+    if not checking:
+        return
+    for block in _blocks(near.candidates):
+        if len(block):
+            yield _checked(block, joined, lambda i, j, s: verifier.confirms(i, j))
+
+
+def _blocks(source) -> Iterable:
+    return [source] if isinstance(source, Edges) or hasattr(source, "link_i") else source
+
+
+def _checked(block: Edges, joined: _Joined, take: Callable[[int, int, float], bool]) -> Edges:
+    order = np.argsort(-block.sim, kind="stable")
+    keep = np.zeros(len(block), bool)
+    for k in order:
+        i, j, s = int(block.i[k]), int(block.j[k]), float(block.sim[k])
+        if joined.find(i) == joined.find(j) or take(i, j, s):
+            keep[k] = True
+            joined.union(i, j)
+    return Edges(block.i[keep], block.j[keep], block.sim[keep])
