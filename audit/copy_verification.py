@@ -61,8 +61,8 @@ class CopyRule:
     add_inliers: alignment strong enough to add a pair SSCD scored under its threshold."""
     min_inliers: int = 8
     min_overlap: float = 0.9
-    min_agreement: float = 0.6
-    add_inliers: int = 15
+    min_agreement: float = 0.7
+    add_inliers: int = 10
 
     def vetoes(self, v: "Verification") -> bool:
         return v.aligned and (v.overlap < self.min_overlap or v.agreement < self.min_agreement)
