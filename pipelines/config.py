@@ -50,6 +50,7 @@ RANGES: dict[str, str] = {
     "dedup.near_threshold": "[0, 1]", "dedup.semantic_threshold": "[0, 1]", "dedup.caption_threshold": "[0, 1]",
     "dedup.n_centroids": "[0, inf)", "dedup.top_centroids": "[1, inf)",
     "dedup.near_verify_below": "[0, 1]", "dedup.near_verify_overlap": "[0, 1]",
+    "dedup.near_candidate_threshold": "[0, 1]", "dedup.near_candidates": "[0, inf)",
     "dedup.index.exact_max": "[0, inf)", "dedup.index.nprobe": "[1, inf)", "dedup.index.train_sample": "[1, inf)",
     "dedup.index.block": "[1, inf)", "dedup.index.block_bytes": "[1, inf)",
     "clean.shard_size": "[1, inf)", "clean.epochs": "[1, inf)",
