@@ -278,6 +278,9 @@ def _cmd_contamination(args) -> int:
     kinds = {k: sum(r["kind"] == k for r in rows) for k in ("exact", "near")}
     print(f"contamination: {len(rows)} of {n_eval} eval samples have a copy in {train.root} "
           f"({len(rows) / max(n_eval, 1):.1%}; exact {kinds['exact']}, near {kinds['near']})")
+    if verifier is not None:
+        print(f"copy check: {verifier.checked} pairs checked, {verifier.rejected} vetoed, "
+              f"{verifier.added} candidates under the threshold added")
     print(f'table: shardguard sql --out {shlex.quote(str(ev.root))} "SELECT * FROM contamination"')
     return 0
 

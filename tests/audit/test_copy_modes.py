@@ -140,7 +140,7 @@ def test_incremental_mode_gives_the_global_clusters(shards, global_run, tmp_path
     assert clusters(decisions(tmp_path / "out")) == global_run[1]
 
 
-def test_contamination_finds_the_copies_dedup_finds(shards, global_run, tmp_path):
+def test_contamination_finds_the_copies_dedup_finds(shards, global_run, tmp_path, capsys):
     """The copies as an eval set against the sources (and the other images) as train, through
     `shardguard contamination` on two real audit folders."""
     root, groups = shards
@@ -151,7 +151,10 @@ def test_contamination_finds_the_copies_dedup_finds(shards, global_run, tmp_path
             shutil.copy(root / "all" / f"{name}.tar", tmp_path / f"{side}_in")
         run_ingest(str(tmp_path / f"{side}_in"), str(tmp_path / side),
                    dataclasses.replace(CFG, dedup=DedupConfig(enabled=False)))
+    capsys.readouterr()
     assert main(["contamination", "--train", str(tmp_path / "train"), "--eval", str(tmp_path / "eval")]) == 0
+    said = capsys.readouterr().out
+    assert "of 15 eval samples" in said and int(said.split(" vetoed, ")[1].split()[0]) > 0  # candidates added
     found = query(tmp_path / "eval", "SELECT eval_shard, eval_key, kind, train_shard, train_key, similarity "
                                      "FROM contamination")[1]
     eval_ids = {(s, k) for s, k, *_ in found}
