@@ -6,7 +6,11 @@ by size, audit.vector_index.build_index) in OUT/index/<model>/accepted.faiss, wi
 pickle). With `dedup.incremental: true`, a later run loads only the new shards' vectors and
 finds: new x new pairs (range search), new x accepted pairs (range search of the new
 vectors in the saved index), exact pairs by hash against every accepted sample, and caption
-pairs among the new samples. Accepted samples are pinned (they stay kept: they may already
+pairs among the new samples. The near kind follows audit.copy_detection's rule as the full
+run does: its SSCD pairs are checked, and each new sample's `near_candidates` nearest
+neighbours among the new and (through the saved index) the accepted samples are its
+candidates; every pair is given as (earlier row, later row) in corpus order, the direction
+a full run checks it in. Accepted samples are pinned (they stay kept: they may already
 be in a published training set); new samples that copy one are dropped with the accepted
 sample as the reason. Earlier decisions and duplicates rows carry over; new samples'
 clusters get new cluster ids. The index then grows by the newly kept vectors.
@@ -16,6 +20,7 @@ through the index.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -25,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audit import atomic_files, sql_literals
+from audit.copy_detection import CopyDetection, NearEdges, knn_candidates
 from audit.copy_verification import PairVerifier, stored_image_fetcher
 from audit.dedup_corpus import Corpus, load_corpus
 from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, DedupResult, find_duplicates
@@ -97,17 +103,60 @@ def previous(out: OutputDir, table: str) -> list[dict]:
         con.close()
 
 
+def _ordered(i: np.ndarray, j: np.ndarray, sim: np.ndarray) -> Edges:
+    """Pairs as (earlier row, later row): the check is not symmetric, and a full run gives each
+    pair in corpus order."""
+    return Edges(np.minimum(i, j), np.maximum(i, j), sim)
+
+
+def _accepted_rows(against, j: np.ndarray) -> np.ndarray:
+    """Corpus rows of accepted index ids (-1: not in this corpus)."""
+    (_, acc_keys), rows_of = against
+    return np.array([rows_of.get(acc_keys[k], -1) for k in j], np.int64)
+
+
 def _edge_stream(rows: np.ndarray, x: np.ndarray, threshold: float, cfg: IndexConfig, against=None):
     """Edge blocks in corpus rows: the batch's own pairs, then with `against` ((index, keys),
     row of each key) its pairs with the accepted corpus; consumed once by find_duplicates."""
     for e in iter_self_edges(x, threshold, cfg):
-        yield Edges(rows[e.i], rows[e.j], e.sim)
+        yield _ordered(rows[e.i], rows[e.j], e.sim)
     if against is not None:
-        (index, acc_keys), rows_of = against
+        index = against[0][0]
         for c in iter_cross_edges(x, np.zeros((0, x.shape[1]), np.float32), threshold, cfg, index=index):
-            acc_rows = np.array([rows_of.get(acc_keys[j], -1) for j in c.j], np.int64)
+            acc_rows = _accepted_rows(against, c.j)
             ok = acc_rows >= 0
-            yield Edges(rows[c.i][ok], acc_rows[ok], c.sim[ok])
+            yield _ordered(rows[c.i][ok], acc_rows[ok], c.sim[ok])
+
+
+def new_candidates(rows: np.ndarray, x: np.ndarray, det: CopyDetection, cfg: IndexConfig, against=None) -> Edges:
+    """The near candidates (audit.copy_detection, step 2) of the new vectors `x` (corpus rows
+    `rows`): each one's `det.candidates` nearest neighbours among the new vectors and, with
+    `against` ((index, keys), row of each key), the accepted ones through the saved index,
+    kept when candidate_threshold <= cosine < threshold, as a full run ranks them; each pair
+    once, as (earlier row, later row). Accepted ids without a corpus row are skipped."""
+    k = det.candidates
+    if k <= 0 or len(x) == 0:
+        return Edges.empty()
+    every = dataclasses.replace(det, candidate_threshold=-np.inf, threshold=np.inf)  # rank first, then filter
+    own = knn_candidates(x, x, dataclasses.replace(every, candidates=k + 1), cfg)  # each row finds itself too
+    q, b, s = [rows[own.i]], [rows[own.j]], [own.sim]
+    if against is not None and against[0][0].ntotal:
+        acc = knn_candidates(x, np.zeros((0, x.shape[1]), np.float32), every, cfg, index=against[0][0])
+        q.append(rows[acc.i])
+        b.append(_accepted_rows(against, acc.j))
+        s.append(acc.sim)
+    q, b, s = np.concatenate(q), np.concatenate(b), np.concatenate(s).astype(np.float32)
+    keep = (b >= 0) & (b != q)
+    q, b, s = q[keep], b[keep], s[keep]
+    order = np.lexsort((-s, q))  # per query, nearest first
+    q, b, s = q[order], b[order], s[order]
+    starts = np.flatnonzero(np.r_[True, q[1:] != q[:-1]]) if len(q) else np.zeros(0, np.int64)
+    rank = np.arange(len(q)) - np.repeat(starts, np.diff(np.r_[starts, len(q)]))
+    keep = (rank < k) & (s >= det.candidate_threshold) & (s < det.threshold)
+    e = _ordered(q[keep], b[keep], s[keep])
+    n = int(e.j.max(initial=0)) + 1  # j > i
+    _, first = np.unique(e.i * n + e.j, return_index=True)
+    return Edges(e.i[first], e.j[first], e.sim[first])
 
 
 def incremental_duplicates(out: OutputDir, cfg: DedupConfig, run_id: str, new_shards: set[str],
@@ -137,6 +186,11 @@ def incremental_duplicates(out: OutputDir, cfg: DedupConfig, run_id: str, new_sh
     verifier = (PairVerifier(stored_image_fetcher(out, list(zip(sub.shard, sub.key)), opener),
                              cfg.copy_detection().rule)
                 if opener is not None and cfg.near_verify else None)
+    if "near" in vector_edges and verifier is not None:  # candidates need the check, as in a full run
+        _, rows, x = sub.matrix(*VECTOR_KINDS["near"])
+        cand = new_candidates(rows, x, cfg.copy_detection(), cfg.index, (base, rows_of))
+        pairs, model_id = vector_edges["near"]
+        vector_edges["near"] = (NearEdges(pairs, [cand]), model_id)
     result = find_duplicates(sub, cfg, run_id, vector_edges, pinned=accepted[mask], verifier=verifier)
     new_keys = {k for k, n in zip(keys, is_new) if n}
     prev_dups = previous(out, "duplicates")

@@ -4,7 +4,7 @@
   shardguard sql    --out DIR "SELECT ..." [--format table|csv|json]
   shardguard tables [--out DIR]
   shardguard status --out DIR [--format table|json]
-  shardguard contamination --train OUT --eval OUT [--threshold 0.75]
+  shardguard contamination --train OUT --eval OUT [--threshold 0.75] [--config job.yaml]
   shardguard clean  --from OUT --to CLEAN_DIR [--caption-strategy rc] [Beam flags ...]
   shardguard prompts --diffusion-model PATH --prompts FILE [--reference FILE] [--fpr 0.01]
   shardguard replication --generated PATH_OR_SHARDS --against OUT [--threshold 0.5]
@@ -116,7 +116,9 @@ def _parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--train", required=True, help="output folder of the training set's run")
     c.add_argument("--eval", required=True, help="output folder of the eval set's run (the table goes here)")
-    c.add_argument("--threshold", type=float, default=0.75, help="SSCD cosine for a near copy (0.75)")
+    c.add_argument("--threshold", type=float, help="SSCD cosine for a near copy (the config's dedup.near_threshold, 0.75)")
+    c.add_argument("--config", help="job YAML (its dedup: section: near_verify, near_candidates, ...): "
+                   "the same copy rule as dedup")
     k = sub.add_parser("clean", help="write training-ready shards with the decisions applied",
                        epilog="examples:\n  shardguard clean --from demo-out --to demo-clean\n"
                               "  shardguard clean --from demo-out --to clean-rc --caption-strategy rc --apply-to all",
@@ -247,20 +249,27 @@ def _cmd_sql(args) -> int:
 
 def _cmd_contamination(args) -> int:
     from audit import store
-    from audit.contamination import find_contamination
+    from audit.contamination import contamination_verifier, find_contamination
     from audit.dedup_corpus import load_corpus
     from audit.output_dir import OutputDir
+    from pipelines.config import load_config, with_overrides
+    from pipelines.ingest import open_uri
     from pipelines.job import new_run_id
     from schemas import CONTAMINATION, TABLES
 
     from audit.folder_ownership import require_existing
     train = OutputDir(require_existing(args.train, "audit"))
     ev = OutputDir(require_existing(args.eval, "audit", adopt=True))  # the table goes into it
+    dedup = with_overrides(load_config(args.config), "dedup", near_threshold=args.threshold).dedup
+    det = dedup.copy_detection()
     ev.lock()
     try:
         run_id = new_run_id()
-        rows = find_contamination(load_corpus(train), eval_corpus := load_corpus(ev), args.threshold,
-                                  run_id, str(train.root))
+        train_corpus, eval_corpus = load_corpus(train), load_corpus(ev)
+        verifier = (contamination_verifier(train, train_corpus, ev, eval_corpus, open_uri, det.rule)
+                    if dedup.near_verify else None)
+        rows = find_contamination(train_corpus, eval_corpus, dedup.near_threshold, run_id, str(train.root),
+                                  dedup.index, det, verifier)
         ev.write_run_table(CONTAMINATION, run_id, rows)
         store.refresh_views(ev, TABLES)
     finally:
@@ -269,6 +278,9 @@ def _cmd_contamination(args) -> int:
     kinds = {k: sum(r["kind"] == k for r in rows) for k in ("exact", "near")}
     print(f"contamination: {len(rows)} of {n_eval} eval samples have a copy in {train.root} "
           f"({len(rows) / max(n_eval, 1):.1%}; exact {kinds['exact']}, near {kinds['near']})")
+    if verifier is not None:
+        print(f"copy check: {verifier.checked} pairs checked, {verifier.rejected} vetoed, "
+              f"{verifier.added} candidates under the threshold added")
     print(f'table: shardguard sql --out {shlex.quote(str(ev.root))} "SELECT * FROM contamination"')
     return 0
 

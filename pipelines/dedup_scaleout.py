@@ -107,7 +107,7 @@ class GroupEdgesFn(beam.DoFn):
     def process(self, element):
         """-> (model dir, ([sample id of each node the summary names], summary over those nodes))"""
         (model_dir, group), members = element
-        members = list(members)
+        members = sorted(members, key=lambda m: tuple(m[0]))  # corpus order: the check's direction, as globally
         if len(members) < 2:
             return
         kind = self.kinds[model_dir]

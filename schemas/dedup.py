@@ -49,10 +49,11 @@ CONTAMINATION = table(
     column("run_id", pa.string(), "Run of the contamination check.", False),
     column("eval_shard", pa.string(), "Shard of the eval sample.", False),
     column("eval_key", pa.string(), "Key of the eval sample.", False),
-    column("kind", pa.string(), "'exact' (same bytes or pixels) or 'near' (SSCD cosine >= threshold).", False),
+    column("kind", pa.string(), "'exact' (same bytes or pixels) or 'near' (a copy by dedup's rule: SSCD cosine >= "
+           "threshold not vetoed by the geometric check, or a nearest neighbour under it that the check confirms).", False),
     column("train_shard", pa.string(), "Shard of the best-matching training sample."),
     column("train_key", pa.string(), "Key of the best-matching training sample."),
-    column("similarity", pa.float32(), "Cosine to that training sample (1.0 for exact)."),
+    column("similarity", pa.float32(), "SSCD cosine to that training sample (1.0 for exact; under threshold for a confirmed candidate)."),
     column("n_train_matches", pa.int64(), "Training samples that match this eval sample."),
     column("model", pa.string(), "Embedding model of the near search."),
     column("threshold", pa.float32(), "Near-copy threshold used."),
