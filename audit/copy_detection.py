@@ -38,7 +38,7 @@ class CopyDetection:
     threshold: float = 0.75
     verify: bool = True
     verify_below: float = 0.97
-    candidate_threshold: float = 0.4
+    candidate_threshold: float = 0.3
     candidates: int = 2
     rule: CopyRule = field(default_factory=CopyRule)
 

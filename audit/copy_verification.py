@@ -13,7 +13,9 @@ and the pixels then agree. So each pair is aligned and compared:
    as is and, when that finds fewer than `CopyRule.min_inliers` inliers, on A mirrored (a
    flipped copy). Copies made by crop, resize, squash, rotation, flip or pasting on a canvas
    are affine images of the source; another photo of a scene has parallax the affine cannot fit.
-2. Agreement: A is warped into B's frame; both are smoothed a little (Gaussian sigma 1.5 px,
+2. Agreement: A is warped into B's frame (B into A's when A's share of pixels is the smaller:
+   the comparison runs where the common content has fewer pixels, so the order of A and B
+   does not matter and a crop is not compared against its upscaled source); both are smoothed a little (Gaussian sigma 1.5 px,
    so blur and JPEG count as the same picture), the part of B that A covers is cut into
    `BLOCK` px blocks, and a textured block (pixel std >= `FLAT_STD` in either image) agrees
    when both are textured and their normalized cross-correlation is >= `BLOCK_NCC` (gain and
@@ -187,13 +189,16 @@ def _compare(src: Prepared, b: Prepared, rule: CopyRule, mirrored: bool) -> Veri
     n, m = _align(src, b)
     if m is None or n < rule.min_inliers:
         return Verification(False, n, float("nan"), float("nan"), mirrored)
-    h, w = b.gray.shape
-    warped = cv2.warpAffine(src.gray, m, (w, h), flags=cv2.INTER_LINEAR)
-    seen = cv2.warpAffine(np.ones(src.gray.shape, np.uint8), m, (w, h), flags=cv2.INTER_NEAREST)
+    frm, to = src, b
+    if abs(np.linalg.det(m[:, :2])) > 1:  # compare in the frame where the shared content has fewer
+        frm, to, m = b, src, cv2.invertAffineTransform(m)  # pixels: either order gives one answer
+    h, w = to.gray.shape
+    warped = cv2.warpAffine(frm.gray, m, (w, h), flags=cv2.INTER_LINEAR)
+    seen = cv2.warpAffine(np.ones(frm.gray.shape, np.uint8), m, (w, h), flags=cv2.INTER_NEAREST)
     seen = cv2.erode(seen, np.ones((5, 5), np.uint8)) > 0
-    ink = cv2.warpAffine(src.ink.astype(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) > 0
-    both = [v for v in (_covered(ink, b.ink, seen), _covered(b.ink, ink, seen)) if not np.isnan(v)]
-    return Verification(True, n, max(both) if both else float("nan"), agreement(warped, b.gray, seen), mirrored)
+    ink = cv2.warpAffine(frm.ink.astype(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) > 0
+    both = [v for v in (_covered(ink, to.ink, seen), _covered(to.ink, ink, seen)) if not np.isnan(v)]
+    return Verification(True, n, max(both) if both else float("nan"), agreement(warped, to.gray, seen), mirrored)
 
 
 class PairVerifier:

@@ -17,7 +17,7 @@ Data (see each module's docstring):
 Methods, each at fixed settings:
 - shardguard: the dedup job's near rule as the job runs it (audit.copy_detection with the
   default DedupConfig: SSCD distilled vectors, pairs >= 0.75 checked under 0.97, each image's 2
-  nearest candidates down to 0.4 added when audit.copy_verification confirms them), plus
+  nearest candidates down to 0.3 added when audit.copy_verification confirms them), plus
   exact duplicates by pixel hash, as the job's drop kinds.
 - sscd_0.75: the same vectors, every pair at cosine >= 0.75, no check (SSCD used plainly).
 - peers (benchmarks/copy_peers.py): immaculate 0.3.0 CLI (sscd_distilled, pdq), imagededup
