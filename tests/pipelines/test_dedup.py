@@ -71,8 +71,10 @@ def test_incremental_run_matches_new_shards_against_the_accepted_index(demo_samp
 
 
 def test_global_dedup_verifies_near_pairs_from_the_stored_images(demo_sample, tmp_path):
-    """With the default near_verify, near pairs under 0.9 are checked on the images read back
-    from the ingested tars; rejections remove near duplicates, never add any."""
+    """With the default near_verify, close calls are checked on the images read back from the
+    ingested tars: SSCD pairs under 0.97 can be vetoed, candidates under 0.75 added; every
+    sample the checked run adds is joined by a confirmed candidate, and the run stays close to
+    plain SSCD on demo clip art."""
     import duckdb
 
     from audit.output_dir import OutputDir
@@ -84,10 +86,11 @@ def test_global_dedup_verifies_near_pairs_from_the_stored_images(demo_sample, tm
     checked = dedup_and_record(out, "checked", DedupConfig())
     info = checked["kinds"]["near"]["verification"]
     assert "verification" not in plain["kinds"]["near"]
-    assert info["checked"] > 0 and 0 <= info["rejected"] <= info["checked"]
+    assert info["checked"] > 0 and 0 <= info["rejected"] + info["added"] <= info["checked"]
 
     def near(run):
         return set(duckdb.sql(f"SELECT shard, key FROM '{tmp_path}/duplicates/run={run}/run.parquet' "
                               "WHERE kind = 'near'").fetchall())
     a, b = near("plain"), near("checked")
-    assert b <= a and len(b) >= 0.9 * len(a) and len(a) > 50
+    assert len(a) > 50 and len(a & b) >= 0.9 * len(a)
+    assert len(b - a) == 0 or info["added"] > 0  # a sample only gains a near duplicate by a confirmed candidate
