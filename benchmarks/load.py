@@ -97,36 +97,51 @@ _SOURCES: list[dict] = []
 
 def write_shard(args: tuple[Path, int, int, int, float, float]) -> int:
     """Write shard `index` (img2dataset layout) with `n` samples; returns n."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
     dest, index, n, seed, copy_share, broken_share = args
     rng = random.Random(seed * 1_000_003 + index)
-    t0, rows, name = time.time(), [], f"{index:05d}"
+    t0, samples, name = time.time(), [], f"{index:05d}"
+    for i in range(n):
+        src = rng.choice(_SOURCES)
+        key = f"{name}{i:04d}"
+        meta = json.loads(src["json"]) if src["json"] else {}
+        caption = (src["txt"] or b"").decode("utf-8", "replace")
+        image, width, height = src["jpg"], meta.get("width"), meta.get("height")
+        if image is not None and rng.random() >= copy_share:
+            try:
+                image, width, height = variant(src, rng)
+                if rng.random() < 0.5:
+                    caption += rng.choice(SUFFIXES)
+            except Exception:  # a broken demo image stays a byte copy (a failed sample)
+                pass
+        if image is not None and rng.random() < broken_share:
+            image = image[: len(image) // 2]  # cut short in transfer: a CorruptImage row
+        meta.update(key=key, caption=caption, width=width, height=height, source_key=src["key"])
+        samples.append({"key": key, "jpg": image, "txt": caption if src["txt"] is not None else None, "meta": meta})
+    return write_samples(dest, name, samples, t0)
+
+
+def write_samples(dest: Path, name: str, samples: list[dict], t0: float | None = None) -> int:
+    """One img2dataset-format shard: dest/<name>.tar (per sample <key>.jpg when `jpg` is not
+    None, <key>.txt when `txt` is not None, <key>.json from `meta`), <name>.parquet (one
+    'success' row per sample, url/width/height/original_* from `meta`) and <name>_stats.json.
+    samples: [{key, jpg: bytes | None, txt: str | None, meta: dict}]; t0: when writing began
+    (the stats' start_time; default now). Returns the number of samples."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    t0 = time.time() if t0 is None else t0
+    rows = []
     with tarfile.open(dest / f"{name}.tar", "w", format=tarfile.GNU_FORMAT) as tf:
-        for i in range(n):
-            src = rng.choice(_SOURCES)
-            key = f"{name}{i:04d}"
-            meta = json.loads(src["json"]) if src["json"] else {}
-            caption = (src["txt"] or b"").decode("utf-8", "replace")
-            image, width, height = src["jpg"], meta.get("width"), meta.get("height")
-            if image is not None and rng.random() >= copy_share:
-                try:
-                    image, width, height = variant(src, rng)
-                    if rng.random() < 0.5:
-                        caption += rng.choice(SUFFIXES)
-                except Exception:  # a broken demo image stays a byte copy (a failed sample)
-                    pass
-            if image is not None and rng.random() < broken_share:
-                image = image[: len(image) // 2]  # cut short in transfer: a CorruptImage row
-            meta.update(key=key, caption=caption, width=width, height=height, source_key=src["key"])
-            if image is not None:
-                _add(tf, f"{key}.jpg", image)
-            if src["txt"] is not None:
-                _add(tf, f"{key}.txt", caption.encode("utf-8"))
+        for s in samples:
+            key, meta = s["key"], s["meta"]
+            if s["jpg"] is not None:
+                _add(tf, f"{key}.jpg", s["jpg"])
+            if s["txt"] is not None:
+                _add(tf, f"{key}.txt", s["txt"].encode("utf-8"))
             _add(tf, f"{key}.json", json.dumps(meta).encode("utf-8"))
-            rows.append({"key": key, "url": meta.get("url"), "caption": caption, "status": "success",
-                         "error_message": None, "width": width, "height": height,
+            rows.append({"key": key, "url": meta.get("url"), "caption": meta.get("caption"), "status": "success",
+                         "error_message": None, "width": meta.get("width"), "height": meta.get("height"),
                          "original_width": meta.get("original_width"), "original_height": meta.get("original_height")})
+    n = len(samples)
     pq.write_table(pa.Table.from_pylist(rows), dest / f"{name}.parquet")
     (dest / f"{name}_stats.json").write_text(json.dumps({
         "count": n, "successes": n, "failed_to_download": 0, "failed_to_resize": 0,

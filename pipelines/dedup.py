@@ -25,7 +25,7 @@ from schemas import DECISIONS, DUPLICATES
 
 
 def dedup_counters() -> dict:
-    return {k: counter(f"dedup_{k}") for k in ("samples", "kept", "dropped")}
+    return {k: counter(f"dedup_{k}") for k in ("samples", "kept", "dropped", "near_checked", "near_rejected")}
 
 
 def count_decisions(counts: dict, n_samples: int, n_dropped: int) -> None:
@@ -52,6 +52,14 @@ def dedup_and_record(out: OutputDir, run_id: str, cfg: DedupConfig, new_shards: 
             "kept": len(decisions) - dropped}
 
 
+def count_verification(counts: dict, kinds: dict) -> None:
+    """The near check's pair counts (kinds["near"]["verification"]: checked, rejected), when it ran."""
+    check = kinds.get("near", {}).get("verification") or {}
+    for k in ("checked", "rejected"):
+        if isinstance(check.get(k), int):
+            counts[f"near_{k}"].inc(check[k])
+
+
 class DedupFn(beam.DoFn):
     def __init__(self, run_id: str, cfg: DedupConfig, new_shards: set[str]):
         self.run_id, self.cfg, self.new_shards = run_id, cfg, set(new_shards)
@@ -60,6 +68,7 @@ class DedupFn(beam.DoFn):
     def process(self, out_root: str):
         summary = dedup_and_record(OutputDir(out_root), self.run_id, self.cfg, self.new_shards)
         count_decisions(self.counts, summary["samples"], summary["dropped"])
+        count_verification(self.counts, summary["kinds"])
         yield summary
 
 

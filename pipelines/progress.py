@@ -39,6 +39,8 @@ COUNTERS: dict[str, str] = {
     "perturbation_features_samples": "ok samples analysed", "perturbation_features_ok": "feature rows written",
     "perturbation_features_failed": "samples whose features failed",
     "dedup_samples": "decisions rows written", "dedup_kept": "samples kept", "dedup_dropped": "samples dropped",
+    "dedup_near_checked": "near pairs given to the geometric check (global and incremental modes)",
+    "dedup_near_rejected": "near pairs the geometric check found to be two different pictures",
     "memorization_flagged": "pairs flagged by the calibrated threshold",
     "perturbation_tests_samples": "samples in the dataset tests", "perturbation_tests_failed": "tests that failed",
     "perturbation_tests_flagged": "samples flagged",

@@ -104,3 +104,19 @@ def test_memorization_counters_match_its_markers(broken_dir, tmp_path):
     result.wait_until_finish()
     rows = pq.read_table(out.root / "memorization" / "run=r2" / "run.parquet").to_pylist()
     assert _query(result, "memorization_flagged") == sum(r["flagged"] for r in rows)
+
+
+def test_dedup_counts_the_near_pairs_its_geometric_check_saw(demo_sample, tmp_path):
+    """dedup_near_checked / dedup_near_rejected equal the check's own counts (the kinds summary
+    of the same dedup run directly), and the check saw pairs on the demo sample."""
+    from pipelines.dedup import dedup_and_record
+    cfg = JobConfig(progress_seconds=0, report=False, embed=EmbedConfig(captions=False),
+                    dedup=DedupConfig(enabled=False), perturbations=PerturbationConfig(features=False, tests=False))
+    run_ingest(f"{demo_sample}/0000{{0,1}}.tar", str(tmp_path), cfg)
+    p = beam.Pipeline()
+    _ = p | "Dedup" >> DedupCorpus(str(tmp_path), "r2", DedupConfig())
+    result = p.run()
+    result.wait_until_finish()
+    check = dedup_and_record(OutputDir(tmp_path), "r3", DedupConfig())["kinds"]["near"]["verification"]
+    assert check["checked"] > 0
+    assert [_query(result, f"dedup_near_{k}") for k in ("checked", "rejected")] == [check["checked"], check["rejected"]]
