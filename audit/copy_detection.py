@@ -15,10 +15,11 @@ The rule (chosen on the tuning half of benchmarks/photo_set.py and on the clip-a
    such a pair is added only with evidence for it (CopyRule.confirms: aligned by an affine
    map with enough inliers, and the pixels agree). Without a verifier no candidate is added.
    Bounded work: at most `candidates` checks per sample, whatever the corpus size.
-3. Order and skipping: within each block, pairs are taken by descending cosine, and a pair
-   whose two samples are already joined by pairs taken before is taken without a check (a
-   union-find over the taken pairs): clusters only grow, so that check could change no cluster.
-   The cost is one check per pair that could change a cluster.
+3. Order and skipping: the pairs that need no check are taken first; the others are held
+   back (up to PENDING_MAX pairs, ~80 MB) and taken by descending cosine, and a pair whose two
+   samples are already joined by pairs taken before is taken without a check (a union-find
+   over the taken pairs): clusters only grow, so that check could change no cluster. The cost
+   is one check per pair that could change a cluster.
 Failure: images that cannot be read keep SSCD's word (never vetoed, never added).
 """
 
@@ -115,36 +116,67 @@ class _Joined:
             self.parent[ra] = rb
 
 
+PENDING_MAX = 1 << 22  # pairs under verify_below held back at most (~80 MB) before they are checked
+
+
 def copy_edges(near: NearEdges, det: CopyDetection, verifier: PairVerifier | None) -> Iterator:
     """The rule's steps 1-3 (module doc) over SSCD pairs then candidates; yields the taken
-    pairs as `Edges` blocks (summaries in `near.pairs` pass as they are)."""
+    pairs as `Edges` blocks (summaries in `near.pairs` pass as they are). Pairs that need a
+    check are held back (up to PENDING_MAX) until the pairs that need none are in, then checked
+    by descending cosine: most of them are then already joined and cost nothing."""
     checking = verifier is not None and det.verify
     joined = _Joined()
+    pending: list[Edges] = []
+    held = 0
+
+    def flush() -> Iterator[Edges]:
+        nonlocal pending, held
+        if pending:
+            block = Edges.concat(pending)
+            pending, held = [], 0
+            yield _checked(block, joined, lambda i, j, s: verifier.same_picture(i, j), verifier)
+
     for block in _blocks(near.pairs):
         if not isinstance(block, Edges):
             yield block
             continue
-        if not checking or not len(block) or (block.sim >= det.verify_below).all():
+        if not checking or not len(block):
             yield block
-            for i, j in zip(block.i.tolist(), block.j.tolist()):
-                joined.union(i, j)
             continue
-        yield _checked(block, joined, lambda i, j, s: s >= det.verify_below or verifier.same_picture(i, j))
+        high = block.sim >= det.verify_below
+        if high.any():
+            yield Edges(block.i[high], block.j[high], block.sim[high])
+            for i, j in zip(block.i[high].tolist(), block.j[high].tolist()):
+                joined.union(i, j)
+        if not high.all():
+            pending.append(Edges(block.i[~high], block.j[~high], block.sim[~high]))
+            held += int((~high).sum())
+            if held > PENDING_MAX:
+                yield from flush()
     if not checking:
         return
+    yield from flush()
     for block in _blocks(near.candidates):
         if len(block):
-            yield _checked(block, joined, lambda i, j, s: verifier.confirms(i, j))
+            yield _checked(block, joined, lambda i, j, s: verifier.confirms(i, j), verifier)
 
 
 def _blocks(source) -> Iterable:
     return [source] if isinstance(source, Edges) or hasattr(source, "link_i") else source
 
 
-def _checked(block: Edges, joined: _Joined, take: Callable[[int, int, float], bool]) -> Edges:
+LOOKAHEAD = 64  # pairs whose images are prepared ahead, in the order they will be checked
+
+
+def _checked(block: Edges, joined: _Joined, take: Callable[[int, int, float], bool],
+             verifier: PairVerifier | None = None) -> Edges:
     order = np.argsort(-block.sim, kind="stable")
     keep = np.zeros(len(block), bool)
-    for k in order:
+    for n, k in enumerate(order):
+        if verifier is not None and n % LOOKAHEAD == 0:  # prepare the next pairs' images in parallel
+            ahead = order[n:n + LOOKAHEAD]
+            verifier.prefetch(r for a in ahead if joined.find(int(block.i[a])) != joined.find(int(block.j[a]))
+                              for r in (int(block.i[a]), int(block.j[a])))
         i, j, s = int(block.i[k]), int(block.j[k]), float(block.sim[k])
         if joined.find(i) == joined.find(j) or take(i, j, s):
             keep[k] = True

@@ -38,8 +38,11 @@ min_overlap. Failure: undecodable bytes give None from `prepare`; such pairs kee
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+
+import os
 
 import cv2
 import numpy as np
@@ -203,23 +206,34 @@ def _compare(src: Prepared, b: Prepared, rule: CopyRule, mirrored: bool) -> Veri
 
 class PairVerifier:
     """Verifies pairs of corpus rows, preparing each image once (LRU of `cache` images).
-    fetch(row) -> image bytes or None (then the pair keeps SSCD's word)."""
+    fetch(row) -> image bytes or None (then the pair keeps SSCD's word). `prefetch(rows)`
+    prepares images ahead on a thread pool (decoding and SIFT release the GIL); fetching stays
+    on the calling thread."""
 
-    def __init__(self, fetch: Callable[[int], bytes | None], rule: CopyRule = CopyRule(), cache: int = 4096):
+    def __init__(self, fetch: Callable[[int], bytes | None], rule: CopyRule = CopyRule(), cache: int = 4096,
+                 threads: int = 0):
         self.fetch, self.rule, self.cache = fetch, rule, cache
-        self._prepared: OrderedDict[int, Prepared | None] = OrderedDict()
+        self._prepared: OrderedDict[int, Future] = OrderedDict()
+        self._pool = ThreadPoolExecutor(max(1, threads or (os.cpu_count() or 1)), thread_name_prefix="copy-check")
         self.checked = self.rejected = self.added = 0
 
-    def _get(self, row: int) -> Prepared | None:
-        if row in self._prepared:
-            self._prepared.move_to_end(row)
-            return self._prepared[row]
-        data = self.fetch(row)
-        p = prepare(data) if data is not None else None
-        self._prepared[row] = p
+    def prefetch(self, rows: Iterable[int]) -> None:
+        for row in rows:
+            if row not in self._prepared:
+                data = self.fetch(row)
+                self._store(row, self._pool.submit(prepare, data) if data is not None else _done(None))
+
+    def _store(self, row: int, fut: Future) -> None:
+        self._prepared[row] = fut
         if len(self._prepared) > self.cache:
             self._prepared.popitem(last=False)
-        return p
+
+    def _get(self, row: int) -> Prepared | None:
+        if row not in self._prepared:
+            data = self.fetch(row)
+            self._store(row, _done(prepare(data) if data is not None else None))
+        self._prepared.move_to_end(row)
+        return self._prepared[row].result()
 
     def _verify(self, i: int, j: int) -> Verification | None:
         a, b = self._get(i), self._get(j)
@@ -239,6 +253,12 @@ class PairVerifier:
         ok = v is not None and self.rule.confirms(v)
         self.added += ok
         return ok
+
+
+def _done(value) -> Future:
+    fut: Future = Future()
+    fut.set_result(value)
+    return fut
 
 
 def stored_image_fetcher(out, keys: Sequence[tuple[str, str]], opener: Callable) -> Callable[[int], bytes | None]:
