@@ -183,7 +183,7 @@ def table(cs: CopySet, names: list[str], mild: list[str], hard: list[str], resul
         for m in methods:
             p, r, f1, n_true = score(labels[m], cs, fams)
             out[(rname, m)] = (p, r, f1)
-            cells.append(f"| {p:4.2f} {r:4.2f} {f1:4.2f}  ")
+            cells.append(f"| {p:.3f} {r:.3f} {f1:.3f}" if rname == "all" else f"| {p:4.2f} {r:4.2f} {f1:4.2f}  ")
         if rname == "mild":
             print("-" * (19 + (w + 2) * len(methods)))
         print(f"{rname:<12} {n_true:>5} " + "".join(cells))
