@@ -238,7 +238,12 @@ class PairVerifier:
     def _verify(self, i: int, j: int) -> Verification | None:
         a, b = self._get(i), self._get(j)
         self.checked += 1
-        return None if a is None or b is None else verify(a, b, self.rule)
+        if a is None or b is None:
+            return None
+        try:
+            return verify(a, b, self.rule)
+        except (cv2.error, ValueError, np.linalg.LinAlgError):  # a degenerate image: no evidence either way
+            return None
 
     def same_picture(self, i: int, j: int) -> bool:
         """A pair SSCD calls a copy: False only with evidence against it (CopyRule.vetoes)."""

@@ -76,3 +76,25 @@ def test_a_pair_already_joined_is_not_checked(images):
     edges = Edges(np.array([0, 1, 0]), np.array([1, 2, 2]), np.array([0.99, 0.98, 0.8], np.float32))
     out = list(copy_edges(NearEdges(iter([edges])), CopyDetection(), checker))
     assert sum(len(e) for e in out) == 3 and checker.checked == 0  # 0-2 already joined through 1
+
+
+def _encoded(img: Image.Image, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt)
+    return buf.getvalue()
+
+
+def test_degenerate_and_mutated_images_never_raise(images):
+    """Thin strips, flat and tiny images, and byte-mutated real images: the check answers
+    (evidence or none) and never raises; a pair it cannot read is neither vetoed nor added."""
+    from tests.image_mutations import mutants
+    real = images[SEMAPHORE["l"]]
+    odd = [_encoded(Image.new("RGB", (1, 900), "red")), _encoded(Image.new("RGB", (900, 2), "blue")),
+           _encoded(Image.new("RGB", (8, 8), "white")), _encoded(Image.new("L", (3, 3))),
+           *[data for _, _, data in mutants(90, seed=3)]]
+    datas = [real, *odd]
+    checker = PairVerifier(lambda r: datas[r])
+    for j in range(1, len(datas)):
+        assert checker.same_picture(0, j) in (True, False)
+        checker.confirms(j, 0)
+    assert checker.checked == 2 * (len(datas) - 1)
