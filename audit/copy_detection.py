@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from audit.copy_verification import CopyRule, PairVerifier
-from audit.vector_index import Edges, IndexConfig, _torch_device, _use_torch
+from audit.vector_index import Edges, IndexConfig, torch_topk, use_torch
 
 
 @dataclass(frozen=True)
@@ -61,13 +61,13 @@ def knn_candidates(queries: np.ndarray, base: np.ndarray, det: CopyDetection, cf
     if k <= 0 or len(queries) == 0 or (index is None and len(base) < (2 if self_search else 1)):
         return Edges.empty()
     kk = k + 1 if self_search else k
-    if index is not None or not _use_torch(cfg, len(base)):
+    if index is not None or not use_torch(cfg, len(base)):
         if index is None:
             from audit.vector_index import build_index
             index = build_index(base, cfg)
         sims, ids = index.search(np.ascontiguousarray(queries, np.float32), min(kk, index.ntotal))
     else:
-        sims, ids = _torch_topk(queries, base, min(kk, len(base)), cfg)
+        sims, ids = torch_topk(queries, base, min(kk, len(base)), cfg)
     qi = np.repeat(np.arange(len(queries), dtype=np.int64), sims.shape[1])
     bj, s = ids.reshape(-1).astype(np.int64), sims.reshape(-1).astype(np.float32)
     keep = (bj >= 0) & (s >= det.candidate_threshold) & (s < det.threshold)
@@ -79,20 +79,6 @@ def knn_candidates(queries: np.ndarray, base: np.ndarray, det: CopyDetection, cf
         _, first = np.unique(lo * (len(base) + 1) + hi, return_index=True)
         qi, bj, s = lo[first], hi[first], s[first]
     return Edges(qi, bj, s)
-
-
-def _torch_topk(queries: np.ndarray, base: np.ndarray, k: int, cfg: IndexConfig) -> tuple[np.ndarray, np.ndarray]:
-    import torch
-    dev = _torch_device(cfg)
-    b = torch.from_numpy(np.ascontiguousarray(base, np.float32)).to(dev)
-    block = max(64, min(cfg.block, cfg.block_bytes // max(1, len(base) * 4)))
-    sims, ids = np.zeros((len(queries), k), np.float32), np.zeros((len(queries), k), np.int64)
-    with torch.inference_mode():
-        for start in range(0, len(queries), block):
-            q = torch.from_numpy(np.ascontiguousarray(queries[start:start + block], np.float32)).to(dev)
-            s, i = (q @ b.T).topk(k, dim=1)
-            sims[start:start + len(q)], ids[start:start + len(q)] = s.cpu().numpy(), i.cpu().numpy()
-    return sims, ids
 
 
 class _Joined:

@@ -94,7 +94,7 @@ def build_index(base: np.ndarray, cfg: IndexConfig = IndexConfig()):
     return index
 
 
-def _use_torch(cfg: IndexConfig, n_base: int) -> bool:
+def use_torch(cfg: IndexConfig, n_base: int) -> bool:
     if cfg.backend != "auto":
         return cfg.backend == "torch"
     return n_base <= cfg.exact_max
@@ -225,7 +225,7 @@ def iter_self_edges(x: np.ndarray, threshold: float, cfg: IndexConfig = IndexCon
     """All pairs i < j of `x` with cosine >= threshold, as a stream of `Edges` blocks."""
     if len(x) < 2:
         return
-    if _use_torch(cfg, len(x)):
+    if use_torch(cfg, len(x)):
         yield from iter_torch_range_search(x, x, threshold, cfg, self_search=True)
     else:
         yield from iter_faiss_range_search(build_index(x, cfg), x, threshold, cfg, self_search=True)
@@ -237,7 +237,7 @@ def iter_cross_edges(queries: np.ndarray, base: np.ndarray, threshold: float, cf
     `index` reuses a saved faiss index."""
     if len(queries) == 0 or (index is None and len(base) == 0):
         return
-    if index is None and _use_torch(cfg, len(base)):
+    if index is None and use_torch(cfg, len(base)):
         yield from iter_torch_range_search(base, queries, threshold, cfg, self_search=False)
     else:
         yield from iter_faiss_range_search(index if index is not None else build_index(base, cfg), queries,
@@ -277,3 +277,18 @@ def top1(queries: np.ndarray, base: np.ndarray, exclude: np.ndarray | None = Non
             s, i = sims.max(1)
             best_i[start:start + len(q)], best_s[start:start + len(q)] = i.cpu().numpy(), s.cpu().numpy()
     return best_i, best_s
+
+
+def torch_topk(queries: np.ndarray, base: np.ndarray, k: int, cfg: IndexConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, indices) of each query's k most similar base rows, exact, blocked matmul."""
+    import torch
+    dev = _torch_device(cfg)
+    b = torch.from_numpy(np.ascontiguousarray(base, np.float32)).to(dev)
+    block = max(64, min(cfg.block, cfg.block_bytes // max(1, len(base) * 4)))
+    sims, ids = np.zeros((len(queries), k), np.float32), np.zeros((len(queries), k), np.int64)
+    with torch.inference_mode():
+        for start in range(0, len(queries), block):
+            q = torch.from_numpy(np.ascontiguousarray(queries[start:start + block], np.float32)).to(dev)
+            s, i = (q @ b.T).topk(k, dim=1)
+            sims[start:start + len(q)], ids[start:start + len(q)] = s.cpu().numpy(), i.cpu().numpy()
+    return sims, ids
