@@ -152,19 +152,35 @@ def _blocks(source) -> Iterable:
 
 
 LOOKAHEAD = 64  # pairs whose images are prepared ahead, in the order they will be checked
+SPECULATE = 2   # pairs verified ahead per pool thread (one wasted when an earlier pair joins them)
 
 
 def _checked(block: Edges, joined: _Joined, take: Callable[[int, int, float], bool],
              verifier: PairVerifier | None = None) -> Edges:
+    """Takes the block's pairs by descending cosine (module doc, 3). With a verifier, the next
+    pairs' images are prepared and the next few pairs verified ahead on its thread pool; the
+    answers are used in order, so the result is the sequential one."""
     order = np.argsort(-block.sim, kind="stable")
     keep = np.zeros(len(block), bool)
+    bi, bj = block.i.tolist(), block.j.tolist()
+    width = SPECULATE * verifier.threads if verifier is not None else 0
+    ahead = 0  # order[n:ahead] are the pairs already handed to speculate
     for n, k in enumerate(order):
-        if verifier is not None and n % LOOKAHEAD == 0:  # prepare the next pairs' images in parallel
-            ahead = order[n:n + LOOKAHEAD]
-            verifier.prefetch(r for a in ahead if joined.find(int(block.i[a])) != joined.find(int(block.j[a]))
-                              for r in (int(block.i[a]), int(block.j[a])))
-        i, j, s = int(block.i[k]), int(block.j[k]), float(block.sim[k])
-        if joined.find(i) == joined.find(j) or take(i, j, s):
+        if verifier is not None:
+            if n % LOOKAHEAD == 0:
+                verifier.prefetch(r for a in order[n:n + LOOKAHEAD] if joined.find(bi[a]) != joined.find(bj[a])
+                                  for r in (bi[a], bj[a]))
+            if ahead < n + width:
+                ahead = max(ahead, n)
+                verifier.speculate((bi[a], bj[a]) for a in order[ahead:n + width]
+                                   if joined.find(bi[a]) != joined.find(bj[a]))
+                ahead = n + width
+        i, j, s = bi[k], bj[k], float(block.sim[k])
+        if joined.find(i) == joined.find(j):
+            keep[k] = True
+            if verifier is not None:
+                verifier.cancel(i, j)
+        elif take(i, j, s):
             keep[k] = True
             joined.union(i, j)
     return Edges(block.i[keep], block.j[keep], block.sim[keep])

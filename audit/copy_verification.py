@@ -86,11 +86,15 @@ class Prepared:
     _mirrored: "Prepared | None" = field(default=None, repr=False)
 
     def mirrored(self) -> "Prepared":
-        """The same image flipped left-right, its own keypoints (SIFT is not flip-invariant)."""
+        """The same image flipped left-right. SIFT is not flip-invariant, but a flipped patch's
+        descriptor is a permutation of the patch's own (`mirror_descriptors`), so the keypoints
+        are mirrored rather than detected again (a second SIFT pass would double the cost)."""
         if self._mirrored is None:
-            gray = np.ascontiguousarray(self.gray[:, ::-1])
-            pts, desc = _features(gray)
-            self._mirrored = Prepared(gray, pts, desc, np.ascontiguousarray(self.ink[:, ::-1]))
+            pts = self.points.copy()
+            pts[:, 0] = self.gray.shape[1] - 1 - pts[:, 0]
+            desc = None if self.descriptors is None else mirror_descriptors(self.descriptors)
+            self._mirrored = Prepared(np.ascontiguousarray(self.gray[:, ::-1]), pts, desc,
+                                      np.ascontiguousarray(self.ink[:, ::-1]))
         return self._mirrored
 
 
@@ -110,6 +114,25 @@ def _features(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2), desc
 
 
+# SIFT's descriptor is a 4x4 grid of 8-bin orientation histograms in the keypoint's own frame
+# (rows along its orientation's normal, columns along it, bins counter-clockwise from it). A
+# left-right flip mirrors that frame: the grid's rows reverse and bin b becomes bin -b (mod 8).
+_MIRROR = np.arange(128).reshape(4, 4, 8)[::-1][:, :, (-np.arange(8)) % 8].reshape(-1)
+
+
+def mirror_descriptors(desc: np.ndarray) -> np.ndarray:
+    """(n, 128) SIFT/RootSIFT descriptors of keypoints -> those of the same keypoints in the
+    left-right mirrored image (checked against SIFT run on a mirrored image in the tests)."""
+    return np.ascontiguousarray(desc[:, _MIRROR])
+
+
+def ink_mask(rgb: np.ndarray, gray: np.ndarray) -> np.ndarray:
+    """'Ink' (module doc, 3): dark (gray < 200) or strongly coloured (max - min channel > 60)."""
+    r, g, b = cv2.split(rgb)
+    chroma = cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
+    return (gray < 200) | (chroma > 60)
+
+
 def prepare(data: bytes) -> Prepared | None:
     """Decode (first frame, RGB, longer side scaled to MAX_SIDE), keypoints and the ink mask."""
     try:
@@ -124,8 +147,7 @@ def prepare(data: bytes) -> Prepared | None:
                          interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     points, desc = _features(gray)
-    ink = (gray < 200) | (rgb.max(2).astype(np.int16) - rgb.min(2) > 60)
-    return Prepared(gray, points, desc, ink)
+    return Prepared(gray, points, desc, ink_mask(rgb, gray))
 
 
 def _covered(ink: np.ndarray, other: np.ndarray, seen: np.ndarray) -> float:
@@ -207,43 +229,55 @@ def _compare(src: Prepared, b: Prepared, rule: CopyRule, mirrored: bool) -> Veri
 class PairVerifier:
     """Verifies pairs of corpus rows, preparing each image once (LRU of `cache` images).
     fetch(row) -> image bytes or None (then the pair keeps SSCD's word). `prefetch(rows)`
-    prepares images ahead on a thread pool (decoding and SIFT release the GIL); fetching stays
-    on the calling thread."""
+    prepares images ahead on a thread pool, and `speculate(pairs)` verifies pairs ahead on it
+    (decoding, SIFT, matching and warping release the GIL); fetching stays on the calling
+    thread. A speculated pair is only counted (checked / rejected / added) when its answer is
+    asked for; `cancel` drops one that is no longer needed."""
 
     def __init__(self, fetch: Callable[[int], bytes | None], rule: CopyRule = CopyRule(), cache: int = 4096,
                  threads: int = 0):
         self.fetch, self.rule, self.cache = fetch, rule, cache
+        self.threads = max(1, threads or (os.cpu_count() or 1))
         self._prepared: OrderedDict[int, Future] = OrderedDict()
-        self._pool = ThreadPoolExecutor(max(1, threads or (os.cpu_count() or 1)), thread_name_prefix="copy-check")
+        self._ahead: dict[tuple[int, int], Future] = {}
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="copy-check")
         self.checked = self.rejected = self.added = 0
 
     def prefetch(self, rows: Iterable[int]) -> None:
         for row in rows:
-            if row not in self._prepared:
-                data = self.fetch(row)
-                self._store(row, self._pool.submit(prepare, data) if data is not None else _done(None))
+            self._future(row)
 
-    def _store(self, row: int, fut: Future) -> None:
-        self._prepared[row] = fut
-        if len(self._prepared) > self.cache:
-            self._prepared.popitem(last=False)
-
-    def _get(self, row: int) -> Prepared | None:
-        if row not in self._prepared:
+    def _future(self, row: int) -> Future:
+        fut = self._prepared.get(row)
+        if fut is None:
             data = self.fetch(row)
-            self._store(row, _done(prepare(data) if data is not None else None))
-        self._prepared.move_to_end(row)
-        return self._prepared[row].result()
+            fut = self._pool.submit(prepare, data) if data is not None else _done(None)
+            self._prepared[row] = fut
+            if len(self._prepared) > self.cache:
+                self._prepared.popitem(last=False)
+        else:
+            self._prepared.move_to_end(row)
+        return fut
+
+    def speculate(self, pairs: Iterable[tuple[int, int]]) -> None:
+        """Start verifying these pairs on the pool (after their images: the pool is FIFO, so a
+        verification never waits on a preparation that no thread has started)."""
+        for i, j in pairs:
+            if (i, j) not in self._ahead:
+                a, b = self._future(i), self._future(j)
+                self._ahead[(i, j)] = self._pool.submit(_verify_prepared, a, b, self.rule)
+
+    def cancel(self, i: int, j: int) -> None:
+        fut = self._ahead.pop((i, j), None)
+        if fut is not None:
+            fut.cancel()
 
     def _verify(self, i: int, j: int) -> Verification | None:
-        a, b = self._get(i), self._get(j)
+        fut = self._ahead.pop((i, j), None)
+        if fut is None:
+            fut = _done(_verify_prepared(self._future(i), self._future(j), self.rule))
         self.checked += 1
-        if a is None or b is None:
-            return None
-        try:
-            return verify(a, b, self.rule)
-        except (cv2.error, ValueError, np.linalg.LinAlgError):  # a degenerate image: no evidence either way
-            return None
+        return fut.result()
 
     def same_picture(self, i: int, j: int) -> bool:
         """A pair SSCD calls a copy: False only with evidence against it (CopyRule.vetoes)."""
@@ -258,6 +292,16 @@ class PairVerifier:
         ok = v is not None and self.rule.confirms(v)
         self.added += ok
         return ok
+
+
+def _verify_prepared(fa: Future, fb: Future, rule: CopyRule) -> Verification | None:
+    a, b = fa.result(), fb.result()
+    if a is None or b is None:
+        return None
+    try:
+        return verify(a, b, rule)
+    except (cv2.error, ValueError, np.linalg.LinAlgError):  # a degenerate image: no evidence either way
+        return None
 
 
 def _done(value) -> Future:

@@ -98,3 +98,51 @@ def test_degenerate_and_mutated_images_never_raise(images):
         assert checker.same_picture(0, j) in (True, False)
         checker.confirms(j, 0)
     assert checker.checked == 2 * (len(datas) - 1)
+
+
+def test_mirrored_descriptors_match_sift_run_on_the_mirrored_image(images):
+    """Prepared.mirrored() permutes descriptors instead of running SIFT again: at the keypoints
+    SIFT finds in both (same place, size and mirrored orientation), the permuted descriptor is
+    the one SIFT computes on the mirrored image, up to resampling."""
+    import cv2
+    from audit.copy_verification import mirror_descriptors
+    gray = max((prepare(d) for d in list(images.values())[:40]), key=lambda q: len(q.points)).gray  # most textured
+    sift = cv2.SIFT_create(nfeatures=600)
+    k1, d1 = sift.detectAndCompute(gray, None)
+    k2, d2 = sift.detectAndCompute(np.ascontiguousarray(gray[:, ::-1]), None)
+    w = gray.shape[1]
+    pairs = []
+    for n, k in enumerate(k2):  # the keypoint of the unmirrored image at the mirrored place and angle
+        for m, q in enumerate(k1):
+            turn = abs((180 - q.angle - k.angle + 180) % 360 - 180)
+            if abs(w - 1 - q.pt[0] - k.pt[0]) + abs(q.pt[1] - k.pt[1]) < 0.5 and abs(q.size - k.size) < 0.1 and turn < 2:
+                pairs.append((m, n))
+                break
+    assert len(pairs) >= 30
+    a, b = (np.array(x) for x in zip(*pairs))
+    mirrored, plain = mirror_descriptors(d1[a]), d1[a]
+    norm = np.linalg.norm(d2[b], axis=1)
+    err_mirrored = np.linalg.norm(mirrored - d2[b], axis=1) / norm
+    err_plain = np.linalg.norm(plain - d2[b], axis=1) / norm
+    assert np.median(err_mirrored) < 0.25 and np.median(err_plain) > 2 * np.median(err_mirrored), \
+        (np.median(err_mirrored), np.median(err_plain))
+
+
+def test_verifying_ahead_on_threads_gives_the_sequential_answer(images):
+    """copy_edges verifies the next pairs ahead on the verifier's pool; the kept pairs and the
+    counts are those of one thread verifying pair after pair."""
+    keys = list(images)[:24]
+    datas = [images[k] for k in keys] + [c for k in list(SEMAPHORE.values()) for c in _copies(images[k]).values()]
+    rng = np.random.default_rng(0)
+    n = len(datas)
+    i, j = np.triu_indices(n, 1)
+    pick = rng.choice(len(i), 120, replace=False)
+    edges = Edges(i[pick], j[pick], rng.uniform(0.75, 0.97, 120).astype(np.float32))
+    results = []
+    for threads in (1, 2, 4):
+        checker = PairVerifier(lambda r: datas[r], threads=threads)
+        out = list(copy_edges(NearEdges(iter([edges])), CopyDetection(), checker))
+        kept = sorted((int(a), int(b)) for e in out for a, b in zip(e.i, e.j))
+        results.append((kept, checker.checked, checker.rejected))
+    assert results[0] == results[1] == results[2]
+    assert results[0][1] > 0
