@@ -259,28 +259,16 @@ def top1(queries: np.ndarray, base: np.ndarray, exclude: np.ndarray | None = Non
          cfg: IndexConfig = IndexConfig()) -> tuple[np.ndarray, np.ndarray]:
     """(index into base, cosine) of each query's most similar base row, exact, in float32.
     `exclude[i]` is a base row query i may not match (itself, for train-vs-train), or -1."""
-    import torch
     if len(base) == 0:
         raise ValueError("top-1 search needs a non-empty base")
-    dev = _torch_device(cfg)
-    b = torch.from_numpy(np.ascontiguousarray(base, np.float32)).to(dev)
-    block = max(64, min(cfg.block, cfg.block_bytes // max(1, len(base) * 4)))
-    best_i, best_s = np.zeros(len(queries), np.int64), np.zeros(len(queries), np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(queries), block):
-            q = torch.from_numpy(np.ascontiguousarray(queries[start:start + block], np.float32)).to(dev)
-            sims = q @ b.T
-            if exclude is not None:
-                ex = torch.from_numpy(np.asarray(exclude[start:start + block], np.int64)).to(dev)
-                rows = torch.nonzero(ex >= 0, as_tuple=True)[0]
-                sims[rows, ex[rows]] = -2.0
-            s, i = sims.max(1)
-            best_i[start:start + len(q)], best_s[start:start + len(q)] = i.cpu().numpy(), s.cpu().numpy()
-    return best_i, best_s
+    sims, ids = torch_topk(queries, base, 1, cfg, exclude)
+    return ids[:, 0], sims[:, 0]
 
 
-def torch_topk(queries: np.ndarray, base: np.ndarray, k: int, cfg: IndexConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(similarities, indices) of each query's k most similar base rows, exact, blocked matmul."""
+def torch_topk(queries: np.ndarray, base: np.ndarray, k: int, cfg: IndexConfig,
+               exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, indices) of each query's k most similar base rows, exact, blocked matmul.
+    `exclude[i]`: a base row query i may not match, or -1."""
     import torch
     dev = _torch_device(cfg)
     b = torch.from_numpy(np.ascontiguousarray(base, np.float32)).to(dev)
@@ -289,6 +277,11 @@ def torch_topk(queries: np.ndarray, base: np.ndarray, k: int, cfg: IndexConfig) 
     with torch.inference_mode():
         for start in range(0, len(queries), block):
             q = torch.from_numpy(np.ascontiguousarray(queries[start:start + block], np.float32)).to(dev)
-            s, i = (q @ b.T).topk(k, dim=1)
+            dots = q @ b.T
+            if exclude is not None:
+                ex = torch.from_numpy(np.asarray(exclude[start:start + block], np.int64)).to(dev)
+                rows = torch.nonzero(ex >= 0, as_tuple=True)[0]
+                dots[rows, ex[rows]] = -2.0
+            s, i = dots.topk(k, dim=1)
             sims[start:start + len(q)], ids[start:start + len(q)] = s.cpu().numpy(), i.cpu().numpy()
     return sims, ids
