@@ -103,18 +103,14 @@ def shardguard_pairs(datas: list[bytes], x: np.ndarray, where: np.ndarray, check
 
 
 def cluster_labels(n: int, pairs: np.ndarray) -> np.ndarray:
-    parent = np.arange(n)
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-    for i, j in pairs.tolist():
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            parent[ri] = rj
-    return np.array([find(a) for a in range(n)])
+    """Connected components of the predicted pairs: the job's own union-find."""
+    from audit.cluster_accumulator import ClusterAccumulator
+    from audit.vector_index import Edges
+    acc = ClusterAccumulator(n, with_nearest=False)
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    acc.add(Edges(pairs[:, 0], pairs[:, 1], np.ones(len(pairs), np.float32)))
+    labels = acc.labels()  # -1: in no pair, a cluster of its own
+    return np.where(labels >= 0, labels, n + np.arange(n))
 
 
 def score(labels: np.ndarray, cs: CopySet, families: list[int] | None) -> tuple[float, float, float, int]:
