@@ -208,30 +208,57 @@ class PairVerifier:
     """Verifies pairs of corpus rows, preparing each image once (LRU of `cache` images).
     fetch(row) -> image bytes or None (then the pair keeps SSCD's word). `prefetch(rows)`
     prepares images ahead on a thread pool (decoding and SIFT release the GIL); fetching stays
-    on the calling thread."""
+    on the calling thread. `features` (audit.copy_feature_cache.FeatureCache, optional): asked
+    before an image is prepared (`cache_hits`; else `prepared`), and given each image this
+    verifier prepared when it leaves the LRU or at `save_features()`."""
 
     def __init__(self, fetch: Callable[[int], bytes | None], rule: CopyRule = CopyRule(), cache: int = 4096,
-                 threads: int = 0):
-        self.fetch, self.rule, self.cache = fetch, rule, cache
+                 threads: int = 0, features=None):
+        self.fetch, self.rule, self.cache, self.features = fetch, rule, cache, features
         self._prepared: OrderedDict[int, Future] = OrderedDict()
+        self._fresh: set[int] = set()  # rows prepared here (not from `features`): saved when they leave
         self._pool = ThreadPoolExecutor(max(1, threads or (os.cpu_count() or 1)), thread_name_prefix="copy-check")
-        self.checked = self.rejected = self.added = 0
+        self.checked = self.rejected = self.added = self.prepared = self.cache_hits = 0
+
+    def _cached(self, row: int) -> Future | None:
+        hit = self.features.get(row) if self.features is not None else None
+        self.cache_hits += hit is not None
+        return _done(hit) if hit is not None else None
 
     def prefetch(self, rows: Iterable[int]) -> None:
         for row in rows:
             if row not in self._prepared:
-                data = self.fetch(row)
-                self._store(row, self._pool.submit(prepare, data) if data is not None else _done(None))
+                fut = self._cached(row)
+                if fut is None:
+                    data = self.fetch(row)
+                    fut = self._pool.submit(prepare, data) if data is not None else _done(None)
+                    if self.features is not None:
+                        self._fresh.add(row)
+                    self.prepared += data is not None
+                self._store(row, fut)
 
     def _store(self, row: int, fut: Future) -> None:
         self._prepared[row] = fut
         if len(self._prepared) > self.cache:
-            self._prepared.popitem(last=False)
+            self._save(*self._prepared.popitem(last=False))
+
+    def _save(self, row: int, fut: Future) -> None:
+        if row in self._fresh:
+            self._fresh.discard(row)
+            p = fut.result() if fut.exception() is None else None
+            if p is not None:  # the mirrored image too, when a check computed it
+                self.features.put(row, p)
+
+    def save_features(self) -> None:
+        """Hands every image prepared here to `features` and closes it (its file is committed)."""
+        if self.features is not None:
+            for row, fut in list(self._prepared.items()):
+                self._save(row, fut)
+            self.features.close()
 
     def _get(self, row: int) -> Prepared | None:
         if row not in self._prepared:
-            data = self.fetch(row)
-            self._store(row, _done(prepare(data) if data is not None else None))
+            self.prefetch([row])
         self._prepared.move_to_end(row)
         return self._prepared[row].result()
 
