@@ -185,6 +185,7 @@ class FeatureCache:
         self._files: list[pq.ParquetFile] = []
         self._groups: OrderedDict[tuple[int, int], list[dict]] = OrderedDict()
         self._rows: list[dict] = []
+        self._put: set[int] = set()
         self._stack: contextlib.ExitStack | None = None
         self._writer: pq.ParquetWriter | None = None
         self.written = self.rejected = 0
@@ -199,6 +200,7 @@ class FeatureCache:
     def _load_index(self) -> dict:
         index: dict = {}
         want = signature()
+        mine = {(str(s), str(k)) for s, k in self.keys}  # only this row space's samples are indexed
         for path in self._cache_files():  # older first: a later run's row for a sample wins
             try:
                 f = pq.ParquetFile(path)
@@ -210,6 +212,8 @@ class FeatureCache:
                 self._files.append(f)
                 offsets = np.cumsum([0] + [f.metadata.row_group(g).num_rows for g in range(f.num_row_groups)])
                 for r, (s, k, h) in enumerate(zip(ids["shard"], ids["key"], ids["byte_hash"])):
+                    if (s, k) not in mine:
+                        continue
                     g = int(np.searchsorted(offsets, r, side="right") - 1)
                     index[(s, k)] = (n, g, r - int(offsets[g]), h)
             except (OSError, ValueError, pa.ArrowException):
@@ -238,8 +242,8 @@ class FeatureCache:
     # ---- writing ------------------------------------------------------------------------
     def put(self, row: int, p: Prepared) -> None:
         """Stores `p` as row `row`'s prepared image in this run's file (written at close())."""
-        if not self.write or self.hashes[row] is None:
-            return
+        if not self.write or self.hashes[row] is None or row in self._put:
+            return  # (a row prepared twice in one run, after it left the verifier's LRU, is stored once)
         try:
             rec = encode(p)
         except TypeError:
@@ -247,6 +251,7 @@ class FeatureCache:
         shard, key = (str(v) for v in self.keys[row])
         rec.update(shard=shard, key=key, byte_hash=str(self.hashes[row]))
         self._rows.append(rec)
+        self._put.add(row)
         if len(self._rows) >= ROWS_PER_GROUP:
             self._flush()
 

@@ -5,16 +5,18 @@ and what writing the cache costs a global run (issue 20, item 4).
 
 Data: benchmarks/dedup_timing.py's photo-derived images (its build_images/write_data: the 75
 source photos under 1-2 transforms, web sizes, JPEG 60-95, 5% byte copies), in img2dataset
-shards. The first half of the shards is ingested and deduplicated globally (the accepted
-corpus), the second half ingested with dedup off. Then, timed by wall clock in-process
-(dedup only, embeddings already computed):
-  global, cache off / global, cache on (writing): audit's dedup_and_record over the first half
-    (features/ removed before the second, so it prepares and writes everything it checks);
-  incremental x4 over the second half against the same saved index (restored after each):
-    cache off; cache on (the global run's file: accepted samples it checked are hits, the rest
-    prepared and written); cache on again (every image a hit); cache off again (noise check).
-Output: one table: run, wall s, images prepared, cache hits, pairs checked, cache files' MB,
-and whether the clusters equal the cache-off run's. Failure: exit 1 when a cached run's
+shards split into three batches A, B, C as a nightly job would see them: A ingested and
+deduplicated globally, B ingested with an incremental dedup (both through run_ingest, the
+feature cache on: each stores the images its check prepared), C ingested with dedup off.
+Timed by wall clock in-process (dedup only, embeddings already computed):
+  global, cache off / cache on (writing): pipelines.dedup.dedup_and_record over A, B and C
+    (to a scratch copy of the folder; features/ removed before the second run);
+  incremental x4 over C against the same saved index (restored after each): cache off;
+    cache on (what A's and B's runs stored: the accepted samples they checked are hits);
+    cache on again (the same accepted and new samples again: every image a hit); cache off again.
+Output: one table: run, wall s, images prepared, of them accepted (A or B) ones (counted from
+the file the run wrote; cache-on runs only), cache hits, pairs checked, MB the run wrote, and
+whether the clusters equal the first cache-off run's. Failure: exit 1 when a cached run's
 clusters differ from the uncached one's.
 """
 
@@ -43,15 +45,20 @@ def clusters(decisions: list[dict]) -> set[frozenset]:
     return {frozenset(m) for m in by_rep.values()}
 
 
-def cache_mb(out: Path) -> float:
-    folder = out / "features" / "copy_check"
-    return sum(p.stat().st_size for p in folder.glob("run=*.parquet")) / 1e6 if folder.is_dir() else 0.0
+def written(out: Path, run_id: str, accepted: set[str]) -> tuple[float, int | None]:
+    """MB of the cache file run `run_id` wrote, and how many of its rows are accepted samples."""
+    import pyarrow.parquet as pq
+    path = out / "features" / "copy_check" / f"run={run_id}.parquet"
+    if not path.is_file():
+        return 0.0, 0
+    shards = pq.read_table(path, columns=["shard"]).column("shard").to_pylist()
+    return path.stat().st_size / 1e6, sum(s in accepted for s in shards)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=1200)
-    ap.add_argument("--per-shard", type=int, default=200)
+    ap.add_argument("--per-shard", type=int, default=150)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, help="keep the data and output folder here")
     args = ap.parse_args(argv)
@@ -72,43 +79,46 @@ def main(argv: list[str] | None = None) -> int:
         root.mkdir(parents=True, exist_ok=True)
         write_data(ts, root / "data", args.per_shard, args.seed)
         shards = sorted((root / "data" / "shards").glob("*.tar"))
-        first, second = shards[: len(shards) // 2], shards[len(shards) // 2:]
+        k = len(shards) // 3
+        batches = [shards[:k], shards[k:2 * k], shards[2 * k:]]
         inp, out_root = root / "in", root / "out"
         inp.mkdir()
-        for s in first:
-            for p in s.parent.glob(f"{s.stem}*"):
-                shutil.copy(p, inp)
         base = JobConfig(progress_seconds=0, report=False, embed=EmbedConfig(captions=False),
                          perturbations=PerturbationConfig(features=False, tests=False))
         cfg = DedupConfig(incremental=True)
-        t = time.perf_counter()
-        run_ingest(str(inp), str(out_root), dataclasses.replace(base, dedup=cfg))
-        print(f"first half ({len(first)} shards) ingested, embedded, deduplicated: {time.perf_counter() - t:.0f} s",
-              flush=True)
+        for n, (batch, dedup) in enumerate(zip(batches, [cfg, cfg, DedupConfig(enabled=False)])):
+            for s in batch:
+                for p in s.parent.glob(f"{s.stem}*"):
+                    shutil.copy(p, inp)
+            t = time.perf_counter()
+            run_ingest(str(inp), str(out_root), dataclasses.replace(base, dedup=dedup))
+            print(f"batch {'ABC'[n]} ({len(batch)} shards): {time.perf_counter() - t:.0f} s", flush=True)
         out = OutputDir(out_root)
+        accepted = {s.stem for s in batches[0] + batches[1]}
+        new = {s.stem for s in batches[2]}
         rows = []
 
-        def timed(name, fn, v_of):
+        def timed(name, run_id, fn, v_of, where=out_root):
             t = time.perf_counter()
             res = fn()
             wall = time.perf_counter() - t
             v = v_of(res)
-            rows.append((name, wall, v.get("prepared"), v.get("cache_hits"), v.get("checked"), cache_mb(out_root), res))
+            mb, acc = written(where, run_id, accepted)
+            rows.append((name, wall, v.get("prepared"), acc if "cache on" in name else None, v.get("cache_hits"),
+                         v.get("checked"), mb, res))
             print(f"{name}: {wall:.1f} s", flush=True)
 
+        scratch = root / "scratch"
+        shutil.copytree(out_root, scratch)
+        shutil.rmtree(scratch / "features", ignore_errors=True)
         glob_cfg = DedupConfig()
-        timed("global, cache off", lambda: dedup_and_record(out, "g-off", dataclasses.replace(glob_cfg, near_feature_cache=False)),
-              lambda s: s["kinds"]["near"]["verification"])
-        shutil.rmtree(out_root / "features", ignore_errors=True)
-        timed("global, cache on (writes)", lambda: dedup_and_record(out, "g-on", glob_cfg),
-              lambda s: s["kinds"]["near"]["verification"])
-        for s in second:
-            for p in s.parent.glob(f"{s.stem}*"):
-                shutil.copy(p, inp)
-        run_ingest(str(inp), str(out_root), dataclasses.replace(base, dedup=DedupConfig(enabled=False)))
+        for name, run_id, c in [("global A+B+C, cache off", "g-off", dataclasses.replace(glob_cfg, near_feature_cache=False)),
+                                ("global A+B+C, cache on (writes)", "g-on", glob_cfg)]:
+            timed(name, run_id, lambda: dedup_and_record(OutputDir(scratch), run_id, c),
+                  lambda s: s["kinds"]["near"]["verification"], scratch)
+        shutil.rmtree(scratch)
         saved = root / "index_saved"
         shutil.copytree(out_root / "index", saved)
-        new = {s.stem for s in second}
 
         def incremental(run_id, c):
             def go():
@@ -120,20 +130,22 @@ def main(argv: list[str] | None = None) -> int:
             return go
 
         off = dataclasses.replace(cfg, near_feature_cache=False)
-        for name, run_id, c in [("incremental, cache off", "i-off", off),
-                                ("incremental, cache from the global run", "i-on1", cfg),
-                                ("incremental, cache on again", "i-on2", cfg),
-                                ("incremental, cache off again", "i-off2", off)]:
-            timed(name, incremental(run_id, c), lambda r: r.kinds["near"]["verification"])
-        ref = clusters(rows[2][6].decisions)
-        print(f"\nfeature cache timing: {args.images} images, {len(first)} + {len(second)} shards of {args.per_shard}; "
-              f"dedup only (embeddings computed before), in-process, wall clock")
-        print(f"{'run':42s} {'wall s':>7s} {'prepared':>9s} {'hits':>6s} {'checked':>8s} {'cache MB':>9s} same clusters")
+        for name, run_id, c in [("incremental C, cache off", "i-off", off),
+                                ("incremental C, cache on (A's and B's runs)", "i-on1", cfg),
+                                ("incremental C, cache on again", "i-on2", cfg),
+                                ("incremental C, cache off again", "i-off2", off)]:
+            timed(name, run_id, incremental(run_id, c), lambda r: r.kinds["near"]["verification"])
+        ref = clusters(rows[2][7].decisions)
+        print(f"\nfeature cache timing: {args.images} images, batches of {[len(b) for b in batches]} shards of "
+              f"{args.per_shard}; dedup only (embeddings computed before), in-process, wall clock")
+        print(f"{'run':44s} {'wall s':>7s} {'prepared':>9s} {'accepted':>9s} {'hits':>6s} {'checked':>8s} "
+              f"{'MB written':>10s} same clusters")
         same_all = True
-        for name, wall, prep, hits, checked, mb, res in rows:
+        for name, wall, prep, acc, hits, checked, mb, res in rows:
             same = "-" if name.startswith("global") else str(clusters(res.decisions) == ref)
             same_all &= same != "False"
-            print(f"{name:42s} {wall:7.1f} {prep!s:>9s} {hits!s:>6s} {checked!s:>8s} {mb:9.1f} {same}")
+            print(f"{name:44s} {wall:7.1f} {prep!s:>9s} {'-' if acc is None else acc:>9} {hits!s:>6s} "
+                  f"{checked!s:>8s} {mb:10.1f} {same}")
         print(machine_line("end"))
         return 0 if same_all else 1
     finally:

@@ -145,6 +145,9 @@ def test_the_verifier_prepares_each_image_once_across_runs(images, tmp_path):
 
     first, a1 = run("r1")
     assert first.prepared >= len(images) and first.cache_hits == 0  # evicted ones prepared again
+    import pyarrow.parquet as pq
+    stored = pq.read_table(tmp_path / "features" / "copy_check" / "run=r1.parquet", columns=["key"])
+    assert sorted(stored.column("key").to_pylist()) == sorted(k for _, k in keys)  # each once
     second, a2 = run("r2")
     assert second.prepared == 0 and second.cache_hits >= len(images) and a1 == a2
     plain = PairVerifier(lambda r: datas[r])
