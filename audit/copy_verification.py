@@ -232,16 +232,20 @@ class PairVerifier:
     prepares images ahead on a thread pool, and `speculate(pairs)` verifies pairs ahead on it
     (decoding, SIFT, matching and warping release the GIL); fetching stays on the calling
     thread. A speculated pair is only counted (checked / rejected / added) when its answer is
-    asked for; `cancel` drops one that is no longer needed."""
+    asked for; `cancel` drops one that is no longer needed. `features`
+    (audit.copy_feature_cache.FeatureCache, optional): asked before an image is prepared
+    (`cache_hits`; else `prepared`), and given each image this verifier prepared when it leaves
+    the LRU or at `save_features()`."""
 
     def __init__(self, fetch: Callable[[int], bytes | None], rule: CopyRule = CopyRule(), cache: int = 4096,
-                 threads: int = 0):
-        self.fetch, self.rule, self.cache = fetch, rule, cache
+                 threads: int = 0, features=None):
+        self.fetch, self.rule, self.cache, self.features = fetch, rule, cache, features
         self.threads = max(1, threads or (os.cpu_count() or 1))
         self._prepared: OrderedDict[int, Future] = OrderedDict()
         self._ahead: dict[tuple[int, int], Future] = {}
+        self._fresh: set[int] = set()  # rows prepared here (not from `features`): saved when they leave
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="copy-check")
-        self.checked = self.rejected = self.added = 0
+        self.checked = self.rejected = self.added = self.prepared = self.cache_hits = 0
 
     def prefetch(self, rows: Iterable[int]) -> None:
         for row in rows:
@@ -249,15 +253,37 @@ class PairVerifier:
 
     def _future(self, row: int) -> Future:
         fut = self._prepared.get(row)
-        if fut is None:
+        if fut is not None:
+            self._prepared.move_to_end(row)
+            return fut
+        hit = self.features.get(row) if self.features is not None else None
+        if hit is not None:
+            self.cache_hits += 1
+            fut = _done(hit)
+        else:
             data = self.fetch(row)
             fut = self._pool.submit(prepare, data) if data is not None else _done(None)
-            self._prepared[row] = fut
-            if len(self._prepared) > self.cache:
-                self._prepared.popitem(last=False)
-        else:
-            self._prepared.move_to_end(row)
+            if self.features is not None:
+                self._fresh.add(row)
+            self.prepared += data is not None
+        self._prepared[row] = fut
+        if len(self._prepared) > self.cache:
+            self._save(*self._prepared.popitem(last=False))
         return fut
+
+    def _save(self, row: int, fut: Future) -> None:
+        if row in self._fresh:
+            self._fresh.discard(row)
+            p = fut.result() if fut.exception() is None else None
+            if p is not None:  # the mirrored image too, when a check computed it
+                self.features.put(row, p)
+
+    def save_features(self) -> None:
+        """Hands every image prepared here to `features` and closes it (its file is committed)."""
+        if self.features is not None:
+            for row, fut in list(self._prepared.items()):
+                self._save(row, fut)
+            self.features.close()
 
     def speculate(self, pairs: Iterable[tuple[int, int]]) -> None:
         """Start verifying these pairs on the pool (after their images: the pool is FIFO, so a

@@ -59,6 +59,7 @@ class DedupConfig:
     near_verify_overlap: float = 0.9  # aligned pairs whose ink overlap is under this are different pictures
     near_candidate_threshold: float = 0.3  # candidates under near_threshold: added only when the check confirms them
     near_candidates: int = 2  # nearest neighbours per sample tried as candidates (0 = none)
+    near_feature_cache: bool = True  # keep the check's prepared images in OUT/features (audit.copy_feature_cache)
     index: IndexConfig = field(default_factory=IndexConfig)
 
     def copy_detection(self) -> CopyDetection:
@@ -190,6 +191,7 @@ def find_duplicates(corpus: Corpus, cfg: DedupConfig, run_id: str,
     if verifier is not None and cfg.near_verify:
         extra["near"] = {"verification": {"checked": verifier.checked, "rejected": verifier.rejected,
                                           "added": verifier.added, "below": cfg.near_verify_below,
+                                          "prepared": verifier.prepared, "cache_hits": verifier.cache_hits,
                                           "candidate_threshold": cfg.near_candidate_threshold,
                                           "candidates": cfg.near_candidates}}
     sem, sem_model = edges_for("semantic")

@@ -13,7 +13,9 @@ candidates; every pair is given as (earlier row, later row) in corpus order, the
 a full run checks it in. Accepted samples are pinned (they stay kept: they may already
 be in a published training set); new samples that copy one are dropped with the accepted
 sample as the reason. Earlier decisions and duplicates rows carry over; new samples'
-clusters get new cluster ids. The index then grows by the newly kept vectors.
+clusters get new cluster ids. The index then grows by the newly kept vectors. The check's prepared images are read from
+and added to OUT/features/copy_check/ (audit.copy_feature_cache): an accepted sample checked
+again is not decoded and described again.
 Cost grows with the new batch, not with the corpus: no accepted vector is read except
 through the index.
 """
@@ -31,6 +33,7 @@ import pyarrow.parquet as pq
 
 from audit import atomic_files, sql_literals
 from audit.copy_detection import CopyDetection, NearEdges, knn_candidates
+from audit.copy_feature_cache import feature_cache, saving_features
 from audit.copy_verification import PairVerifier, stored_image_fetcher
 from audit.dedup_corpus import Corpus, load_corpus
 from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, DedupResult, find_duplicates
@@ -183,15 +186,17 @@ def incremental_duplicates(out: OutputDir, cfg: DedupConfig, run_id: str, new_sh
         model_id, rows, x = found
         against = (base, rows_of) if kind == "near" else None  # new x accepted through the saved index
         vector_edges[kind] = (_edge_stream(rows, x, cfg.threshold(kind), cfg.index, against), model_id)
-    verifier = (PairVerifier(stored_image_fetcher(out, list(zip(sub.shard, sub.key)), opener),
-                             cfg.copy_detection().rule)
+    sub_keys = list(zip(sub.shard, sub.key))  # accepted samples' prepared images come from the feature cache
+    verifier = (PairVerifier(stored_image_fetcher(out, sub_keys, opener), cfg.copy_detection().rule,
+                             features=feature_cache(out, cfg, sub_keys, sub.byte_hash, run_id))
                 if opener is not None and cfg.near_verify else None)
     if "near" in vector_edges and verifier is not None:  # candidates need the check, as in a full run
         _, rows, x = sub.matrix(*VECTOR_KINDS["near"])
         cand = new_candidates(rows, x, cfg.copy_detection(), cfg.index, (base, rows_of))
         pairs, model_id = vector_edges["near"]
         vector_edges["near"] = (NearEdges(pairs, [cand]), model_id)
-    result = find_duplicates(sub, cfg, run_id, vector_edges, pinned=accepted[mask], verifier=verifier)
+    with saving_features(verifier):
+        result = find_duplicates(sub, cfg, run_id, vector_edges, pinned=accepted[mask], verifier=verifier)
     new_keys = {k for k, n in zip(keys, is_new) if n}
     prev_dups = previous(out, "duplicates")
     offsets = {}

@@ -8,6 +8,7 @@ Layout (OUT is local):
   OUT/<table>/_schema.parquet                zero rows: gives the DuckDB view its columns
   OUT/_manifest/<stage>/<shard>.json         completion marker: written last, atomically
   OUT/_files/<path of a table file>.json     written-file record: the file's size in bytes
+  OUT/features/copy_check/run=<run_id>.parquet   the copy check's prepared images (audit.copy_feature_cache), recorded too
   OUT/audit.duckdb                           views over all of the above
   OUT/.lock                                  held by the run that writes OUT
   OUT/.shardguard.json                       layout marker: OUT is ours (audit.folder_ownership)
@@ -58,7 +59,7 @@ class OutputLocked(RuntimeError):
     pass
 
 
-OWN_FOLDERS = ("_manifest", "_files", "embeddings", "vectors", "index", "reports", "exports")  # besides the table folders
+OWN_FOLDERS = ("_manifest", "_files", "embeddings", "vectors", "index", "features", "reports", "exports")  # besides the table folders
 PRIVATE_TMP = "_tmp"
 RUN_TMP = re.compile(r"sg-run-[0-9a-f]{8}")  # full match: a run's private temp folder under OUT/_tmp
 
@@ -125,6 +126,20 @@ class OutputDir:
             self.adopt_legacy_files()
         atomic_files.write_json(self._record_of(path), {"bytes": path.stat().st_size})
         return path
+
+    def record_file(self, path: Path) -> Path:
+        """Records a file the job wrote outside the table folders (e.g. OUT/features/): readers
+        of such files trust only recorded ones (`is_recorded`)."""
+        return self._record_written(Path(path))
+
+    def is_recorded(self, path: Path) -> bool:
+        return self._is_recorded(Path(path))
+
+    def forget_file(self, path: Path) -> None:
+        """Deletes a file the job recorded, and its record (a file without a record is left alone)."""
+        if self._is_recorded(Path(path)):
+            Path(path).unlink(missing_ok=True)
+            self._record_of(Path(path)).unlink(missing_ok=True)
 
     def _is_recorded(self, path: Path) -> bool:
         try:

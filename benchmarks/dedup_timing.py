@@ -275,7 +275,9 @@ def print_table(n: int, runs: list[RunResult], facts: dict) -> None:
     c, steps = sg.info["counters"], sg.info["steps"]
     if "dedup_near_checked" in c:  # absent: the check was off (dedup.near_verify false) or did not report
         print(f"near pairs verified by the check: {c['dedup_near_checked']} checked, "
-              f"{c.get('dedup_near_rejected', 0)} rejected (counters dedup_near_checked / dedup_near_rejected)")
+              f"{c.get('dedup_near_rejected', 0)} rejected (counters dedup_near_checked / dedup_near_rejected); "
+              f"images {c.get('dedup_near_prepared', '?')} prepared, {c.get('dedup_near_cache_hits', '?')} "
+              "from the feature cache")
     else:
         print("near pairs verified by the check: not reported (no dedup_near_checked counter in the run's log)")
     ie, dd = steps.get("ingest/embed"), steps.get("dedup")

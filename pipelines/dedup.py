@@ -3,7 +3,8 @@
 Input: the output folder after ingest and embedding (one element: dedup needs every shard).
 Output: one summary dict (per kind: edges, clusters, samples; dropped count). Side effects:
 OUT/duplicates/run=<run_id>/run.parquet and OUT/decisions/run=<run_id>/run.parquet, atomic,
-and the accepted-corpus index OUT/index/<model>/ (audit.incremental_dedup) for incremental runs.
+the accepted-corpus index OUT/index/<model>/ (audit.incremental_dedup) for incremental runs,
+and the check's prepared images OUT/features/copy_check/ (audit.copy_feature_cache).
 The work is audit.dedup_corpus.load_corpus + audit.duplicate_clusters.find_duplicates.
 Failure: an empty corpus raises (nothing to dedup); a corpus without SSCD vectors still gets
 exact and caption duplicates, and the summary says near duplicates were not computed.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 
+from audit.copy_feature_cache import feature_cache, saving_features
 from audit.copy_verification import PairVerifier, stored_image_fetcher
 from audit.dedup_corpus import load_corpus
 from audit.duplicate_clusters import DedupConfig, find_duplicates
@@ -25,7 +27,8 @@ from schemas import DECISIONS, DUPLICATES
 
 
 def dedup_counters() -> dict:
-    return {k: counter(f"dedup_{k}") for k in ("samples", "kept", "dropped", "near_checked", "near_rejected")}
+    return {k: counter(f"dedup_{k}") for k in ("samples", "kept", "dropped", "near_checked", "near_rejected",
+                                                    "near_prepared", "near_cache_hits")}
 
 
 def count_decisions(counts: dict, n_samples: int, n_dropped: int) -> None:
@@ -39,10 +42,12 @@ def dedup_and_record(out: OutputDir, run_id: str, cfg: DedupConfig, new_shards: 
     result = incremental_duplicates(out, cfg, run_id, set(new_shards), open_uri) if cfg.incremental else None
     if result is None:
         corpus = load_corpus(out)
-        verifier = (PairVerifier(stored_image_fetcher(out, list(zip(corpus.shard, corpus.key)), open_uri),
-                                 cfg.copy_detection().rule)
+        keys = list(zip(corpus.shard, corpus.key))
+        verifier = (PairVerifier(stored_image_fetcher(out, keys, open_uri), cfg.copy_detection().rule,
+                                 features=feature_cache(out, cfg, keys, corpus.byte_hash, run_id))
                     if cfg.near_verify else None)
-        result = find_duplicates(corpus, cfg, run_id, verifier=verifier)
+        with saving_features(verifier):
+            result = find_duplicates(corpus, cfg, run_id, verifier=verifier)
         save_from_result(out, corpus, result, cfg)
     out.write_run_table(DUPLICATES, run_id, result.duplicates)
     decisions = merge_flags(result.decisions, latest_flags(out), run_id)  # keep memorization's verdicts
@@ -53,9 +58,10 @@ def dedup_and_record(out: OutputDir, run_id: str, cfg: DedupConfig, new_shards: 
 
 
 def count_verification(counts: dict, kinds: dict) -> None:
-    """The near check's pair counts (kinds["near"]["verification"]: checked, rejected), when it ran."""
+    """The near check's counts (kinds["near"]["verification"]: pairs checked, rejected; images
+    prepared, taken from the feature cache), when it ran."""
     check = kinds.get("near", {}).get("verification") or {}
-    for k in ("checked", "rejected"):
+    for k in ("checked", "rejected", "prepared", "cache_hits"):
         if isinstance(check.get(k), int):
             counts[f"near_{k}"].inc(check[k])
 

@@ -41,6 +41,8 @@ COUNTERS: dict[str, str] = {
     "dedup_samples": "decisions rows written", "dedup_kept": "samples kept", "dedup_dropped": "samples dropped",
     "dedup_near_checked": "near pairs given to the geometric check (global and incremental modes)",
     "dedup_near_rejected": "near pairs the geometric check found to be two different pictures",
+    "dedup_near_prepared": "images the geometric check decoded and described (not in the feature cache)",
+    "dedup_near_cache_hits": "images the geometric check took from the feature cache (OUT/features/copy_check)",
     "memorization_flagged": "pairs flagged by the calibrated threshold",
     "perturbation_tests_samples": "samples in the dataset tests", "perturbation_tests_failed": "tests that failed",
     "perturbation_tests_flagged": "samples flagged",

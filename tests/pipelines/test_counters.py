@@ -108,7 +108,8 @@ def test_memorization_counters_match_its_markers(broken_dir, tmp_path):
 
 def test_dedup_counts_the_near_pairs_its_geometric_check_saw(demo_sample, tmp_path):
     """dedup_near_checked / dedup_near_rejected equal the check's own counts (the kinds summary
-    of the same dedup run directly), and the check saw pairs on the demo sample."""
+    of the same dedup run directly), and the check saw pairs on the demo sample;
+    dedup_near_prepared / dedup_near_cache_hits count its images (audit.copy_feature_cache)."""
     from pipelines.dedup import dedup_and_record
     cfg = JobConfig(progress_seconds=0, report=False, embed=EmbedConfig(captions=False),
                     dedup=DedupConfig(enabled=False), perturbations=PerturbationConfig(features=False, tests=False))
@@ -120,3 +121,6 @@ def test_dedup_counts_the_near_pairs_its_geometric_check_saw(demo_sample, tmp_pa
     check = dedup_and_record(OutputDir(tmp_path), "r3", DedupConfig())["kinds"]["near"]["verification"]
     assert check["checked"] > 0
     assert [_query(result, f"dedup_near_{k}") for k in ("checked", "rejected")] == [check["checked"], check["rejected"]]
+    # the images the first run's check prepared are in the feature cache: the second prepares none
+    assert _query(result, "dedup_near_prepared") > 0 and _query(result, "dedup_near_cache_hits") == 0
+    assert check["prepared"] == 0 and check["cache_hits"] == _query(result, "dedup_near_prepared")
