@@ -7,13 +7,10 @@ file (audit.output_dir): a file without a record, or whose size no longer matche
 never read. A row per sample prepared in that run: shard, key, byte_hash (the sample's bytes
 as ingested: a re-ingested sample with other bytes misses), a CRC32 over the row's encoded
 arrays, and per field of Prepared (dataclasses.fields, so a field added there is stored too)
-its bytes, shape and encoding: bool arrays as packed bits; float32 fields named in
-`HALF_FIELDS` as float16 (none: on the photos-tune set, 668 images, float16 RootSIFT took the
-file from 304 to 196 KiB per image but changed 35 of 7008 pairs' inlier counts and one
-decision; stored as they are, a cached check is the same check); any other numeric array as it is; a nested Prepared (the mirrored image, when the
-check computed it) under "<field>." with an array that is its parent's flipped left-right
-stored as that fact alone. Row groups of `ROWS_PER_GROUP` rows, zstd: a lookup decodes only
-its row's group.
+its bytes, shape and encoding: bool arrays as packed bits, numeric arrays as they are (the
+descriptors are SIFT's uint8 values: exact, so a cached check is the same check). The mirrored
+image (a private field) is not stored: Prepared.mirrored() derives it without SIFT. Row groups
+of `ROWS_PER_GROUP` rows, zstd: a lookup decodes only its row's group.
 
 Validity: the file's metadata holds `signature()`: the format version, the check's
 preparation parameters (MAX_SIDE, N_FEATURES, PREPARE_VERSION when copy_verification has one),
@@ -45,9 +42,8 @@ from audit import copy_verification as cv
 from audit.copy_verification import Prepared
 from audit.output_dir import OutputDir
 
-FORMAT = 1
+FORMAT = 2  # 2: uint8 SIFT descriptors, the mirrored image not stored
 FOLDER = "features/copy_check"
-HALF_FIELDS: tuple[str, ...] = ()  # float32 fields stored as float16 (("descriptors",): 0.64x the size, not lossless)
 ROWS_PER_GROUP = 4
 GROUPS_KEPT = 8  # decoded row groups held for the next lookups
 META_KEY = b"shardguard.copy_features"
@@ -55,21 +51,19 @@ MAX_DIMS = 3
 MAX_ELEMENTS = 1 << 24  # a stored array larger than this is not believed
 
 
-def _field_names(prefix: str = "") -> list[str]:
-    names = []
-    for f in dataclasses.fields(Prepared):
-        names += _field_names(f"{f.name}.") if f.name.startswith("_") and not prefix else [prefix + f.name]
-    return names
+def _field_names() -> list[str]:
+    """Prepared's public fields; private ones (the mirrored image) are derived, not stored."""
+    return [f.name for f in dataclasses.fields(Prepared) if not f.name.startswith("_")]
 
 
-COLUMNS = _field_names()  # gray, points, descriptors, ink, _mirrored.gray, ...
+COLUMNS = _field_names()  # gray, points, descriptors, ink
 
 
 def signature() -> dict:
     """What a cache file must have been written under to be read (module doc)."""
     return {"format": FORMAT, "max_side": cv.MAX_SIDE, "n_features": cv.N_FEATURES,
-            "prepare_version": getattr(cv, "PREPARE_VERSION", 0), "opencv": cv2.__version__,
-            "fields": COLUMNS, "half": list(HALF_FIELDS)}
+            "prepare_version": cv.PREPARE_VERSION, "opencv": cv2.__version__,
+            "fields": COLUMNS}
 
 
 def _schema() -> pa.Schema:
@@ -81,14 +75,9 @@ def _schema() -> pa.Schema:
     return pa.schema(cols, metadata={META_KEY: json.dumps(signature(), sort_keys=True).encode()})
 
 
-def _encode_array(name: str, v: np.ndarray, parent: np.ndarray | None) -> tuple[bytes, list[int], str]:
-    if parent is not None and v.ndim >= 2 and parent.shape == v.shape and parent.dtype == v.dtype \
-            and np.array_equal(v, parent[:, ::-1]):
-        return b"", list(v.shape), "flip"
+def _encode_array(name: str, v: np.ndarray) -> tuple[bytes, list[int], str]:
     if v.dtype == np.bool_:
         return np.packbits(v, axis=None).tobytes(), list(v.shape), "bits"
-    if v.dtype == np.float32 and name.rsplit(".", 1)[-1] in HALF_FIELDS:
-        return np.ascontiguousarray(v, np.float16).tobytes(), list(v.shape), "f2>f4"
     if v.dtype.kind not in "biuf":
         raise TypeError(f"{name}: dtype {v.dtype} is not stored")
     return np.ascontiguousarray(v).tobytes(), list(v.shape), v.dtype.str
@@ -99,39 +88,33 @@ def encode(p: Prepared) -> dict:
     row: dict = {}
     crc = 0
     for c in COLUMNS:
-        owner, _, name = c.rpartition(".")
-        obj = getattr(p, owner) if owner else p
-        v = getattr(obj, name) if obj is not None else None
+        v = getattr(p, c)
         if v is None:
             row[c] = row[f"{c}#shape"] = row[f"{c}#enc"] = None
             continue
         if not isinstance(v, np.ndarray):
             raise TypeError(f"{c}: {type(v).__name__} is not stored")
-        blob, shape, enc = _encode_array(c, v, getattr(p, name) if owner else None)
+        blob, shape, enc = _encode_array(c, v)
         row[c], row[f"{c}#shape"], row[f"{c}#enc"] = blob, shape, enc
         crc = zlib.crc32(blob, zlib.crc32(f"{c}{shape}{enc}".encode(), crc))
     row["crc"] = crc
     return row
 
 
-def _decode_array(blob: bytes, shape, enc: str, parent: np.ndarray | None) -> np.ndarray:
+def _decode_array(blob: bytes, shape, enc: str) -> np.ndarray:
     shape = tuple(int(s) for s in shape)
     if not 1 <= len(shape) <= MAX_DIMS or min(shape) < 0 or int(np.prod(shape)) > MAX_ELEMENTS:
         raise ValueError(f"shape {shape}")
     n = int(np.prod(shape))
-    if enc == "flip":
-        if parent is None or parent.shape != shape or len(shape) < 2:
-            raise ValueError("flip without its parent")
-        return np.ascontiguousarray(parent[:, ::-1])
     if enc == "bits":
         if len(blob) != (n + 7) // 8:
             raise ValueError("bits length")
         return np.unpackbits(np.frombuffer(blob, np.uint8), count=n).reshape(shape).astype(bool)
-    dtype = np.dtype(np.float16) if enc == "f2>f4" else np.dtype(enc)
+    dtype = np.dtype(enc)
     if dtype.kind not in "biuf" or len(blob) != n * dtype.itemsize:
         raise ValueError(f"{enc}: {len(blob)} bytes for {shape}")
     a = np.frombuffer(blob, dtype).reshape(shape)
-    return a.astype(np.float32) if enc == "f2>f4" else a.copy()
+    return a.copy()
 
 
 def decode(row: dict) -> Prepared:
@@ -144,17 +127,10 @@ def decode(row: dict) -> Prepared:
             values[c] = None
             continue
         crc = zlib.crc32(blob, zlib.crc32(f"{c}{[int(s) for s in shape]}{enc}".encode(), crc))
-        owner, _, name = c.rpartition(".")
-        values[c] = _decode_array(blob, shape, enc, values.get(name) if owner else None)
+        values[c] = _decode_array(blob, shape, enc)
     if crc != row.get("crc"):
         raise ValueError("crc")
-    top = {c: v for c, v in values.items() if "." not in c}
-    nested = {f.name: {c.split(".", 1)[1]: v for c, v in values.items() if c.startswith(f"{f.name}.")}
-              for f in dataclasses.fields(Prepared) if f.name.startswith("_")}
-    kwargs = dict(top)
-    for name, fields in nested.items():
-        kwargs[name] = _plausible(Prepared(**fields)) if any(v is not None for v in fields.values()) else None
-    return _plausible(Prepared(**kwargs))
+    return _plausible(Prepared(**values))
 
 
 def _plausible(p: Prepared) -> Prepared:
@@ -168,8 +144,7 @@ def _plausible(p: Prepared) -> Prepared:
     if pts is not None and (pts.ndim != 2 or pts.shape[1] != 2 or pts.dtype != np.float32
                             or not np.isfinite(pts).all()):
         raise ValueError("points")
-    if desc is not None and (desc.ndim != 2 or pts is None or len(desc) != len(pts) or desc.dtype != np.float32
-                             or not np.isfinite(desc).all()):
+    if desc is not None and (desc.ndim != 2 or pts is None or len(desc) != len(pts) or desc.dtype != np.uint8):
         raise ValueError("descriptors")
     return p
 

@@ -58,6 +58,7 @@ FLAT_STD = 4.0
 BLOCK_NCC = 0.6
 SMOOTH_SIGMA = 1.5
 INK_RADIUS = 3
+PREPARE_VERSION = 2  # bump when prepare()'s output changes at the same constants (feature cache)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class CopyRule:
 class Prepared:
     gray: np.ndarray          # (h, w) uint8, longer side MAX_SIDE
     points: np.ndarray        # (n, 2) float32 keypoint positions (x, y)
-    descriptors: np.ndarray | None  # (n, 128) float32 RootSIFT
+    descriptors: np.ndarray | None  # (n, 128) uint8 SIFT (RootSIFT at matching: root_sift)
     ink: np.ndarray           # (h, w) bool
     _mirrored: "Prepared | None" = field(default=None, repr=False)
 
@@ -108,10 +109,18 @@ class Verification:
 
 
 def _features(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Keypoint positions and their SIFT descriptors as uint8 (OpenCV's are whole numbers in
+    [0, 255] held as float32: exact, a quarter of the memory and of the feature cache)."""
     keypoints, desc = cv2.SIFT_create(nfeatures=N_FEATURES).detectAndCompute(gray, None)
-    if desc is not None:  # RootSIFT (Arandjelovic & Zisserman 2012): L1-normalize, square root
-        desc = np.sqrt(desc / (np.abs(desc).sum(1, keepdims=True) + 1e-7)).astype(np.float32)
+    if desc is not None:
+        desc = np.clip(np.rint(desc), 0, 255).astype(np.uint8)
     return np.array([k.pt for k in keypoints], np.float32).reshape(-1, 2), desc
+
+
+def root_sift(desc: np.ndarray) -> np.ndarray:
+    """RootSIFT (Arandjelovic & Zisserman 2012): L1-normalize, square root; float32 to match."""
+    d = desc.astype(np.float32)
+    return np.sqrt(d / (d.sum(1, keepdims=True) + 1e-7)).astype(np.float32)
 
 
 # SIFT's descriptor is a 4x4 grid of 8-bin orientation histograms in the keypoint's own frame
@@ -185,7 +194,7 @@ def agreement(warped: np.ndarray, target: np.ndarray, seen: np.ndarray) -> float
 def _align(a: Prepared, b: Prepared) -> tuple[int, np.ndarray | None]:
     if a.descriptors is None or b.descriptors is None or len(a.points) < 3 or len(b.points) < 3:
         return 0, None
-    matches = cv2.BFMatcher(cv2.NORM_L2).knnMatch(a.descriptors, b.descriptors, k=2)
+    matches = cv2.BFMatcher(cv2.NORM_L2).knnMatch(root_sift(a.descriptors), root_sift(b.descriptors), k=2)
     good = [m[0] for m in matches if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
     if len(good) < 3:
         return 0, None
