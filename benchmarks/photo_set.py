@@ -6,7 +6,12 @@ audit/copy_detection.py were chosen on, the reporting half was not looked at whi
 Sources (freely licensed; fetched at run time with `apt-get download`, never committed):
 - tune: `opencv-doc` (OpenCV's sample photos, examples/data, examples/text, examples/hfs;
   BSD-3 package, the photos are OpenCV's test images) and `gnome-backgrounds` (CC-BY-SA 3.0;
-  only as hard negatives: light/dark theme variants of one design).
+  only as hard negatives: light/dark theme variants of one design); added later, to give the
+  hard transforms more to tune on: `python3-skimage` (scikit-image's sample photos, BSD-3
+  package: astronaut, rocket and Hubble deep field by NASA/SpaceX, public domain; camera,
+  chelsea, coffee, retina and the brick/grass/gravel textures CC0; coins (Brooklyn Museum) and
+  text, no known restrictions; the Middlebury motorcycle stereo pair, left a source and right its
+  hard negative) and `python-matplotlib-data` (grace_hopper.jpg, a US Navy photo, public domain).
 - report: `lomiri-wallpapers-16.04` and `-20.04` (CC-BY-SA 3.0/4.0, CC-BY 4.0 photographs by
   the named photographers), `mate-backgrounds` (nature photos, GPL-2+), and
   `plasma-workspace-wallpapers` (KDE's photographic wallpapers, LGPL-3 / CC-BY-SA 4.0);
@@ -48,6 +53,7 @@ MILD = ["jpeg80", "jpeg50", "resize1/2", "crop90", "crop80", "flip"]
 HARD = ["canvas", "crop60", "crop50off", "rotate"]
 
 OPENCV = "usr/share/doc/opencv-doc/examples/"
+SKIMAGE = "usr/lib/python3/dist-packages/skimage/data/"
 # (package, split, {photo path inside the package: role}); role "src" = a source that gets
 # copies, "neg:<sibling>" = a hard negative added as is (a different photo of <sibling>'s scene
 # or series, or a variant of its design).
@@ -66,6 +72,7 @@ PHOTOS: dict[str, tuple[str, dict[str, str]]] = {
             ("aero3.jpg", "aero1.jpg"), ("aloeR.jpg", "aloeL.jpg"), ("right.jpg", "left.jpg"),
             ("leuvenB.jpg", "leuvenA.jpg"), ("graf3.png", "graf1.png"), ("left02.jpg", "left01.jpg"),
             ("right01.jpg", "left01.jpg"), ("basketball2.png", "basketball1.png"))},
+        **{OPENCV + f"data/{n}": "src" for n in ("chicky_512.png", "pca_test1.jpg")},
     }),
     "gnome-backgrounds": ("tune", {
         f"usr/share/backgrounds/gnome/{n}-{v}.webp": f"neg:{n}" for n in (
@@ -93,6 +100,15 @@ PHOTOS: dict[str, tuple[str, dict[str, str]]] = {
             ("DarkestHour", "1280x800.jpg"), ("EveningGlow", "1280x800.jpg"), ("FallenLeaf", "1280x800.jpg"),
             ("Grey", "1280x800.jpg"), ("Kite", "1280x800.jpg"), ("OneStandsOut", "1280x800.jpg"),
             ("Path", "1280x800.jpg"), ("summer_1am", "1280x800.jpg"), ("Volna", "5120x2880.jpg"))}),
+    # added to the tuning half later (after opencv-doc and gnome-backgrounds, so the copies of
+    # the photos above are drawn as before): more sources to tune the hard transforms on.
+    "python3-skimage": ("tune", {
+        **{SKIMAGE + n: "src" for n in (
+            "astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.png", "rocket.jpg",
+            "hubble_deep_field.jpg", "retina.jpg", "text.png", "brick.png", "grass.png", "gravel.png",
+            "motorcycle_left.png")},
+        SKIMAGE + "motorcycle_right.png": f"neg:{SKIMAGE}motorcycle_left.png"}),
+    "python-matplotlib-data": ("tune", {"usr/share/matplotlib/mpl-data/sample_data/grace_hopper.jpg": "src"}),
 }
 
 
