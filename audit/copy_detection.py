@@ -13,7 +13,10 @@ The rule (chosen on the tuning half of benchmarks/photo_set.py and on the clip-a
    cosine < `threshold`. SSCD ranks a hard copy (a crop keeping 60% of each side, a photo
    pasted on a canvas, a rotation) first among its neighbours even when its cosine is 0.45-0.7;
    such a pair is added only with evidence for it (CopyRule.confirms: aligned by an affine
-   map with enough inliers, and the pixels agree). Without a verifier no candidate is added.
+   map with enough inliers, and the pixels agree), or, when the keypoints show nothing against
+   it (a tight crop of a smooth photo has too few keypoints to align), when one image is found
+   inside the other by scaled template matching and the pixels agree (audit.copy_inside;
+   `candidate_confirms`). Without a verifier no candidate is added.
    Bounded work: at most `candidates` checks per sample, whatever the corpus size.
 3. Order and skipping: the pairs that need no check are taken first; the others are held
    back (up to PENDING_MAX pairs, ~80 MB) and taken by descending cosine, and a pair whose two
@@ -30,7 +33,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from audit.copy_verification import CopyRule, PairVerifier
+import cv2
+
+from audit.copy_inside import contains_copy
+from audit.copy_verification import CopyRule, PairVerifier, verify
 from audit.vector_index import Edges, IndexConfig, torch_topk, use_torch
 
 
@@ -144,7 +150,26 @@ def copy_edges(near: NearEdges, det: CopyDetection, verifier: PairVerifier | Non
     yield from flush()
     for block in _blocks(near.candidates):
         if len(block):
-            yield _checked(block, joined, lambda i, j, s: verifier.confirms(i, j), verifier)
+            yield _checked(block, joined, lambda i, j, s: candidate_confirms(verifier, i, j), verifier)
+
+
+def candidate_confirms(verifier: PairVerifier, i: int, j: int) -> bool:
+    """A candidate is added with evidence for it (step 2): the keypoint check confirms it
+    (CopyRule.confirms), or, when keypoints show nothing against it (too few to align, or
+    aligned and agreeing on too few inliers), one image is found inside the other and the
+    pixels agree (audit.copy_inside). Images that cannot be read add nothing."""
+    a, b = verifier._get(i), verifier._get(j)  # the verifier's cache of prepared images
+    verifier.checked += 1
+    if a is None or b is None:
+        return False
+    rule = verifier.rule
+    try:
+        v = verify(a, b, rule)
+        ok = rule.confirms(v) or (not rule.vetoes(v) and contains_copy(a, b, rule.min_agreement))
+    except (cv2.error, ValueError, np.linalg.LinAlgError):  # a degenerate image: no evidence
+        ok = False
+    verifier.added += ok
+    return ok
 
 
 def _blocks(source) -> Iterable:
