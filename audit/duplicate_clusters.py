@@ -58,7 +58,7 @@ class DedupConfig:
     near_verify_below: float = 0.97  # SSCD cosine from which a near pair is taken without the check
     near_verify_overlap: float = 0.9  # aligned pairs whose ink overlap is under this are different pictures
     near_candidate_threshold: float = 0.3  # candidates under near_threshold: added only when the check confirms them
-    near_candidates: int = 2  # nearest neighbours per sample tried as candidates (0 = none)
+    near_candidates: int = 3  # nearest neighbours per sample tried as candidates (0 = none)
     near_feature_cache: bool = True  # keep the check's prepared images in OUT/features (audit.copy_feature_cache)
     index: IndexConfig = field(default_factory=IndexConfig)
 

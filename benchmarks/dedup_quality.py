@@ -7,7 +7,7 @@ photographs (a tuning and a held-out reporting half) and on clip art, one table 
 imagededup, ImageHash: `pip install -e ".[bench]"`); peers that are missing are left out and named.
 
 Data (see each module's docstring):
-- photos-tune / photos-report: benchmarks/photo_set.py, 75 real photographs from six Debian
+- photos-tune / photos-report: benchmarks/photo_set.py, 91 real photographs from eight Debian
   packages, 17 transforms each, plus hard negatives (stereo twins, another viewpoint of one
   scene, a calibration series, colour and theme variants of one design), split by package.
   The copy rule's constants were chosen on photos-tune (and clip art); photos-report was not
@@ -16,8 +16,9 @@ Data (see each module's docstring):
 
 Methods, each at fixed settings:
 - shardguard: the dedup job's near rule as the job runs it (audit.copy_detection with the
-  default DedupConfig: SSCD distilled vectors, pairs >= 0.75 checked under 0.97, each image's 2
-  nearest candidates down to 0.3 added when audit.copy_verification confirms them), plus
+  default DedupConfig: SSCD distilled vectors, pairs >= 0.75 checked under 0.97, each image's 3
+  nearest candidates down to 0.3 added when the check confirms them: keypoints
+  (audit.copy_verification) or, without keypoint evidence, audit.copy_inside), plus
   exact duplicates by pixel hash, as the job's drop kinds.
 - sscd_0.75: the same vectors, every pair at cosine >= 0.75, no check (SSCD used plainly).
 - peers (benchmarks/copy_peers.py): immaculate 0.3.0 CLI (sscd_distilled, pdq), imagededup
