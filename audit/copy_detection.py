@@ -34,12 +34,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
-import cv2
-
 from audit.copy_inside import contains_copy
-from audit.copy_verification import CopyRule, PairVerifier, verify
+from audit.copy_verification import CopyRule, PairVerifier
 from audit.vector_index import Edges, IndexConfig, torch_topk, use_torch
 
 
@@ -160,17 +159,17 @@ def candidate_confirms(verifier: PairVerifier, i: int, j: int) -> bool:
     """A candidate is added with evidence for it (step 2): the keypoint check confirms it
     (CopyRule.confirms), or, when keypoints show nothing against it (too few to align, or
     aligned and agreeing on too few inliers), one image is found inside the other and the
-    pixels agree (audit.copy_inside). Images that cannot be read add nothing."""
-    a, b = verifier._get(i), verifier._get(j)  # the verifier's cache of prepared images
-    verifier.checked += 1
-    if a is None or b is None:
-        return False
+    pixels agree (audit.copy_inside). Images that cannot be read add nothing. Uses the
+    verifier's answer (speculated ahead or not) and its prepared images."""
+    v = verifier._verify(i, j)
     rule = verifier.rule
-    try:
-        v = verify(a, b, rule)
-        ok = rule.confirms(v) or (not rule.vetoes(v) and contains_copy(a, b, rule.min_agreement))
-    except (cv2.error, ValueError, np.linalg.LinAlgError):  # a degenerate image: no evidence
-        ok = False
+    ok = v is not None and rule.confirms(v)
+    if v is not None and not ok and not rule.vetoes(v):
+        a, b = verifier._future(i).result(), verifier._future(j).result()
+        try:
+            ok = a is not None and b is not None and contains_copy(a, b, rule.min_agreement)
+        except (cv2.error, ValueError, np.linalg.LinAlgError):  # a degenerate image: no evidence
+            ok = False
     verifier.added += ok
     return ok
 
