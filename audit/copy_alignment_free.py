@@ -61,9 +61,10 @@ def _best_window(small: np.ndarray, big: np.ndarray, scale: float) -> float:
     return _explained(small, big[y:y + small.shape[0], x:x + small.shape[1]])
 
 
-def fit(ta: np.ndarray, tb: np.ndarray) -> float:
+def fit(ta: np.ndarray, tb: np.ndarray, enough: float = float("inf")) -> float:
     """Best explained variance of B by A over the near-identity frames (module doc); ta and tb
-    are `thumbnail`s."""
+    are `thumbnail`s. Stops at the first frame that reaches `enough` (then returns that
+    frame's value: a lower bound of the best, as good as the best for a threshold <= enough)."""
     best = float("nan")
     for a in (ta, np.ascontiguousarray(ta[:, ::-1])):
         for s in SCALES:
@@ -71,4 +72,6 @@ def fit(ta: np.ndarray, tb: np.ndarray) -> float:
                 v = _best_window(small, big, s)
                 if not np.isnan(v) and not v <= best:
                     best = v
+                    if best >= enough:
+                        return best
     return best

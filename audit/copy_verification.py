@@ -117,7 +117,7 @@ class Verification:
     overlap: float            # nan when not aligned
     agreement: float          # nan when not aligned
     mirrored: bool = False
-    fit: float = float("nan")  # keypoint-free fit (copy_alignment_free), only when not aligned
+    fit: float = float("nan")  # keypoint-free fit (copy_alignment_free) when not aligned; >= min_fit: a lower bound
 
 
 def _features(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -194,18 +194,23 @@ def verify(a: Prepared, b: Prepared, rule: CopyRule = CopyRule()) -> Verificatio
     """Align A to B and compare (see module doc); when that does not show a copy, A mirrored
     too (a flipped copy of a symmetric picture can align, wrongly, unmirrored), keeping the
     better of the two."""
+    if min(len(a.points), len(b.points)) < rule.min_inliers:  # too few keypoints to align, mirrored or not
+        return _unaligned(a, b, rule, 0)
     first = _compare(a, b, rule, False)
     if first.aligned and not rule.vetoes(first):
         return first
     second = _compare(a.mirrored(), b, rule, True)
     if not second.aligned:
-        if first.aligned:
-            return first
-        return Verification(False, max(first.inliers, second.inliers), float("nan"), float("nan"), False,
-                            copy_alignment_free.fit(a.thumbnail(), b.thumbnail()))
+        return first if first.aligned else _unaligned(a, b, rule, max(first.inliers, second.inliers))
     if not first.aligned or rule.vetoes(first) and not rule.vetoes(second):
         return second
     return first
+
+
+def _unaligned(a: Prepared, b: Prepared, rule: CopyRule, inliers: int) -> Verification:
+    """No keypoint alignment: the keypoint-free fit is the evidence (module doc, 4)."""
+    fit = copy_alignment_free.fit(a.thumbnail(), b.thumbnail(), enough=rule.min_fit)
+    return Verification(False, inliers, float("nan"), float("nan"), False, fit)
 
 
 def _compare(src: Prepared, b: Prepared, rule: CopyRule, mirrored: bool) -> Verification:

@@ -122,12 +122,14 @@ def test_flat_flags_without_keypoints_are_told_apart_without_alignment(images):
 
 
 def test_mild_copies_of_flat_flags_are_kept(images):
+    from audit.copy_alignment_free import fit
     for key in FLAGS.values():
         src = prepare(images[key])
         for name, data in _mild_copies(images[key]).items():
-            v = verify(src, prepare(data))
+            copy = prepare(data)
+            v = verify(src, copy)
             assert not CopyRule().vetoes(v), (key, name, v)
-            assert v.aligned or v.fit >= 0.9, (key, name, v)
+            assert v.aligned or fit(src.thumbnail(), copy.thumbnail()) >= 0.9, (key, name, v)  # the best frame
 
 
 def test_a_fit_that_lays_no_texture_over_texture_is_no_alignment(images):
