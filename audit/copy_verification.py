@@ -24,12 +24,17 @@ and the pixels then agree. So each pair is aligned and compared:
    only the blocks it covers.
 3. Ink overlap (kept from the clip-art check): 'ink' = dark (gray < 200) or strongly coloured
    (max - min channel > 60) pixels; overlap = the larger of the shares of A's ink with B's ink
-   within 3 px after alignment, and the other way round.
+   within 3 px after alignment, and the other way round. A fit under which no textured block
+   overlaps (agreement undefined) is no alignment: RANSAC found a degenerate map.
+4. No alignment (flat drawings: flags, pictograms give SIFT too few keypoints): the
+   keypoint-free fit of audit.copy_alignment_free, frames near the identity (flip, shift, scale
+   0.8-1) on 64 px thumbnails, tone within a bounded gain; fit = share of variance explained.
 
 Decision (`CopyRule`, thresholds chosen on the tuning half of the photo benchmark and on the
 clip-art benchmark; see benchmarks/dedup_quality.py): a pair SSCD already calls a copy is
 vetoed only with evidence: aligned (>= min_inliers) and overlap < min_overlap or agreement <
-min_agreement. A pair under SSCD's threshold (a candidate: audit.copy_detection) is added only
+min_agreement, or not aligned and fit < min_fit (0.8; on clip art this vetoes flag and
+semaphore look-alikes, and every mild copy of a flat flag fits >= 0.92). A pair under SSCD's threshold (a candidate: audit.copy_detection) is added only
 with positive evidence: >= add_inliers inliers and agreement >= min_agreement and overlap >=
 min_overlap. Failure: undecodable bytes give None from `prepare`; such pairs keep SSCD's word
 (never vetoed, never added).
@@ -47,6 +52,7 @@ import os
 import cv2
 import numpy as np
 
+from audit import copy_alignment_free
 from audit.image_decode import open_image
 
 MAX_SIDE = 320
@@ -69,9 +75,12 @@ class CopyRule:
     min_overlap: float = 0.9
     min_agreement: float = 0.7
     add_inliers: int = 10
+    min_fit: float = 0.8
 
     def vetoes(self, v: "Verification") -> bool:
-        return v.aligned and (v.overlap < self.min_overlap or v.agreement < self.min_agreement)
+        if not v.aligned:  # keypoint-free evidence only (audit.copy_alignment_free)
+            return v.fit < self.min_fit
+        return v.overlap < self.min_overlap or v.agreement < self.min_agreement
 
     def confirms(self, v: "Verification") -> bool:
         return (v.aligned and v.inliers >= self.add_inliers and v.agreement >= self.min_agreement
@@ -85,6 +94,13 @@ class Prepared:
     descriptors: np.ndarray | None  # (n, 128) uint8 SIFT (RootSIFT at matching: root_sift)
     ink: np.ndarray           # (h, w) bool
     _mirrored: "Prepared | None" = field(default=None, repr=False)
+    _thumb: np.ndarray | None = field(default=None, repr=False)
+
+    def thumbnail(self) -> np.ndarray:
+        """copy_alignment_free.thumbnail of `gray`, made once."""
+        if self._thumb is None:
+            self._thumb = copy_alignment_free.thumbnail(self.gray)
+        return self._thumb
 
     def mirrored(self) -> "Prepared":
         """The same image flipped left-right. SIFT is not flip-invariant, but a flipped patch's
@@ -104,8 +120,9 @@ class Verification:
     aligned: bool
     inliers: int
     overlap: float            # nan when not aligned
-    agreement: float          # nan when not aligned or nothing textured under the overlap
+    agreement: float          # nan when not aligned
     mirrored: bool = False
+    fit: float = float("nan")  # keypoint-free fit (copy_alignment_free) when not aligned; >= min_fit: a lower bound
 
 
 def _features(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -208,15 +225,23 @@ def verify(a: Prepared, b: Prepared, rule: CopyRule = CopyRule()) -> Verificatio
     """Align A to B and compare (see module doc); when that does not show a copy, A mirrored
     too (a flipped copy of a symmetric picture can align, wrongly, unmirrored), keeping the
     better of the two."""
+    if min(len(a.points), len(b.points)) < rule.min_inliers:  # too few keypoints to align, mirrored or not
+        return _unaligned(a, b, rule, 0)
     first = _compare(a, b, rule, False)
     if first.aligned and not rule.vetoes(first):
         return first
     second = _compare(a.mirrored(), b, rule, True)
     if not second.aligned:
-        return first
+        return first if first.aligned else _unaligned(a, b, rule, max(first.inliers, second.inliers))
     if not first.aligned or rule.vetoes(first) and not rule.vetoes(second):
         return second
     return first
+
+
+def _unaligned(a: Prepared, b: Prepared, rule: CopyRule, inliers: int) -> Verification:
+    """No keypoint alignment: the keypoint-free fit is the evidence (module doc, 4)."""
+    fit = copy_alignment_free.fit(a.thumbnail(), b.thumbnail(), enough=rule.min_fit)
+    return Verification(False, inliers, float("nan"), float("nan"), False, fit)
 
 
 def _compare(src: Prepared, b: Prepared, rule: CopyRule, mirrored: bool) -> Verification:
@@ -232,7 +257,10 @@ def _compare(src: Prepared, b: Prepared, rule: CopyRule, mirrored: bool) -> Veri
     seen = cv2.erode(seen, np.ones((5, 5), np.uint8)) > 0
     ink = cv2.warpAffine(frm.ink.astype(np.uint8), m, (w, h), flags=cv2.INTER_NEAREST) > 0
     both = [v for v in (_covered(ink, to.ink, seen), _covered(to.ink, ink, seen)) if not np.isnan(v)]
-    return Verification(True, n, max(both) if both else float("nan"), agreement(warped, to.gray, seen), mirrored)
+    agree = agreement(warped, to.gray, seen)
+    if np.isnan(agree):  # nothing textured where the fit lays them over: a degenerate fit, no alignment
+        return Verification(False, n, float("nan"), float("nan"), mirrored)
+    return Verification(True, n, max(both) if both else float("nan"), agree, mirrored)
 
 
 class PairVerifier:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from audit.copy_verification import PairVerifier, prepare, verify
+from audit.copy_verification import CopyRule, PairVerifier, prepare, verify
 from audit.copy_detection import CopyDetection, NearEdges, copy_edges
 from audit.vector_index import Edges
 from tests.demo_images import demo_images
@@ -146,3 +146,61 @@ def test_verifying_ahead_on_threads_gives_the_sequential_answer(images):
         results.append((kept, checker.checked, checker.rejected))
     assert results[0] == results[1] == results[2]
     assert results[0][1] > 0
+
+
+FLAGS = {"haiti": "00000094", "germany": "00000203", "russia": "00000214", "monaco": "00001096"}  # flat flag drawings
+
+
+def _mild_copies(data: bytes) -> dict[str, bytes]:
+    from PIL import ImageFilter
+    img = Image.open(io.BytesIO(data)).convert("RGB")
+    return {**_copies(data), "gray": _png(img.convert("L")), "blur": _png(img.filter(ImageFilter.GaussianBlur(2)))}
+
+
+def test_flat_flags_without_keypoints_are_told_apart_without_alignment(images):
+    """Flags SSCD confuses give SIFT no keypoints to align: the keypoint-free fit (frames near
+    the identity, tone within a bounded gain) is the evidence; before it such pairs kept SSCD's word."""
+    rows = list(FLAGS.values())
+    checker = PairVerifier(lambda r: images[rows[r]])
+    for i, j in [(0, 3), (1, 2), (2, 0), (2, 3)]:  # Haiti/Monaco, Germany/Russia, Russia/Haiti, Russia/Monaco
+        v = verify(prepare(images[rows[i]]), prepare(images[rows[j]]))
+        assert not v.aligned and v.fit < 0.8, (rows[i], rows[j], v)
+        assert not checker.same_picture(i, j)
+    assert checker.rejected == 4
+
+
+def test_mild_copies_of_flat_flags_are_kept(images):
+    from audit.copy_alignment_free import fit
+    for key in FLAGS.values():
+        src = prepare(images[key])
+        for name, data in _mild_copies(images[key]).items():
+            copy = prepare(data)
+            v = verify(src, copy)
+            assert not CopyRule().vetoes(v), (key, name, v)
+            assert v.aligned or fit(src.thumbnail(), copy.thumbnail()) >= 0.9, (key, name, v)  # the best frame
+
+
+def test_a_fit_that_lays_no_texture_over_texture_is_no_alignment(images):
+    """Semaphore 'l' against 'e' mirrored: RANSAC finds 11 'inliers' for a fit under which no
+    textured block overlaps; that was taken as aligned with no disagreement (the pair kept).
+    Now it is no alignment, and the keypoint-free fit vetoes it."""
+    l_img = Image.open(io.BytesIO(images[SEMAPHORE["l"]])).convert("RGB")
+    e_img = Image.open(io.BytesIO(images[SEMAPHORE["e"]])).convert("RGB")
+    buf = io.BytesIO()
+    l_img.save(buf, "JPEG", quality=90)
+    v = verify(prepare(buf.getvalue()), prepare(_png(ImageOps.mirror(e_img))))
+    assert not (v.aligned and np.isnan(v.agreement)), v
+    assert CopyRule().vetoes(v), v
+
+
+def test_fit_needs_a_bounded_gain():
+    """Two two-tone stripes correlate perfectly at any contrast; a copy changes the tone little."""
+    from audit.copy_alignment_free import fit, thumbnail
+    a = np.full((60, 90), 255, np.uint8)
+    a[:30] = 0          # black over white
+    b = np.full((60, 90), 255, np.uint8)
+    b[:30] = 200        # light gray over white: needs gain ~5
+    c = (a * 0.8 + 30).astype(np.uint8)  # a with its contrast and brightness changed
+    assert fit(thumbnail(a), thumbnail(c)) > 0.95
+    assert fit(thumbnail(a), thumbnail(b)) < 0.8
+    assert np.isnan(fit(thumbnail(np.zeros((9, 9), np.uint8)), thumbnail(np.zeros((5, 7), np.uint8))))
