@@ -39,7 +39,9 @@ def thumbnail(gray: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(t.astype(np.float32), (0, 0), 1.0)
 
 
-def _explained(a: np.ndarray, b: np.ndarray) -> float:
+def explained(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of B's variance explained by gain * A + offset, gain clamped to [1/MAX_GAIN,
+    MAX_GAIN]; nan when both are flat. a, b: float arrays of one shape."""
     da, db = a - a.mean(), b - b.mean()
     va, vb = float((da * da).mean()), float((db * db).mean())
     if va < 1e-3 and vb < 1e-3:
@@ -58,7 +60,7 @@ def _best_window(small: np.ndarray, big: np.ndarray, scale: float) -> float:
         big = cv2.copyMakeBorder(big, ph // 2, ph - ph // 2, pw // 2, pw - pw // 2, cv2.BORDER_REPLICATE)
     res = cv2.matchTemplate(big, small, cv2.TM_CCOEFF_NORMED)
     x, y = cv2.minMaxLoc(res)[3]
-    return _explained(small, big[y:y + small.shape[0], x:x + small.shape[1]])
+    return explained(small, big[y:y + small.shape[0], x:x + small.shape[1]])
 
 
 def fit(ta: np.ndarray, tb: np.ndarray, enough: float = float("inf")) -> float:

@@ -16,7 +16,7 @@ The rule (chosen on the tuning half of benchmarks/photo_set.py and on the clip-a
    map with enough inliers, and the pixels agree), or, when the keypoints show nothing against
    it (a tight crop of a smooth photo has too few keypoints to align), when one image is found
    inside the other by scaled template matching and the pixels agree (audit.copy_inside;
-   `candidate_confirms`). Without a verifier no candidate is added.
+   CopyRule.confirms). Without a verifier no candidate is added.
    Bounded work: at most `candidates` (3) checks per sample, whatever the corpus size. 3, not
    2: an off-centre crop's nearest neighbours are often other crops of its source that do not
    contain it (a centre crop), and the third is then a larger view that does (tuning half,
@@ -34,10 +34,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 
-from audit.copy_inside import contains_copy
 from audit.copy_verification import CopyRule, PairVerifier
 from audit.vector_index import Edges, IndexConfig, torch_topk, use_torch
 
@@ -152,26 +150,7 @@ def copy_edges(near: NearEdges, det: CopyDetection, verifier: PairVerifier | Non
     yield from flush()
     for block in _blocks(near.candidates):
         if len(block):
-            yield _checked(block, joined, lambda i, j, s: candidate_confirms(verifier, i, j), verifier)
-
-
-def candidate_confirms(verifier: PairVerifier, i: int, j: int) -> bool:
-    """A candidate is added with evidence for it (step 2): the keypoint check confirms it
-    (CopyRule.confirms), or, when keypoints show nothing against it (too few to align, or
-    aligned and agreeing on too few inliers), one image is found inside the other and the
-    pixels agree (audit.copy_inside). Images that cannot be read add nothing. Uses the
-    verifier's answer (speculated ahead or not) and its prepared images."""
-    v = verifier._verify(i, j)
-    rule = verifier.rule
-    ok = v is not None and rule.confirms(v)
-    if v is not None and not ok and not rule.vetoes(v):
-        a, b = verifier._future(i).result(), verifier._future(j).result()
-        try:
-            ok = a is not None and b is not None and contains_copy(a, b, rule.min_agreement)
-        except (cv2.error, ValueError, np.linalg.LinAlgError):  # a degenerate image: no evidence
-            ok = False
-    verifier.added += ok
-    return ok
+            yield _checked(block, joined, lambda i, j, s: verifier.confirms(i, j), verifier, candidate=True)
 
 
 def _blocks(source) -> Iterable:
@@ -183,7 +162,7 @@ SPECULATE = 2   # pairs verified ahead per pool thread (one wasted when an earli
 
 
 def _checked(block: Edges, joined: _Joined, take: Callable[[int, int, float], bool],
-             verifier: PairVerifier | None = None) -> Edges:
+             verifier: PairVerifier | None = None, candidate: bool = False) -> Edges:
     """Takes the block's pairs by descending cosine (module doc, 3). With a verifier, the next
     pairs' images are prepared and the next few pairs verified ahead on its thread pool; the
     answers are used in order, so the result is the sequential one."""
@@ -199,14 +178,14 @@ def _checked(block: Edges, joined: _Joined, take: Callable[[int, int, float], bo
                                   for r in (bi[a], bj[a]))
             if ahead < n + width:
                 ahead = max(ahead, n)
-                verifier.speculate((bi[a], bj[a]) for a in order[ahead:n + width]
-                                   if joined.find(bi[a]) != joined.find(bj[a]))
+                verifier.speculate(((bi[a], bj[a]) for a in order[ahead:n + width]
+                                    if joined.find(bi[a]) != joined.find(bj[a])), candidate)
                 ahead = n + width
         i, j, s = bi[k], bj[k], float(block.sim[k])
         if joined.find(i) == joined.find(j):
             keep[k] = True
             if verifier is not None:
-                verifier.cancel(i, j)
+                verifier.cancel(i, j, candidate)
         elif take(i, j, s):
             keep[k] = True
             joined.union(i, j)

@@ -10,8 +10,11 @@ a canvas are one picture inside the other at one scale, so a search over positio
 finds them without keypoints.
 
 Input: two `Prepared` images (gray at copy_verification.MAX_SIDE on the longer side) and the
-agreement bar. Output: `inside_agreement` -> the block agreement (copy_verification.agreement)
-of the best fit, nan when no fit was possible (images too small, nothing textured).
+agreement bar. Output: `inside_agreement` -> the block agreement (audit.copy_pixels.agreement)
+of the best fit (0 when the fit does not also explain `MIN_TONE` of the variance at a bounded
+gain, audit.copy_alignment_free.explained: block NCC is gain-free, so two flags of one layout
+in other colours would agree), nan when no fit was possible (images too small) or the fit
+rests on fewer than `MIN_TEXTURED` textured blocks (a band edge of a flat flag is no evidence).
 `contains_copy` -> agreement >= the bar. Failure: an OpenCV error in the refinement keeps the
 template match's fit; nothing raises for ordinary images.
 
@@ -28,12 +31,20 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from audit.copy_verification import Prepared, agreement
+from typing import TYPE_CHECKING
+
+from audit.copy_alignment_free import explained
+from audit.copy_pixels import block_agreement
+
+if TYPE_CHECKING:
+    from audit.copy_verification import Prepared
 
 STEPS = 12       # template scales tried per direction (geometric, ~10% apart)
 MIN_KEEP = 0.3   # the contained image spans at least this share of the larger one's side
 MIN_SIDE = 24    # px: a smaller template carries too little to match
 ECC_ITERATIONS = 50
+MIN_TEXTURED = 36  # textured 16 px blocks the fit must be checked on (tuning crops: >= 43; flag look-alikes: <= 28)
+MIN_TONE = 0.8   # the fit must also explain this share of the variance at a bounded gain (flat drawings)
 
 
 def _best_match(big: np.ndarray, small: np.ndarray) -> tuple[float, np.ndarray] | None:
@@ -52,7 +63,7 @@ def _best_match(big: np.ndarray, small: np.ndarray) -> tuple[float, np.ndarray] 
     return best
 
 
-def inside_agreement(a: Prepared, b: Prepared) -> float:
+def inside_agreement(a: "Prepared", b: "Prepared") -> float:
     """Block agreement of the best fit of one image inside the other (module doc); nan if none."""
     fits = []
     for big, small in ((a.gray, b.gray), (b.gray, a.gray)):
@@ -73,10 +84,13 @@ def inside_agreement(a: Prepared, b: Prepared) -> float:
     warped = cv2.warpAffine(big, warp, (w, h), flags=inverse)
     seen = cv2.warpAffine(np.ones(big.shape, np.uint8), warp, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
     seen = cv2.erode(seen, np.ones((5, 5), np.uint8)) > 0
-    return agreement(warped, small, seen)
+    if seen.any() and explained(warped[seen].astype(np.float32), small[seen].astype(np.float32)) < MIN_TONE:
+        return 0.0  # other tones under the fit (two flags of one layout): block NCC alone is gain-free
+    agree, textured = block_agreement(warped, small, seen)
+    return agree if textured >= MIN_TEXTURED else float("nan")  # too little texture to be evidence
 
 
-def contains_copy(a: Prepared, b: Prepared, min_agreement: float) -> bool:
+def contains_copy(a: "Prepared", b: "Prepared", min_agreement: float) -> bool:
     """True when one image is found inside the other and the pixels agree (>= min_agreement)."""
     agr = inside_agreement(a, b)
     return bool(agr >= min_agreement)  # nan compares False

@@ -33,15 +33,20 @@ and the pixels then agree. So each pair is aligned and compared:
 Decision (`CopyRule`, thresholds chosen on the tuning half of the photo benchmark and on the
 clip-art benchmark; see benchmarks/dedup_quality.py): a pair SSCD already calls a copy is
 vetoed only with evidence: aligned (>= min_inliers) and overlap < min_overlap or agreement <
-min_agreement, or not aligned and fit < min_fit (0.8; on clip art this vetoes flag and
-semaphore look-alikes, and every mild copy of a flat flag fits >= 0.92). A pair under SSCD's threshold (a candidate: audit.copy_detection) is added only
-with positive evidence: >= add_inliers inliers and agreement >= min_agreement and overlap >=
-min_overlap. Failure: undecodable bytes give None from `prepare`; such pairs keep SSCD's word
-(never vetoed, never added).
+min_agreement, or not aligned, fit < min_fit (0.8; on clip art this vetoes flag and semaphore
+look-alikes, and every mild copy of a flat flag fits >= 0.92) and not found inside the other
+(audit.copy_inside: a heavy crop is no near-identity frame, but it is one picture inside the
+other). A pair under SSCD's threshold (a candidate: audit.copy_detection) is added only with
+positive evidence: >= add_inliers inliers and agreement >= min_agreement and overlap >=
+min_overlap, or, when the keypoints neither confirm nor contradict it, found inside the other
+with agreement >= min_agreement. The inside search (~10-40 ms) runs only where it could change
+the answer (CopyRule.needs_inside). Failure: undecodable bytes give None from `prepare`; such
+pairs keep SSCD's word (never vetoed, never added).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -52,17 +57,14 @@ import os
 import cv2
 import numpy as np
 
-from audit import copy_alignment_free
+from audit import copy_alignment_free, copy_inside
+from audit.copy_pixels import agreement
 from audit.image_decode import open_image
 
 MAX_SIDE = 320
 N_FEATURES = 600
 RATIO = 0.8
 RANSAC_PX = 3.0
-BLOCK = 16
-FLAT_STD = 4.0
-BLOCK_NCC = 0.6
-SMOOTH_SIGMA = 1.5
 INK_RADIUS = 3
 PREPARE_VERSION = 2  # bump when prepare()'s output changes at the same constants (feature cache)
 
@@ -78,13 +80,23 @@ class CopyRule:
     min_fit: float = 0.8
 
     def vetoes(self, v: "Verification") -> bool:
-        if not v.aligned:  # keypoint-free evidence only (audit.copy_alignment_free)
-            return v.fit < self.min_fit
+        if not v.aligned:  # keypoint-free evidence only: no near-identity fit and not found inside
+            return v.fit < self.min_fit and not v.inside >= self.min_agreement
         return v.overlap < self.min_overlap or v.agreement < self.min_agreement
 
     def confirms(self, v: "Verification") -> bool:
-        return (v.aligned and v.inliers >= self.add_inliers and v.agreement >= self.min_agreement
-                and v.overlap >= self.min_overlap)
+        if (v.aligned and v.inliers >= self.add_inliers and v.agreement >= self.min_agreement
+                and v.overlap >= self.min_overlap):
+            return True
+        return v.inside >= self.min_agreement and not (v.aligned and self.vetoes(v))
+
+    def needs_inside(self, v: "Verification", candidate: bool) -> bool:
+        """Whether the inside search (audit.copy_inside) could change the answer: a candidate
+        the keypoints neither confirm nor contradict, or an SSCD pair vetoed only for want of
+        a near-identity fit."""
+        if candidate:
+            return not self.confirms(v) and not (v.aligned and self.vetoes(v))
+        return not v.aligned and self.vetoes(v)
 
 
 @dataclass
@@ -123,6 +135,7 @@ class Verification:
     agreement: float          # nan when not aligned
     mirrored: bool = False
     fit: float = float("nan")  # keypoint-free fit (copy_alignment_free) when not aligned; >= min_fit: a lower bound
+    inside: float = float("nan")  # block agreement of one image found inside the other (copy_inside), when searched
 
 
 def _features(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -184,30 +197,6 @@ def _covered(ink: np.ndarray, other: np.ndarray, seen: np.ndarray) -> float:
     return float((mine & grown).sum() / mine.sum()) if mine.any() else float("nan")
 
 
-def _blocks(x: np.ndarray) -> np.ndarray:
-    h, w = (x.shape[0] // BLOCK) * BLOCK, (x.shape[1] // BLOCK) * BLOCK
-    return x[:h, :w].reshape(h // BLOCK, BLOCK, w // BLOCK, BLOCK).swapaxes(1, 2).reshape(-1, BLOCK * BLOCK)
-
-
-def agreement(warped: np.ndarray, target: np.ndarray, seen: np.ndarray) -> float:
-    """Share of the textured blocks under `seen` whose smoothed pixels correlate (module doc, 2)."""
-    a = _blocks(cv2.GaussianBlur(warped.astype(np.float32), (0, 0), SMOOTH_SIGMA))
-    b = _blocks(cv2.GaussianBlur(target.astype(np.float32), (0, 0), SMOOTH_SIGMA))
-    inside = _blocks(seen).all(1)
-    a, b = a[inside], b[inside]
-    if not len(a):
-        return float("nan")
-    a = a - a.mean(1, keepdims=True)
-    b = b - b.mean(1, keepdims=True)
-    sa, sb = np.sqrt((a * a).mean(1)), np.sqrt((b * b).mean(1))
-    textured = (sa >= FLAT_STD) | (sb >= FLAT_STD)
-    if not textured.any():
-        return float("nan")
-    ncc = (a * b).mean(1) / np.maximum(sa * sb, 1e-6)
-    agree = (sa >= FLAT_STD) & (sb >= FLAT_STD) & (ncc >= BLOCK_NCC)
-    return float(agree[textured].mean())
-
-
 def _align(a: Prepared, b: Prepared) -> tuple[int, np.ndarray | None]:
     if a.descriptors is None or b.descriptors is None or len(a.points) < 3 or len(b.points) < 3:
         return 0, None
@@ -221,10 +210,19 @@ def _align(a: Prepared, b: Prepared) -> tuple[int, np.ndarray | None]:
     return (int(inl.sum()), m) if m is not None and inl is not None else (0, None)
 
 
-def verify(a: Prepared, b: Prepared, rule: CopyRule = CopyRule()) -> Verification:
+def verify(a: Prepared, b: Prepared, rule: CopyRule = CopyRule(), candidate: bool = False) -> Verification:
+    """Keypoint evidence (`keypoint_verify`), then, where it could change the answer
+    (CopyRule.needs_inside; `candidate`: a pair under SSCD's threshold), the inside search."""
+    v = keypoint_verify(a, b, rule)
+    if rule.needs_inside(v, candidate):
+        v = dataclasses.replace(v, inside=copy_inside.inside_agreement(a, b))
+    return v
+
+
+def keypoint_verify(a: Prepared, b: Prepared, rule: CopyRule = CopyRule()) -> Verification:
     """Align A to B and compare (see module doc); when that does not show a copy, A mirrored
     too (a flipped copy of a symmetric picture can align, wrongly, unmirrored), keeping the
-    better of the two."""
+    better of the two; without an alignment, the keypoint-free fit."""
     if min(len(a.points), len(b.points)) < rule.min_inliers:  # too few keypoints to align, mirrored or not
         return _unaligned(a, b, rule, 0)
     first = _compare(a, b, rule, False)
@@ -322,23 +320,24 @@ class PairVerifier:
                 self._save(row, fut)
             self.features.close()
 
-    def speculate(self, pairs: Iterable[tuple[int, int]]) -> None:
+    def speculate(self, pairs: Iterable[tuple[int, int]], candidate: bool = False) -> None:
         """Start verifying these pairs on the pool (after their images: the pool is FIFO, so a
-        verification never waits on a preparation that no thread has started)."""
+        verification never waits on a preparation that no thread has started). `candidate`:
+        they will be asked `confirms`, else `same_picture`."""
         for i, j in pairs:
-            if (i, j) not in self._ahead:
+            if (i, j, candidate) not in self._ahead:
                 a, b = self._future(i), self._future(j)
-                self._ahead[(i, j)] = self._pool.submit(_verify_prepared, a, b, self.rule)
+                self._ahead[(i, j, candidate)] = self._pool.submit(_verify_prepared, a, b, self.rule, candidate)
 
-    def cancel(self, i: int, j: int) -> None:
-        fut = self._ahead.pop((i, j), None)
+    def cancel(self, i: int, j: int, candidate: bool = False) -> None:
+        fut = self._ahead.pop((i, j, candidate), None)
         if fut is not None:
             fut.cancel()
 
-    def _verify(self, i: int, j: int) -> Verification | None:
-        fut = self._ahead.pop((i, j), None)
+    def _verify(self, i: int, j: int, candidate: bool = False) -> Verification | None:
+        fut = self._ahead.pop((i, j, candidate), None)
         if fut is None:
-            fut = _done(_verify_prepared(self._future(i), self._future(j), self.rule))
+            fut = _done(_verify_prepared(self._future(i), self._future(j), self.rule, candidate))
         self.checked += 1
         return fut.result()
 
@@ -351,18 +350,18 @@ class PairVerifier:
 
     def confirms(self, i: int, j: int) -> bool:
         """A candidate under SSCD's threshold: True only with evidence for it (CopyRule.confirms)."""
-        v = self._verify(i, j)
+        v = self._verify(i, j, candidate=True)
         ok = v is not None and self.rule.confirms(v)
         self.added += ok
         return ok
 
 
-def _verify_prepared(fa: Future, fb: Future, rule: CopyRule) -> Verification | None:
+def _verify_prepared(fa: Future, fb: Future, rule: CopyRule, candidate: bool = False) -> Verification | None:
     a, b = fa.result(), fb.result()
     if a is None or b is None:
         return None
     try:
-        return verify(a, b, rule)
+        return verify(a, b, rule, candidate)
     except (cv2.error, ValueError, np.linalg.LinAlgError):  # a degenerate image: no evidence either way
         return None
 

@@ -1,5 +1,5 @@
 """Finding one picture inside another without keypoints (audit.copy_inside), and the candidate
-rule that uses it (audit.copy_detection.candidate_confirms): a tight crop of a smooth picture,
+rule that uses it (CopyRule.confirms / PairVerifier.confirms): a tight crop of a smooth picture,
 which has too few SIFT keypoints to align, is confirmed; a piece of a different picture is not."""
 
 import io
@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audit.copy_detection import candidate_confirms
 from audit.copy_inside import contains_copy, inside_agreement
-from audit.copy_verification import CopyRule, PairVerifier, prepare, verify
+from audit.copy_verification import CopyRule, PairVerifier, keypoint_verify, prepare, verify
 
 
 def _smooth_picture(seed: int, w: int = 640, h: int = 480) -> np.ndarray:
@@ -59,14 +58,15 @@ def test_a_piece_of_a_different_picture_is_not_found_inside(pictures):
 def test_candidate_rule_confirms_a_keypoint_starved_crop_and_nothing_else(pictures):
     rows = ["src", "corner", "other_corner"]
     verifier = PairVerifier(lambda r: pictures[rows[r]])
-    v = verify(prepare(pictures["src"]), prepare(pictures["corner"]))
+    v = keypoint_verify(prepare(pictures["src"]), prepare(pictures["corner"]))
     assert not CopyRule().confirms(v), v  # keypoints alone would leave the crop out
-    assert candidate_confirms(verifier, 0, 1)
-    assert not candidate_confirms(verifier, 0, 2)
+    assert CopyRule().confirms(verify(prepare(pictures["src"]), prepare(pictures["corner"]), candidate=True))
+    assert verifier.confirms(0, 1)
+    assert not verifier.confirms(0, 2)
     assert (verifier.checked, verifier.added) == (2, 1)
 
 
 def test_candidate_rule_adds_nothing_for_unreadable_images(pictures):
     verifier = PairVerifier(lambda r: pictures["src"] if r == 0 else b"not an image")
-    assert not candidate_confirms(verifier, 0, 1)
+    assert not verifier.confirms(0, 1)
     assert verifier.added == 0
