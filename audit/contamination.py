@@ -24,7 +24,8 @@ from collections.abc import Callable
 import numpy as np
 
 from audit.copy_detection import CopyDetection, NearEdges, copy_edges, knn_candidates
-from audit.copy_verification import CopyRule, PairVerifier, stored_image_fetcher
+from audit.copy_verification import CopyRule, PairVerifier
+from audit.stored_images import stored_image_fetcher
 from audit.dedup_corpus import Corpus
 from audit.vector_index import Edges, IndexConfig, iter_cross_edges
 

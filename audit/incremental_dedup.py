@@ -34,7 +34,8 @@ import pyarrow.parquet as pq
 from audit import atomic_files, sql_literals
 from audit.copy_detection import CopyDetection, NearEdges, knn_candidates
 from audit.copy_feature_cache import feature_cache, saving_features
-from audit.copy_verification import PairVerifier, stored_image_fetcher
+from audit.copy_verification import PairVerifier
+from audit.stored_images import stored_image_fetcher
 from audit.dedup_corpus import Corpus, load_corpus
 from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, DedupResult, find_duplicates
 from audit.embedder_specs import model_slug

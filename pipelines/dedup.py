@@ -15,7 +15,8 @@ from __future__ import annotations
 import apache_beam as beam
 
 from audit.copy_feature_cache import feature_cache, saving_features
-from audit.copy_verification import PairVerifier, stored_image_fetcher
+from audit.copy_verification import PairVerifier
+from audit.stored_images import stored_image_fetcher
 from audit.dedup_corpus import load_corpus
 from audit.duplicate_clusters import DedupConfig, find_duplicates
 from audit.incremental_dedup import incremental_duplicates, save_from_result

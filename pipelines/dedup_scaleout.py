@@ -21,7 +21,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from audit.copy_detection import NearEdges, copy_edges, knn_candidates
-from audit.copy_verification import PairVerifier, stored_image_fetcher
+from audit.copy_verification import PairVerifier
+from audit.stored_images import stored_image_fetcher
 from audit.dedup_corpus import load_corpus, model_dirs, shard_vectors
 from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, find_duplicates
 from audit.incremental_dedup import save_accepted_index
