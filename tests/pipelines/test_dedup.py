@@ -19,7 +19,10 @@ def test_partitioned_mode_matches_global_mode_on_the_demo_sample(demo_sample, tm
     g, p = query(tmp_path / "g", sql)[1], query(tmp_path / "p", sql)[1]
     g_near = {r[1:3] for r in g if r[0] == "near"}
     p_near = {r[1:3] for r in p if r[0] == "near"}
-    assert p_near <= g_near and len(p_near) >= 0.95 * len(g_near) and len(g_near) > 50
+    # the same rule, but each partition searches its own kNN candidates (a sample's 3 nearest
+    # within its group are not always its 3 nearest overall), so the modes may differ by a few
+    # candidate-joined samples either way; SSCD pairs agree
+    assert len(g_near) > 50 and len(p_near ^ g_near) <= 0.05 * len(g_near), (p_near - g_near, g_near - p_near)
     assert {r for r in g if r[0] == "exact"} == {r for r in p if r[0] == "exact"}
     dec = "SELECT count(*) FILTER (keep), count(*) FROM decisions"
     assert query(tmp_path / "p", dec)[1][0][1] == query(tmp_path / "g", dec)[1][0][1]
@@ -73,8 +76,9 @@ def test_incremental_run_matches_new_shards_against_the_accepted_index(demo_samp
 def test_global_dedup_verifies_near_pairs_from_the_stored_images(demo_sample, tmp_path):
     """With the default near_verify, close calls are checked on the images read back from the
     ingested tars: SSCD pairs under 0.97 can be vetoed, candidates under 0.75 added; every
-    sample the checked run adds is joined by a confirmed candidate, and the run stays close to
-    plain SSCD on demo clip art."""
+    sample the checked run adds is joined by a confirmed candidate, and the run keeps most of
+    plain SSCD's near samples on demo clip art (on the clip-art benchmark plain SSCD's pairs are
+    ~14% false, the checked rule's ~2%: benchmarks/dedup_quality.py)."""
     import duckdb
 
     from audit.output_dir import OutputDir
@@ -92,5 +96,5 @@ def test_global_dedup_verifies_near_pairs_from_the_stored_images(demo_sample, tm
         return set(duckdb.sql(f"SELECT shard, key FROM '{tmp_path}/duplicates/run={run}/run.parquet' "
                               "WHERE kind = 'near'").fetchall())
     a, b = near("plain"), near("checked")
-    assert len(a) > 50 and len(a & b) >= 0.9 * len(a)
+    assert len(a) > 50 and len(a & b) >= 0.8 * len(a)
     assert len(b - a) == 0 or info["added"] > 0  # a sample only gains a near duplicate by a confirmed candidate
