@@ -15,7 +15,7 @@ of the best fit (0 when the fit does not also explain `MIN_TONE` of the variance
 gain, audit.copy_alignment_free.explained: block NCC is gain-free, so two flags of one layout
 in other colours would agree), nan when no fit was possible (images too small) or the fit
 rests on fewer than `MIN_TEXTURED` textured blocks (a band edge of a flat flag is no evidence).
-`contains_copy` -> agreement >= the bar. Failure: an OpenCV error in the refinement keeps the
+Failure: an OpenCV error in the refinement keeps the
 template match's fit; nothing raises for ordinary images.
 
 Method: the smaller image (by the scale at which it fits inside the larger one) is resized to
@@ -88,9 +88,3 @@ def inside_agreement(a: "Prepared", b: "Prepared") -> float:
         return 0.0  # other tones under the fit (two flags of one layout): block NCC alone is gain-free
     agree, textured = block_agreement(warped, small, seen)
     return agree if textured >= MIN_TEXTURED else float("nan")  # too little texture to be evidence
-
-
-def contains_copy(a: "Prepared", b: "Prepared", min_agreement: float) -> bool:
-    """True when one image is found inside the other and the pixels agree (>= min_agreement)."""
-    agr = inside_agreement(a, b)
-    return bool(agr >= min_agreement)  # nan compares False
