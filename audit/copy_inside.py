@@ -9,8 +9,8 @@ that was the cause of every missed off-centre crop but one. Crops, resized copie
 a canvas are one picture inside the other at one scale, so a search over position and scale
 finds them without keypoints.
 
-Input: two `Prepared` images (gray at copy_verification.MAX_SIDE on the longer side) and the
-agreement bar. Output: `inside_agreement` -> the block agreement (audit.copy_pixels.agreement)
+Input: two `Prepared` images (gray at copy_verification.MAX_SIDE on the longer side).
+Output: `inside_agreement` -> the block agreement (audit.copy_pixels.agreement)
 of the best fit (0 when the fit does not also explain `MIN_TONE` of the variance at a bounded
 gain, audit.copy_alignment_free.explained: block NCC is gain-free, so two flags of one layout
 in other colours would agree), nan when no fit was possible (images too small) or the fit
