@@ -5,7 +5,8 @@ Input: images x, float array (N, H, W, C) with C in {1, 3} and values in [0, 1],
 labels y, integer array (N,) with values 0..K-1 (K = y.max() + 1). Output of every generator:
 (x_poisoned, info): a new float32 array of x's shape in [0, 1] (x is never modified) and a dict
 of what was planted. Deterministic given `seed`; a different seed gives a different poison
-(one_pixel_shortcut uses the seed only to break ties between equally good pixels).
+(one_pixel_shortcut's default corner search uses the seed only to break ties between equally
+good pixels; its colours="random" mode draws position and colour from it).
 Failure: ValueError for inputs outside that contract; RuntimeError where the AR coefficient
 search finds too few processes; FloatingPointError where AR noise does not stay finite.
 
@@ -15,7 +16,9 @@ the per-pixel magnitude is the same at every size; L-inf budgets are used as the
 Families (paper; detector expected to find it):
 - classwise_noise: Huang et al., ICLR 2021, class-wise random noise; additive class template.
 - linear_separable_noise: Yu et al., KDD 2022, synthetic LSP noise; additive class template.
-- one_pixel_shortcut: Wu et al., ICLR 2023, OPS; one-pixel.
+- one_pixel_shortcut: Wu et al., ICLR 2023, OPS; one-pixel. colours="corners" (default) is the
+  paper's search over RGB-cube corners; colours="random" plants one random position and one
+  random colour (any of 256^C) per class.
 - convolution_blur: Sadasivan et al., CVPR 2023, CUDA; convolution.
 - autoregressive_noise: Sandoval-Segura et al., NeurIPS 2022, AR perturbations; autoregressive.
 - error_minimizing_noise: Huang et al., ICLR 2021, sample-wise min-min; additive class template
@@ -91,18 +94,27 @@ def linear_separable_noise(x, y, *, eps: float = 6 / 255, patch_size: int = 8,
     return np.clip(x + delta, 0, 1), info
 
 
-def one_pixel_shortcut(x, y, *, seed: int = 0):
+def one_pixel_shortcut(x, y, *, colours: str = "corners", seed: int = 0):
     """Wu et al. 2023, method section (OPS search), after cychomatica/One-Pixel-Shotcut perturb.py:
     per class, score every (pixel, colour in {0,1}^C) by mean(|colour - x_pixel|) / std(|colour -
     x_pixel|) over the class's images and channels, exclude pairs taken by earlier classes, and set
     the best pixel to that colour in every image of the class. Zero spread with nonzero mean scores
     +inf; a colour every image already has (0/0) scores -inf (the reference's NaN would rank
     first). Ties (e.g. MNIST's all-black borders) are broken at random with `seed`. Colour bits:
-    channel 0 is the most significant, as in the reference. info: positions (K, 2) as (row, col),
-    colors (K, C), scores (K,); a class absent from y gets position (-1, -1)."""
+    channel 0 is the most significant, as in the reference.
+    colours="random" (issue 21's setting, no search): per class one position uniform over the H x W
+    pixels and one colour uniform over 0..255 per channel (value / 255), drawn from `seed` for all
+    K classes at once (class k's draw does not depend on which classes are present); a (position,
+    colour) pair equal to an earlier class's is redrawn. Its score is the same objective at the
+    drawn pair (+-inf as above). info: positions (K, 2) as (row, col), colors (K, C), scores
+    (K,); a class absent from y gets position (-1, -1)."""
+    if colours not in ("corners", "random"):
+        raise ValueError(f"colours must be 'corners' or 'random', got {colours!r}")
     x, y, k = _check(x, y)
     n, h, w, c = x.shape
     rng = np.random.default_rng(seed)
+    if colours == "random":
+        return _one_random_pixel(x, y, k, rng)
     colours = ((np.arange(2 ** c)[:, None] >> np.arange(c - 1, -1, -1)) & 1).astype(np.float32)
     positions, cols, scores = np.full((k, 2), -1, np.int64), np.zeros((k, c), np.float32), np.full(k, -np.inf)
     taken = np.zeros((2 ** c, h, w), bool)
@@ -124,6 +136,30 @@ def one_pixel_shortcut(x, y, *, seed: int = 0):
         positions[cls], cols[cls], scores[cls] = (r, col), colours[v], score[v, r, col]
         out[y == cls, r, col, :] = colours[v]
     return out, {"positions": positions, "colors": cols, "scores": scores}
+
+
+def _one_random_pixel(x, y, k: int, rng):
+    """one_pixel_shortcut's colours="random" mode (see there)."""
+    _, h, w, c = x.shape
+    pos = np.stack([rng.integers(0, h, k), rng.integers(0, w, k)], axis=1)
+    cols = rng.integers(0, 256, size=(k, c))
+    for cls in range(1, k):
+        while any((pos[cls] == pos[j]).all() and (cols[cls] == cols[j]).all() for j in range(cls)):
+            pos[cls], cols[cls] = (rng.integers(0, h), rng.integers(0, w)), rng.integers(0, 256, c)
+    colors = (cols / 255).astype(np.float32)
+    positions, scores = np.full((k, 2), -1, np.int64), np.full(k, -np.inf)
+    out = x.copy()
+    for cls in range(k):
+        members = y == cls
+        if not members.any():
+            continue
+        r, col = pos[cls]
+        dev = np.abs(colors[cls].astype(np.float64) - x[members, r, col, :])
+        mean, std = dev.mean(), dev.std()
+        scores[cls] = mean / std if std > 0 else (np.inf if mean > 0 else -np.inf)
+        positions[cls] = r, col
+        out[members, r, col, :] = colors[cls]
+    return out, {"positions": positions, "colors": colors, "scores": scores}
 
 
 def convolution_blur(x, y, *, blur_parameter: float = 0.3, center_parameter: float = 1.0,

@@ -171,6 +171,59 @@ def test_one_pixel_shortcut_on_mnist_whitens_a_black_pixel_and_seed_breaks_ties(
     assert not np.array_equal(a["positions"], b["positions"])
 
 
+def test_one_pixel_shortcut_random_colours_plants_the_class_pixel(data):
+    x, y = data
+    out, info = one_pixel_shortcut(x, y, colours="random", seed=3)
+    pos, colors = info["positions"], info["colors"]
+    assert pos.shape == (10, 2) and colors.shape == (10, x.shape[-1]) and colors.dtype == np.float32
+    assert np.array_equal(colors * 255, np.round(colors * 255))  # one of the 256 levels per channel
+    assert not np.isin(colors, [0.0, 1.0]).all()  # not the corner palette
+    assert len({(r, c, *col) for (r, c), col in zip(pos, colors)}) == 10  # classes differ
+    i = np.arange(len(x))
+    assert np.array_equal(out[i, pos[y, 0], pos[y, 1]], colors[y])  # every sample carries its class's pixel
+    keep = np.ones(x.shape[:3], bool)
+    keep[i, pos[y, 0], pos[y, 1]] = False
+    assert np.array_equal(out[keep], x[keep])  # and nothing else changed
+    for k, (r, c) in enumerate(pos):
+        dev = np.abs(colors[k].astype(np.float64) - x[y == k, r, c, :])
+        expected = dev.mean() / dev.std() if dev.std() > 0 else np.inf  # MNIST borders: constant
+        assert info["scores"][k] == pytest.approx(expected)
+
+
+def test_one_pixel_shortcut_random_colours_is_seeded(mnist):
+    x, y = mnist
+    a, ia = one_pixel_shortcut(x, y, colours="random", seed=0)
+    b, ib = one_pixel_shortcut(x, y, colours="random", seed=0)
+    c, ic = one_pixel_shortcut(x, y, colours="random", seed=1)
+    assert np.array_equal(a, b) and all(np.array_equal(ia[k], ib[k]) for k in ia)
+    assert not np.array_equal(a, c)
+    assert not np.array_equal(ia["positions"], ic["positions"]) and not np.array_equal(ia["colors"], ic["colors"])
+
+
+def test_one_pixel_shortcut_random_colours_cover_the_range_and_ignore_absent_classes(rgb):
+    x, y = rgb
+    levels = np.concatenate([one_pixel_shortcut(x, y, colours="random", seed=s)[1]["colors"].ravel() * 255
+                             for s in range(40)])  # 1,200 channel values
+    assert levels.min() < 16 and levels.max() > 239 and abs(levels.mean() - 127.5) < 12
+    assert len(np.unique(levels)) > 200
+    full = one_pixel_shortcut(x, y, colours="random", seed=5)[1]
+    keep = y != 3
+    part = one_pixel_shortcut(x[keep], y[keep], colours="random", seed=5)[1]
+    assert (part["positions"][3] == -1).all() and np.isneginf(part["scores"][3])
+    others = np.arange(10) != 3
+    assert np.array_equal(part["positions"][others], full["positions"][others])
+    assert np.array_equal(part["colors"][others], full["colors"][others])
+
+
+def test_one_pixel_shortcut_default_is_the_corner_search(rgb):
+    x, y = rgb
+    out, info = one_pixel_shortcut(x, y, seed=2)
+    out_c, info_c = one_pixel_shortcut(x, y, colours="corners", seed=2)
+    assert np.array_equal(out, out_c) and all(np.array_equal(info[k], info_c[k]) for k in info)
+    assert set(np.unique(info["colors"])) <= {0.0, 1.0}
+    with pytest.raises(ValueError):
+        one_pixel_shortcut(x, y, colours="rainbow")
+
 def test_convolution_blur_equals_class_filter_correlation(data):
     x, y = data
     out, info = convolution_blur(x, y)
