@@ -6,6 +6,13 @@ with the verdicts on the original data, each tried sanitizer's re-test, the chos
 and the samples each failing test locates. Used by the Beam corpus step
 (pipelines/perturbations.py) and by benchmarks/perturbations.py on in-memory data alike.
 
+Without a reference the audit screens (`screening_audit`): the tests of
+audit.perturbation_screening, whose nulls come from the data itself, give p-values and Holm's
+step-down gives the verdict at family-wise level `alpha`; tests without such a null (probes
+against fixed bounds, learning speed) are not run, the class template is kept as context (it
+locates samples once a screening test fails). With pseudo-labels (`ImageSet.pseudo`) the
+one-pixel test looks at the whole set as one group.
+
 Tests look at an analysis crop: the central `crop` x `crop` pixels at native resolution
 (never resampled: resampling erases pixel-level perturbations; smaller images are
 reflect-padded). The one-pixel test looks at the whole image through its isolated
@@ -24,8 +31,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from audit import class_deconvolution, image_sanitizers, perturbation_features, perturbation_probes as probes
-from audit.perturbation_verdicts import (Threshold, Verdict, calibrate, default_thresholds, failing, feature_cuts,
-                                         feature_outliers, judge, located_samples, robust_cuts, sanitizer_order,
+from audit.perturbation_screening import ScreeningData, screen
+from audit.perturbation_verdicts import (Threshold, Verdict, calibrate, failing, feature_cuts, feature_outliers, judge,
+                                         located_samples, robust_cuts, sanitizer_order, screening_verdicts,
                                          shift_threshold)
 
 SANITIZER_PARAMS = {"jpeg": {"quality": 10}, "grayscale": {}, "bit_depth": {"bits": 2}, "median_filter": {"size": 3},
@@ -43,7 +51,8 @@ class PerturbationConfig:
     min_samples: int = 100             # fewer tested samples than this: the tests are skipped with a note
     max_samples: int = 2000            # tested samples (stratified by class, seeded)
     crop: int = 32                     # analysis crop side in pixels (native resolution)
-    reference_shards: tuple[str, ...] = ()   # known-clean shards: thresholds from their bootstrap; () = default bounds
+    reference_shards: tuple[str, ...] = ()   # known-clean shards: thresholds from their bootstrap; () = screening
+    alpha: float = 0.01                # screening (no reference): family-wise error level of the verdict (Holm)
     bootstrap: int = 5                 # reference subsamples for the thresholds
     z: float = 3.0                     # threshold = reference mean + z * sd (at least + the test's margin)
     sample_fpr: float = 0.01           # per-sample cut: this share of reference samples would be located
@@ -63,6 +72,7 @@ class ImageSet:
     crops: np.ndarray | None = None    # filled by prepare(): float32 (N, crop, crop, C)
     candidates: list | None = None     # filled by prepare(): one-pixel candidates per sample
     features: dict | None = None       # filled by prepare(): scalar feature name -> values per sample
+    pseudo: bool = False               # labels are k-means pseudo-labels, not classes the data came with
 
     def __len__(self) -> int:
         return len(self.images)
@@ -72,7 +82,7 @@ class ImageSet:
         return ImageSet([self.images[i] for i in idx], self.labels[idx], emb,
                         None if self.crops is None else self.crops[idx],
                         None if self.candidates is None else [self.candidates[i] for i in idx],
-                        None if self.features is None else {k: v[idx] for k, v in self.features.items()})
+                        None if self.features is None else {k: v[idx] for k, v in self.features.items()}, self.pseudo)
 
 
 @dataclass
@@ -176,11 +186,12 @@ def sanitized(s: ImageSet, name: str, params: dict, crop: int,
     if name == "orthogonal_projection":
         prepare(s, crop)
         crops, _ = image_sanitizers.orthogonal_projection(s.crops, s.labels, **params)
-        return ImageSet(s.images, s.labels, s.embeddings, crops.astype(np.float32), s.candidates, s.features), {}
+        return ImageSet(s.images, s.labels, s.embeddings, crops.astype(np.float32), s.candidates, s.features,
+                        s.pseudo), {}
     if name == "class_deconvolution":
         return deconvolved(s, reference, params, crop)
     images = [image_sanitizers.sanitize_image(im, name, **params) for im in s.images]
-    return ImageSet(images, s.labels, s.embeddings), {}
+    return ImageSet(images, s.labels, s.embeddings, pseudo=s.pseudo), {}
 
 
 def deconvolved(s: ImageSet, reference: ImageSet | None, params: dict, crop: int) -> tuple[ImageSet, dict]:
@@ -212,11 +223,11 @@ def audit(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig,
     """`calibrated` caches, per data version ('original' or a sanitizer name), the reference's
     thresholds and (under 'features/<version>') its per-sample features, across calls on data
     of the same size and reference (the benchmark's many runs)."""
+    if reference is None:
+        return screening_audit(data, cfg)
     calibrated = {} if calibrated is None else calibrated
 
     def thresholds_for(version: str, params: dict) -> dict[str, Threshold]:
-        if reference is None:
-            return default_thresholds(int(np.prod(data.crops.shape[1:])))
         if version not in calibrated and version in NEEDS_REFERENCE:
             # fitted against itself the reference explains itself exactly (gain 0): the guard keeps
             # every class as it is, so the thresholds and features are the original ones
@@ -232,15 +243,12 @@ def audit(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig,
 
     def against_reference(s: ImageSet, version: str) -> list[probes.CheckResult]:
         """The tests that compare with the reference itself (run after thresholds_for(version))."""
-        if reference is None:
-            return []
         return [probes.feature_shift(s.features, s.labels, calibrated["features/" + version], reference.labels),
                 probes.reference_accuracy(s.crops, s.labels, reference.crops, reference.labels, cfg.seed, cfg.device)]
 
     tested = np.arange(len(data))
-    if reference is not None:
-        prepare(reference, cfg.crop)
-    if reference is not None and len(data) > int(0.8 * len(reference)):
+    prepare(reference, cfg.crop)
+    if len(data) > int(0.8 * len(reference)):
         # statistics depend on n (probe accuracy grows with it): test at the reference's size
         tested = subsample(data.labels, int(0.8 * len(reference)), cfg.seed)
         data = data.subset(tested)
@@ -251,16 +259,44 @@ def audit(data: ImageSet, reference: ImageSet | None, cfg: PerturbationConfig,
                            feature_flags(data, reference, cfg), tested)
     if not (cfg.sanitize and outcome.failed):
         return outcome
-    order = [n for n in sanitizer_order(outcome.failed) if reference is not None or n not in NEEDS_REFERENCE]
-    for name in order[:cfg.max_sanitizers]:
+    for name in sanitizer_order(outcome.failed)[:cfg.max_sanitizers]:
         params = SANITIZER_PARAMS.get(name, {})
         clean, fitted = sanitized(data, name, params, cfg.crop, reference)
         trial_thresholds = thresholds_for(name, params)
         trial_verdicts = judge(run_tests(clean, cfg) + against_reference(clean, name), trial_thresholds)
         outcome.trials.append(Trial(name, {**params, **fitted}, trial_verdicts, len(failing(trial_verdicts))))
-        if reference is None and outcome.trials[-1].n_failed == 0:
-            break
     outcome.chosen = choose(outcome.trials, teaches(outcome.verdicts))
+    return outcome
+
+
+def screening_results(s: ImageSet, cfg: PerturbationConfig) -> list[probes.CheckResult]:
+    """The screening tests (audit.perturbation_screening) plus the class template as context."""
+    prepare(s, cfg.crop)
+    crops8 = np.round(s.crops * 255).astype(np.uint8)
+    acquisition = np.column_stack([s.features[c] for c in perturbation_features.FEATURE_COLUMNS])
+    out = screen(ScreeningData(crops8, s.labels, s.pseudo, acquisition), seed=cfg.seed)
+    return out + [probes.template_snr(s.crops, s.labels)]
+
+
+def screening_audit(data: ImageSet, cfg: PerturbationConfig) -> AuditOutcome:
+    """No reference (module doc): screening verdicts; on a failing one, sanitizers that need no
+    reference are tried until one leaves no screening test failing (most specific first)."""
+    prepare(data, cfg.crop)
+    dims = int(np.prod(data.crops.shape[1:]))
+    verdicts = screening_verdicts(screening_results(data, cfg), cfg.alpha, dims)
+    outcome = AuditOutcome(verdicts, {}, located_samples(verdicts, data.labels), feature_flags(data, None, cfg),
+                           np.arange(len(data)))
+    if not (cfg.sanitize and outcome.failed):
+        return outcome
+    order = [n for n in sanitizer_order(outcome.failed) if n not in NEEDS_REFERENCE]
+    for name in order[:cfg.max_sanitizers]:
+        params = SANITIZER_PARAMS.get(name, {})
+        clean, fitted = sanitized(data, name, params, cfg.crop)
+        trial = screening_verdicts(screening_results(clean, cfg), cfg.alpha, dims)
+        outcome.trials.append(Trial(name, {**params, **fitted}, trial, len(failing(trial))))
+        if outcome.trials[-1].n_failed == 0:
+            break
+    outcome.chosen = choose(outcome.trials)
     return outcome
 
 

@@ -128,7 +128,7 @@ def image_set(out: OutputDir, corpus: LabelledCorpus, rows: np.ndarray, opener) 
     kept = np.array([i for i in rows if (corpus.shard[i], corpus.key[i]) in images], np.int64)
     arrays = [np.asarray(images[(corpus.shard[i], corpus.key[i])].convert("RGB")) for i in kept]
     emb = corpus.embeddings[kept] if corpus.embeddings is not None else None
-    return ImageSet(arrays, corpus.label[kept], emb), kept
+    return ImageSet(arrays, corpus.label[kept], emb, pseudo=corpus.source.startswith("kmeans")), kept
 
 
 def feature_table(out: OutputDir, columns: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -48,6 +48,7 @@ class CheckResult:
     sample_scores: np.ndarray | None = None
     details: dict = field(default_factory=dict)
     skipped: str = ""
+    p_value: float = float("nan")  # screening tests (audit.perturbation_screening): from a data-derived null
 
 
 def usable(y: np.ndarray) -> str:

@@ -11,7 +11,10 @@ held-out estimate on the data, which subsamples of one reference understate), an
 bootstrap barely varies cannot make every tiny difference a failure). Without one, the
 default bounds below apply: Zhu et al. (2024) flag data whose simple-model accuracy is over 0.7;
 they are meaningful for natural images, not for data that is linearly easy when clean (MNIST:
-configure a reference).
+configure a reference). The audit uses them only for locating samples: without a reference its
+verdict is the screening one (`screening_verdicts`: audit.perturbation_screening's p-values,
+Holm's step-down at the configured family-wise level); tests without a data-derived null are
+then reported as 'context' (their statistic, no verdict).
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ SANITIZERS_FOR = {
     "pixel_minus_embedding_probe": ["jpeg", "orthogonal_projection"],
     "learning_speed": ["jpeg", "class_deconvolution", "sharpen_lowpass", "grayscale"],
     "feature_shift": ["jpeg", "median_filter", "bit_depth"],  # pixel statistics moved: squeeze them
+    "removed_vs_kept": ["bit_depth", "median_filter", "jpeg"],  # the screening tests: what the kept view keeps
+    "removed_spectrum_vs_kept": ["jpeg", "sharpen_lowpass", "median_filter"],
 }
 PRIORITY = list(SANITIZERS_FOR)
 
@@ -65,6 +70,7 @@ class Verdict:
     verdict: str
     affected: list[int] = field(default_factory=list)
     located: np.ndarray | None = None   # bool per sample, for tests that locate
+    p_adjusted: float = float("nan")    # screening: Holm-adjusted p-value (family of the screening tests)
 
 
 def margin(test: str) -> float:
@@ -133,6 +139,32 @@ def judge(results: list[CheckResult], thresholds: dict[str, Threshold]) -> list[
     return out
 
 
+def screening_verdicts(results: list[CheckResult], alpha: float, n_dims: int) -> list[Verdict]:
+    """Verdicts without a reference: tests with a p-value (audit.perturbation_screening) fail when
+    Holm's step-down rejects them at family-wise level `alpha`; affected classes: those whose own
+    (Bonferroni over classes) p-value is <= alpha. Tests without a p-value are 'context': their
+    statistic and, once a screening test fails, their located samples at the default cuts."""
+    from audit.perturbation_screening import holm
+    cuts = default_thresholds(n_dims)
+    tested = {r.test: r.p_value for r in results if not r.skipped and not math.isnan(r.p_value)}
+    adjusted = holm(tested, alpha)
+    out = []
+    for r in results:
+        th = cuts.get(r.test) or Threshold(float("nan"), "screening", float("nan"), None)
+        th = Threshold(float("nan"), "screening", float("nan"), th.sample_cut)
+        located = r.sample_scores > th.sample_cut if r.sample_scores is not None and th.sample_cut is not None else None
+        if r.skipped:
+            out.append(Verdict(r, th, "skipped"))
+        elif r.test not in adjusted:
+            out.append(Verdict(r, th, "context", located=located))
+        else:
+            p_adj, rejected = adjusted[r.test]
+            class_p = r.details.get("class_p_values", {})
+            affected = sorted(int(c) for c, p in class_p.items() if p <= alpha) if rejected else []
+            out.append(Verdict(r, th, "fail" if rejected else "pass", affected, located, p_adj))
+    return out
+
+
 def failing(verdicts: list[Verdict]) -> list[str]:
     return [v.result.test for v in verdicts if v.verdict == "fail"]
 
@@ -168,20 +200,25 @@ def verdict_rows(verdicts: list[Verdict], *, run_id: str, data: str, label_sourc
     rows = []
     for v in verdicts:
         r, th = v.result, v.threshold
-        details = dict(r.details)
+        details = {k: val for k, val in r.details.items() if k not in ("null", "class_p_values")}
         if r.skipped:
             details["skipped"] = r.skipped
+        screening = th is not None and th.source == "screening"
+        class_p = {int(c): p for c, p in r.details.get("class_p_values", {}).items()}
         base = {"run_id": run_id, "data": data, "test": r.test, "label_source": label_source,
-                "n_samples": n_samples, "threshold_source": th.source if th else None}
+                "n_samples": n_samples, "threshold_source": th.source if th else None,
+                "mode": "screening" if screening else "reference"}
         rows.append({**base, "scope": "dataset", "label": None, "statistic": _num(r.statistic),
-                     "threshold": th.value if th else None, "verdict": v.verdict,
+                     "threshold": _num(th.value) if th else None, "verdict": v.verdict,
+                     "p_value": _num(r.p_value), "p_adjusted": _num(v.p_adjusted), "null_model": r.details.get("null"),
                      "affected_classes": [labels.get(c, str(c)) for c in v.affected],
                      "n_located": int(v.located.sum()) if v.located is not None else None,
                      "details_json": json.dumps(details, sort_keys=True, default=str)})
         for c, stat in sorted(r.per_class.items()):
-            verdict = "skipped" if v.verdict == "skipped" else ("fail" if c in v.affected else "pass")
+            verdict = v.verdict if v.verdict in ("skipped", "context") else ("fail" if c in v.affected else "pass")
             rows.append({**base, "scope": "class", "label": labels.get(c, str(c)), "statistic": _num(stat),
-                         "threshold": th.class_value if th else None, "verdict": verdict,
+                         "threshold": _num(th.class_value) if th else None, "verdict": verdict,
+                         "p_value": _num(class_p.get(c, float("nan"))), "p_adjusted": None, "null_model": None,
                          "affected_classes": None, "n_located": None, "details_json": None})
     return rows
 

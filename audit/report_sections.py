@@ -127,12 +127,20 @@ def perturbations_section(tests: list[dict], n_flagged: int | None, histograms: 
                                "or too few labelled samples)"))
     dataset = [t for t in tests if t["scope"] == "dataset"]
     failing_classes = [t for t in tests if t["scope"] == "class" and t["verdict"] == "fail"]
+    screening = any(t.get("mode") == "screening" for t in dataset)
     rows = [[text(t["data"]), text(t["test"]), num(t.get("statistic")), num(t.get("threshold")),
-             text(t.get("threshold_source")), _verdict(t["verdict"]), cut(", ".join(t.get("affected_classes") or []), 200),
+             num(t.get("p_value"), "{:.2g}"), num(t.get("p_adjusted"), "{:.2g}"), text(t.get("threshold_source")),
+             _verdict(t["verdict"]), cut(", ".join(t.get("affected_classes") or []), 200),
              num(t.get("n_located"), "{}"), num(t.get("n_samples"), "{}")] for t in dataset]
-    body = (f"<p>Verdicts of the latest test run; {num(n_flagged, '{}')} samples flagged (perturbation_flags). "
-            f"Reference shards: {text(', '.join(reference)) or 'none (default bounds)'}.</p>")
-    body += (table(["data", "test", "statistic", "threshold", "threshold from", "verdict", "affected classes",
+    how = (f"Reference shards: {text(', '.join(reference))}: verdicts against thresholds from their bootstrap."
+           if reference else "No reference shards: <b>screening</b>. Each screening test's p-value comes from a null "
+           "made from the data itself (the class signal of what a content-keeping sanitizer removes vs of the content "
+           "it keeps; a pixel's colour vs its neighbours'), and a test fails when Holm's step-down rejects it at the "
+           "configured family-wise level (perturbations.alpha). A screening result is evidence to look at, not "
+           "proof; 'context' rows have no data-derived null and no verdict.")
+    body = (f"<p>{'Screening results' if screening else 'Verdicts'} of the latest test run; "
+            f"{num(n_flagged, '{}')} samples flagged (perturbation_flags). {how}</p>")
+    body += (table(["data", "test", "statistic", "threshold", "p", "p (Holm)", "from", "verdict", "affected classes",
                     "located", "samples"], rows) if rows else nothing("no test verdicts (tests skipped or not run)"))
     if failing_classes:
         body += "<h3>Failing per-class tests</h3>" + table(

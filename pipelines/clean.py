@@ -96,7 +96,7 @@ def caption_fn_for(cfg: CleanConfig, flagged: set[tuple[str, str]], vocab: list[
 def chosen_sanitizer(out: OutputDir, cfg: CleanConfig) -> tuple[dict | None, str]:
     """({'name', 'params'} or None, why). 'auto' follows the latest perturbation audit
     (OUT/exports/perturbation_sanitizer.json): its sanitizer when the verdict was 'perturbed'
-    against reference-calibrated thresholds (default bounds are not trusted to rewrite every
+    against reference-calibrated thresholds (a screening result is not trusted to rewrite every
     image), and the sanitizer works per image (orthogonal projection is learned on analysis crops and
     is not applied to full images: the note says so)."""
     from audit.perturbation_audit import SANITIZER_PARAMS
@@ -115,7 +115,7 @@ def chosen_sanitizer(out: OutputDir, cfg: CleanConfig) -> tuple[dict | None, str
     if record.get("verdict") != "perturbed" or not chosen:
         return None, f"perturbation verdict {record.get('verdict')!r}: images copied unchanged"
     if record.get("thresholds") != "reference":
-        return None, ("perturbation verdict came from default bounds, not a clean reference: images copied "
+        return None, ("perturbation verdict came from screening, not a clean reference: images copied "
                       f"unchanged (set perturbations.reference_shards, or clean.sanitize: {chosen['name']})")
     if chosen["name"] == "class_deconvolution" and not chosen.get("params", {}).get("label_field"):
         return None, ("audit chose class_deconvolution on k-means pseudo-labels: a new image's class is unknown, "

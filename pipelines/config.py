@@ -62,7 +62,7 @@ RANGES: dict[str, str] = {
     "memorization.score.sampler.inference_steps": "[1, inf)", "memorization.score.sampler.guidance_scale": "[0, inf)",
     "perturbations.clusters": "[1, inf)", "perturbations.min_samples": "[0, inf)",
     "perturbations.max_samples": "[1, inf)", "perturbations.crop": "[1, inf)", "perturbations.bootstrap": "[1, inf)",
-    "perturbations.z": "[0, inf)", "perturbations.sample_fpr": "(0, 1)", "perturbations.feature_fpr": "(0, 1)",
+    "perturbations.z": "[0, inf)", "perturbations.alpha": "(0, 1)", "perturbations.sample_fpr": "(0, 1)", "perturbations.feature_fpr": "(0, 1)",
     "perturbations.max_sanitizers": "[0, inf)", "perturbations.seed": "[0, inf)",
 }
 

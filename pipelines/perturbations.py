@@ -9,8 +9,8 @@ features + errors = ok samples, checked.
 
 TestPerturbations. Input: the output folder (one element). Output: a summary dict. Labels
 (metadata field or k-means pseudo-labels), a stratified tested sample, thresholds from the
-reference shards' bootstrap (or default bounds), the tests, a sanitizer trial and re-test when a
-test fails, per-sample flags for every sample with features. Writes perturbation_tests,
+reference shards' bootstrap (or, without reference shards, the screening tests: p-values from data-derived nulls, Holm at
+perturbations.alpha), the tests, a sanitizer trial and re-test when a test fails, per-sample flags for every sample with features. Writes perturbation_tests,
 perturbation_flags and OUT/exports/perturbation_sanitizer.json (read by the clean job).
 """
 
@@ -171,11 +171,11 @@ def test_and_record(out: OutputDir, run_id: str, cfg: PerturbationConfig) -> dic
             reference = None
             too_few = reference_too_small(corpus.label[ref_rows]) if len(ref_rows) else ""
             if too_few:
-                summary["notes"].append(f"reference shards {list(cfg.reference_shards)}: {too_few}: default bounds")
+                summary["notes"].append(f"reference shards {list(cfg.reference_shards)}: {too_few}: screening")
             elif len(ref_rows):
                 reference, _ = image_set(out, corpus, ref_rows, open_uri)
             elif cfg.reference_shards:
-                summary["notes"].append(f"reference shards {list(cfg.reference_shards)} have no labelled samples: default bounds")
+                summary["notes"].append(f"reference shards {list(cfg.reference_shards)} have no labelled samples: screening")
             log.info("perturbation tests on %d samples (%s), reference %d", len(data), corpus.source,
                      0 if reference is None else len(reference))
             outcome = audit(data, reference, cfg)
@@ -193,9 +193,8 @@ def test_and_record(out: OutputDir, run_id: str, cfg: PerturbationConfig) -> dic
                 summary["notes"].append(f"tests skipped: no test could run on {len(outcome.tested)} samples ({why})")
             summary.update(label_source=corpus.source, n_tested=len(outcome.tested),
                            n_reference=0 if reference is None else len(reference),
-                           thresholds="default" if reference is None else "reference",
-                           failed=outcome.failed,
-                           verdict="perturbed" if outcome.failed else "clean" if ran else "untested")
+                           thresholds="screening" if reference is None else "reference",
+                           failed=outcome.failed, verdict=dataset_verdict(outcome, bool(ran), reference is None, cfg))
     flags = flag_rows(out, run_id, cfg, corpus, tested, outcome)
     n_ref = sum(r["shard"] in cfg.reference_shards for r in flags)
     if 0 < n_ref < MIN_FEATURE_REFERENCE:
@@ -209,6 +208,19 @@ def test_and_record(out: OutputDir, run_id: str, cfg: PerturbationConfig) -> dic
         "failed_after": [v.result.test for v in chosen.verdicts if v.verdict == "fail"]}
     atomic_files.write_json(out.root / SANITIZER_FILE, {"run_id": run_id, **summary})
     return summary
+
+
+def dataset_verdict(outcome: AuditOutcome, ran: bool, screening: bool, cfg: PerturbationConfig) -> str:
+    """'perturbed' / 'clean' against a reference; without one 'screening: evidence (...)' or
+    'screening: no evidence at family-wise level ...', with the smallest Holm-adjusted p-value."""
+    if not ran:
+        return "untested"
+    if not screening:
+        return "perturbed" if outcome.failed else "clean"
+    p = min((v.p_adjusted for v in outcome.verdicts if not np.isnan(v.p_adjusted)), default=float("nan"))
+    if outcome.failed:
+        return f"screening: evidence ({', '.join(outcome.failed)}; Holm p = {p:.2g} <= alpha {cfg.alpha:g})"
+    return f"screening: no evidence at family-wise level {cfg.alpha:g} (smallest Holm p = {p:.2g})"
 
 
 def named_params(params: dict, names: list[str], cfg: PerturbationConfig) -> dict:

@@ -75,10 +75,18 @@ def test_pseudo_labels_from_image_embeddings_when_there_is_no_label_field(shards
                     perturbations=PerturbationConfig(clusters=4, bootstrap=2, mlp=False, sanitize=False, device="cpu"))
     s = run_ingest(str(one), str(tmp_path / "out"), cfg)
     assert s.perturbations["label_source"].startswith("kmeans:sscd") and s.perturbations["label_source"].endswith("k=4")
-    _, rows = query(tmp_path / "out", "SELECT test, threshold_source FROM perturbation_tests WHERE scope = 'dataset'")
-    tests = dict(rows)
-    assert tests["linear_probe_residual"] == "default"  # no reference: Zhu et al.'s bound
-    assert "linear_probe_embedding" in tests and "pixel_minus_embedding_probe" in tests
+    _, rows = query(tmp_path / "out", "SELECT test, mode, verdict, p_value, p_adjusted, null_model FROM perturbation_tests "
+                                      "WHERE scope = 'dataset' AND data = 'original'")
+    tests = {r[0]: r[1:] for r in rows}
+    # no reference: screening, every screening test with its p-value, its null and a Holm-adjusted p
+    assert set(tests) >= {"removed_vs_kept", "removed_spectrum_vs_kept", "one_pixel", "template_snr"}
+    assert all(mode == "screening" for mode, *_ in tests.values())
+    for t in ("removed_vs_kept", "removed_spectrum_vs_kept", "one_pixel"):
+        mode, verdict, p, p_adj, null = tests[t]
+        assert verdict in ("pass", "fail") and 0 <= p <= 1 and p <= p_adj <= 1 and null
+    assert tests["template_snr"][1] == "context" and tests["template_snr"][2] is None
+    assert "linear_probe_residual" not in tests  # fixed bounds are not a verdict without a reference
+    assert s.perturbations["verdict"].startswith("screening: ") and s.perturbations["thresholds"] == "screening"
 
 
 def test_no_labels_is_a_note_not_a_failure(shards, tmp_path):
