@@ -97,14 +97,14 @@ def test_labels_partitioned_memorization_job_on_a_tiny_shard(tiny, n, tmp_path):
     assert (out / "reports" / "index.html").exists()
 
 
-def test_a_one_sample_reference_gives_default_bounds_with_a_note(tiny, tmp_path):
+def test_a_one_sample_reference_gives_screening_with_a_note(tiny, tmp_path):
     out, cfg = tmp_path / "out", tmp_path / "ref.yaml"
     cfg.write_text((tiny / "labels.yaml").read_text().replace("min_samples: 1,", "min_samples: 1, reference_shards: [t1],"))
     assert main(["run", "--input", f"{tiny / 'in1'},{tiny / 'in5'}", "--out", str(out), "--config", str(cfg)]) == 0
     r = run_row(out)
     assert r["status"] == "succeeded" and r["n_inputs"] == 6 == r["n_ok"] + r["n_failed"] == r["n_ok"]
     pert = json.loads(r["perturbations_json"])
-    assert pert["thresholds"] == "default" and pert["n_reference"] == 0
+    assert pert["thresholds"] == "screening" and pert["n_reference"] == 0
     assert any("reference shards ['t1']: 1 labelled samples, too few" in x for x in pert["notes"]), pert["notes"]
     assert any("feature flags: the reference shards have 1 samples" in x for x in pert["notes"]), pert["notes"]
     _, [(flagged,)] = query(out, "SELECT count(*) FILTER (flagged) FROM perturbation_flags")
