@@ -86,3 +86,18 @@ def test_the_copy_check_tells_an_outline_from_its_filled_version():
     assert filled.aligned and filled.agreement >= rule.min_agreement and filled.tone < rule.min_tone, filled
     assert rule.vetoes(filled)
     assert copy.aligned and not rule.vetoes(copy), copy
+
+
+def test_two_pastes_of_one_picture_on_canvases_of_other_colours_keep_their_tone():
+    """The flat canvas around a pasted photo is outside the hull of the agreeing blocks. (A
+    drawing on white pasted so is still refused: its white border against the canvas makes
+    edge blocks of other contrasts inside the hull.)"""
+    rng = np.random.default_rng(0)
+    noise = cv2.GaussianBlur(rng.normal(0, 1, (240, 320)).astype(np.float32), (0, 0), 4)
+    pic = np.clip(128 + 60 * noise / noise.std(), 0, 255).astype(np.uint8)  # textured to its edges
+    a = np.full((400, 480), 40, np.uint8)
+    b = np.full((400, 480), 210, np.uint8)
+    a[64:304, 80:400] = pic
+    b[64:304, 80:400] = pic
+    c = compare(a, b, _all(a.shape))
+    assert c.agreement >= 0.7 and c.tone >= MIN_TONE, c
