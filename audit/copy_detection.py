@@ -8,12 +8,12 @@ Output: streams of `Edges` (i, j, SSCD cosine) in the verifier's row space: the 
 The rule (chosen on the tuning half of benchmarks/photo_set.py and on the clip-art set):
 1. SSCD pairs: every pair at cosine >= `threshold` (0.75, SSCD's documented copy threshold).
    Those at >= `verify_below` are taken as they are; the others are geometrically checked and
-   dropped only with evidence against them (CopyRule.vetoes: aligned, pixels disagree).
+   dropped only with evidence against them (CopyRule.vetoes: aligned, pixels or tones disagree).
 2. Candidates: each vector's `candidates` nearest neighbours with `candidate_threshold` <=
    cosine < `threshold`. SSCD ranks a hard copy (a crop keeping 60% of each side, a photo
    pasted on a canvas, a rotation) first among its neighbours even when its cosine is 0.45-0.7;
    such a pair is added only with evidence for it (CopyRule.confirms: aligned by an affine
-   map with enough inliers, and the pixels agree), or, when the keypoints show nothing against
+   map with enough inliers, and the pixels and tones agree), or, when the keypoints show nothing against
    it (a tight crop of a smooth photo has too few keypoints to align), when one image is found
    inside the other by scaled template matching and the pixels agree (audit.copy_inside;
    CopyRule.confirms). Without a verifier no candidate is added.

@@ -70,3 +70,20 @@ def test_candidate_rule_adds_nothing_for_unreadable_images(pictures):
     verifier = PairVerifier(lambda r: pictures["src"] if r == 0 else b"not an image")
     assert not verifier.confirms(0, 1)
     assert verifier.added == 0
+
+
+def test_coarse_to_fine_match_places_a_crop_where_it_was_cut(pictures):
+    """_best_match searches the scales at half resolution and refines the best at full
+    resolution: a crop cut at a known place and scale is placed at the nearest of the scales
+    (~10% apart) with its centre within two pixels (ECC refines the rest)."""
+    from audit.copy_inside import _best_match
+    big = prepare(pictures["src"]).gray
+    h, w = big.shape
+    y, x, ch, cw = 37, 101, h // 2, w // 2
+    small = cv2.resize(big[y:y + ch, x:x + cw], (cw * 3 // 2, ch * 3 // 2), interpolation=cv2.INTER_LINEAR)
+    ncc, warp = _best_match(big, small)
+    assert ncc >= 0.9
+    assert warp[0, 0] == pytest.approx(2 / 3, rel=0.06) and warp[1, 1] == pytest.approx(2 / 3, rel=0.06)
+    sh, sw = small.shape
+    centre = warp @ np.array([sw / 2, sh / 2, 1.0])
+    assert np.abs(centre - [x + cw / 2, y + ch / 2]).max() <= 2, (warp, centre)

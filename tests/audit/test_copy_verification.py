@@ -204,3 +204,19 @@ def test_fit_needs_a_bounded_gain():
     assert fit(thumbnail(a), thumbnail(c)) > 0.95
     assert fit(thumbnail(a), thumbnail(b)) < 0.8
     assert np.isnan(fit(thumbnail(np.zeros((9, 9), np.uint8)), thumbnail(np.zeros((5, 7), np.uint8))))
+
+
+def test_keypoints_found_at_sift_side_are_given_in_the_prepared_frame(images):
+    """prepare detects keypoints at SIFT_SIDE but reports them in its MAX_SIDE gray frame:
+    they spread over the whole image, not over its top-left SIFT_SIDE / MAX_SIDE part."""
+    from audit.copy_verification import MAX_SIDE, SIFT_SIDE
+    assert SIFT_SIDE < MAX_SIDE
+    spans = []
+    for data in list(images.values())[:6]:
+        p = prepare(data)
+        if p is None or len(p.points) < 20:
+            continue
+        h, w = p.gray.shape
+        assert (p.points >= 0).all() and (p.points[:, 0] <= w).all() and (p.points[:, 1] <= h).all()
+        spans.append(max(p.points[:, 0].max() / w, p.points[:, 1].max() / h))
+    assert spans and max(spans) > SIFT_SIDE / MAX_SIDE + 0.05, spans
