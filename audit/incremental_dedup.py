@@ -5,7 +5,9 @@ by size, audit.vector_index.build_index) in OUT/index/<model>/accepted.faiss, wi
 (shard, key) in accepted_keys.parquet, written atomically (faiss's own binary format, no
 pickle). With `dedup.incremental: true`, a later run loads only the new shards' vectors and
 finds: new x new pairs (range search), new x accepted pairs (range search of the new
-vectors in the saved index), exact pairs by hash against every accepted sample, and caption
+vectors in the saved index), exact pairs by hash against every accepted sample and every
+earlier dropped sample with the same bytes (a byte twin of a dropped sample is dropped, with
+that sample as the reason, however the check now judges its near pairs), and caption
 pairs among the new samples. The near kind follows audit.copy_detection's rule as the full
 run does: its SSCD pairs are checked, and each new sample's `near_candidates` nearest
 neighbours among the new and (through the saved index) the accepted samples are its
@@ -176,7 +178,12 @@ def incremental_duplicates(out: OutputDir, cfg: DedupConfig, run_id: str, new_sh
     keys = list(zip(corpus.shard, corpus.key))
     is_new = np.array([k not in prev_dec for k in keys])
     accepted = np.array([bool(prev_dec.get(k, {}).get("keep")) for k in keys])
-    mask = is_new | accepted
+    # an earlier sample that was dropped still marks its bytes as seen: a new byte twin of it is an
+    # exact duplicate whatever the near rule says about the twin's own neighbours (its earlier
+    # decision never changes: see below)
+    new_hashes = set(np.asarray(corpus.byte_hash)[is_new].tolist()) - {None, ""}
+    twins = ~is_new & ~accepted & np.array([h in new_hashes for h in corpus.byte_hash])
+    mask = is_new | accepted | twins
     sub = corpus.subset(mask)
     rows_of = sub.row_index()
     vector_edges: dict[str, tuple] = {}
@@ -208,8 +215,9 @@ def incremental_duplicates(out: OutputDir, cfg: DedupConfig, run_id: str, new_sh
         if (r["shard"], r["key"]) in new_keys:
             duplicates.append(dict(r, cluster=r["cluster"] + offsets.get(r["kind"], -1) + 1))
     decided = {(d["shard"], d["key"]) for d in result.decisions}
-    # accepted samples stay kept even when a new sample links two of them into one cluster
-    decisions = [d if d["keep"] or (d["shard"], d["key"]) in new_keys
+    # earlier samples keep their earlier decision: accepted ones stay kept even when a new sample
+    # links two of them into one cluster, dropped twins stay dropped
+    decisions = [d if (d["shard"], d["key"]) in new_keys
                  else dict(prev_dec[(d["shard"], d["key"])], run_id=run_id) for d in result.decisions]
     decisions += [dict(d, run_id=run_id) for k, d in prev_dec.items() if k not in decided]
     result = DedupResult(duplicates, decisions, result.kinds)

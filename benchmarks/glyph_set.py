@@ -21,13 +21,18 @@ screening tests' design was final and was not looked at while choosing anything.
 
 from __future__ import annotations
 
-import glob
 import hashlib
-import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+_REPO = Path(__file__).resolve().parents[1]
+if str(_REPO) not in sys.path:  # run as a script
+    sys.path.insert(0, str(_REPO))
+
+from benchmarks.debian_packages import unpacked  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "fonts"
@@ -38,17 +43,8 @@ LETTERS = "ABCDEFGHIJ"
 
 def font_files() -> list[Path]:
     """The packages' font files (fetched and unpacked once) plus the system's DejaVu fonts."""
-    debs, root = CACHE / "debs", CACHE / "root"
-    if not (root / ".unpacked").exists():
-        debs.mkdir(parents=True, exist_ok=True)
-        missing = [p for p in FONT_PACKAGES if not glob.glob(str(debs / f"{p}_*.deb"))]
-        if missing:
-            subprocess.run(["apt-get", "download", *missing], cwd=debs, check=True, capture_output=True)
-        root.mkdir(parents=True, exist_ok=True)
-        for deb in sorted(debs.glob("*.deb")):
-            subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
-        (root / ".unpacked").touch()
-    files = [p for ext in ("ttf", "otf") for p in root.rglob(f"*.{ext}") if not p.is_symlink()]
+    roots = [unpacked(p, CACHE / "debs", CACHE / "root" / p) for p in FONT_PACKAGES]
+    files = [p for root in roots for ext in ("ttf", "otf") for p in root.rglob(f"*.{ext}") if not p.is_symlink()]
     files += sorted(Path("/usr/share/fonts/truetype/dejavu").glob("*.ttf"))
     return sorted(set(files))
 

@@ -43,16 +43,20 @@ Failure: RuntimeError when apt-get download or dpkg-deb fails (run `apt-get upda
 from __future__ import annotations
 
 import argparse
-import glob
 import hashlib
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+_REPO = Path(__file__).resolve().parents[1]
+if str(_REPO) not in sys.path:  # run as a script
+    sys.path.insert(0, str(_REPO))
+
+from benchmarks.debian_packages import unpacked  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "icons"
@@ -79,24 +83,8 @@ SIZE_DIR = re.compile(r"^(\d+)(?:x(\d+))?$")  # "32x32" or "32"; "32x32@2x", "sc
 
 
 def fetch(package: str, cache: Path = CACHE) -> Path:
-    """The folder `package` is unpacked in (apt-get download + dpkg-deb -x, cached)."""
-    root = cache / "root" / package
-    if (root / ".unpacked").exists():
-        return root
-    debs = cache / "debs"
-    debs.mkdir(parents=True, exist_ok=True)
-    if not glob.glob(str(debs / f"{package}_*.deb")):
-        res = subprocess.run(["apt-get", "download", package], cwd=debs, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise RuntimeError(f"apt-get download {package} failed (run apt-get update?): {res.stderr.strip()}")
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
-    res = subprocess.run(["dpkg-deb", "-x", sorted(glob.glob(str(debs / f"{package}_*.deb")))[-1], str(root)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"dpkg-deb -x failed for {package}: {res.stderr.strip()}")
-    (root / ".unpacked").touch()
-    return root
+    """The folder `package` is unpacked in (benchmarks.debian_packages, cached)."""
+    return unpacked(package, cache / "debs", cache / "root" / package)
 
 
 def _size_of(name: str) -> int | None:

@@ -34,16 +34,20 @@ place. Copies are JPEG q95 except the JPEG rows (their own quality). Determinist
 
 from __future__ import annotations
 
-import glob
 import io
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
+
+_REPO = Path(__file__).resolve().parents[1]
+if str(_REPO) not in sys.path:  # run as a script
+    sys.path.insert(0, str(_REPO))
+
+from benchmarks.debian_packages import unpacked  # noqa: E402
 
 MAX_SIDE = 768
 CACHE = Path(os.environ.get("SHARDGUARD_BENCH_CACHE", Path.home() / ".cache" / "shardguard-bench"))
@@ -127,23 +131,8 @@ class CopySet:
 
 
 def fetch_packages(cache: Path = CACHE) -> dict[str, Path]:
-    """package -> the folder it is unpacked in (apt-get download + dpkg-deb -x, cached)."""
-    out = {}
-    for pkg in PHOTOS:
-        root = cache / "photo-packages" / pkg
-        if not (root / ".unpacked").exists():
-            debs = cache / "debs"
-            debs.mkdir(parents=True, exist_ok=True)
-            if not glob.glob(str(debs / f"{pkg}_*.deb")):
-                res = subprocess.run(["apt-get", "download", pkg], cwd=debs, capture_output=True, text=True)
-                if res.returncode != 0:
-                    raise RuntimeError(f"apt-get download {pkg} failed (run apt-get update?): {res.stderr.strip()}")
-            shutil.rmtree(root, ignore_errors=True)
-            root.mkdir(parents=True)
-            subprocess.run(["dpkg-deb", "-x", sorted(glob.glob(str(debs / f"{pkg}_*.deb")))[-1], str(root)], check=True)
-            (root / ".unpacked").touch()
-        out[pkg] = root
-    return out
+    """package -> the folder it is unpacked in (benchmarks.debian_packages, cached)."""
+    return {pkg: unpacked(pkg, cache / "debs", cache / "photo-packages" / pkg) for pkg in PHOTOS}
 
 
 def load_photo(path: Path) -> Image.Image:
