@@ -34,7 +34,7 @@ import secrets
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import apache_beam as beam
@@ -130,7 +130,16 @@ def _perturbation_summary(out: OutputDir, run_id: str) -> dict:
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    """UTC time to the microsecond, then a random suffix: ids sort in time order (every "latest
+    run" query takes max(run_id)), also for two runs within one second, which second-resolution
+    ids ordered by their random suffix."""
+    global _last_run_time
+    now = max(datetime.now(timezone.utc), _last_run_time + timedelta(microseconds=1))
+    _last_run_time = now  # strictly increasing within a process, even within one microsecond
+    return now.strftime("%Y%m%dT%H%M%S") + f".{now.microsecond:06d}Z-" + secrets.token_hex(3)
+
+
+_last_run_time = datetime.min.replace(tzinfo=timezone.utc)
 
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"  # not in Beam's short-name list
