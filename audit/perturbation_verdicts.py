@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from audit.perturbation_probes import CheckResult
+from audit.perturbation_screening import holm
 
 DEFAULT_BOUNDS = {
     "linear_probe_pixels": 0.7, "mlp_probe_pixels": 0.7, "linear_probe_residual": 0.7,
@@ -144,14 +145,12 @@ def screening_verdicts(results: list[CheckResult], alpha: float, n_dims: int) ->
     Holm's step-down rejects them at family-wise level `alpha`; affected classes: those whose own
     (Bonferroni over classes) p-value is <= alpha. Tests without a p-value are 'context': their
     statistic and, once a screening test fails, their located samples at the default cuts."""
-    from audit.perturbation_screening import holm
     cuts = default_thresholds(n_dims)
     tested = {r.test: r.p_value for r in results if not r.skipped and not math.isnan(r.p_value)}
     adjusted = holm(tested, alpha)
     out = []
     for r in results:
-        th = cuts.get(r.test) or Threshold(float("nan"), "screening", float("nan"), None)
-        th = Threshold(float("nan"), "screening", float("nan"), th.sample_cut)
+        th = Threshold(float("nan"), "screening", float("nan"), cuts[r.test].sample_cut if r.test in cuts else None)
         located = r.sample_scores > th.sample_cut if r.sample_scores is not None and th.sample_cut is not None else None
         if r.skipped:
             out.append(Verdict(r, th, "skipped"))

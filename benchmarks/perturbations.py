@@ -62,7 +62,9 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from audit import class_deconvolution, image_sanitizers, poison_generators, small_cnn  # noqa: E402
-from audit.perturbation_audit import SANITIZER_PARAMS, ImageSet, PerturbationConfig, audit, subsample  # noqa: E402
+from audit.perturbation_audit import (SANITIZER_PARAMS, ImageSet, PerturbationConfig, audit,  # noqa: E402
+                                     center_crop, subsample)
+from audit.perturbation_screening import kept_view  # noqa: E402
 from audit.perturbation_features import sample_features  # noqa: E402
 
 FAMILIES = ["classwise_noise", "linear_separable_noise", "one_pixel_shortcut", "convolution_blur",
@@ -223,8 +225,6 @@ def run_dataset(name: str, x: np.ndarray, y: np.ndarray, shares, args) -> list[l
 def pseudo_labels(x: np.ndarray, crop: int, k: int = 10, seed: int = 0) -> np.ndarray:
     """k-means (spherical, faiss) on the kept view of the analysis crops: labels the audit was not given."""
     import faiss
-    from audit.perturbation_audit import center_crop
-    from audit.perturbation_screening import kept_view
     crops = np.stack([center_crop(im, crop) for im in x])
     v = kept_view(crops.reshape(len(x), crop, crop, -1)).reshape(len(x), -1).astype(np.float32)
     v -= v.mean(0)
