@@ -45,7 +45,9 @@ The tests (H0 each: the removed part carries no class signal beyond what content
   whose pixel there has that colour and lies >= ISOLATION beyond its 8 neighbours' range (an
   anti-aliased edge pixel lies between them), against Binomial(n, q), q the larger of the most
   frequent neighbour's count of that colour and the colour's mean count per position (+1/+2
-  smoothing), Bonferroni over groups x positions. The crop's outermost ring is not tested (fewer
+  smoothing), Bonferroni over groups x positions. It looks at the whole images when the set has
+  one size (a planted pixel can sit anywhere: the central analysis crop holds a quarter of a
+  64 px image), else at the crops. The outermost ring is not tested (fewer
   than 8 neighbours: on clip art a white corner pixel next to content repeats by geometry), and
   a candidate whose carriers also share another isolated pixel is a repeated design, not a
   planted pixel (`_planted`; found on the icon set: a page template's dotted margin). Any colour, not only cube corners. With
@@ -90,6 +92,7 @@ class ScreeningData:
     labels: np.ndarray      # int64 (N,)
     pseudo: bool = False    # labels are k-means pseudo-labels (no classes given)
     acquisition: np.ndarray | None = None  # (N, F) per-sample noise/compression features (perturbation_features)
+    images: np.ndarray | None = None  # uint8 (N, H, W, C) whole images when all have one size (one-pixel test)
 
 
 def kept_view(crops: np.ndarray, bits: int = KEPT_BITS) -> np.ndarray:
@@ -178,79 +181,98 @@ def view_test(name: str, shortcut: np.ndarray, content: np.ndarray, y: np.ndarra
         p_value=p)
 
 
-def one_pixel_any(crops: np.ndarray, y: np.ndarray, pseudo: bool) -> CheckResult:
-    """The one-pixel test of the module doc. Sample score: 1 when the sample carries its group's
-    most significant (position, colour). Details: each group's position, colour and counts."""
+def one_pixel_any(images: np.ndarray, y: np.ndarray, pseudo: bool) -> CheckResult:
+    """The one-pixel test of the module doc on uint8 (N, H, W, C) images of one size (the whole
+    images where the set has one size, else the analysis crops). Sample score: 1 when the sample
+    carries its group's most significant (position, colour). Details: each group's position,
+    colour and counts."""
     from scipy.stats import binom
     groups = np.zeros(len(y), np.int64) if pseudo else np.asarray(y)
-    n_img, h, w, ch = crops.shape
-    code = np.zeros((n_img, h * w), np.int64)
-    for k in range(ch):  # one integer per colour, COLOUR_BITS per channel
-        code = code * (1 << COLOUR_BITS) + (crops[..., k].reshape(n_img, -1).astype(np.int64) >> (8 - COLOUR_BITS))
-    code[isolation(crops) < ISOLATION] = -1  # only pixels beyond their 8 neighbours' range count
-    border = np.zeros((h, w), bool)
-    border[[0, -1], :] = border[:, [0, -1]] = True
-    code[:, border.ravel()] = -1  # a border pixel has < 8 neighbours in the crop: no null from them
+    n_img, h, w, ch = images.shape
+    sample, key = isolated_pixels(images)  # one entry per isolated pixel: key = position * n_codes + colour
     n_codes = 1 << (COLOUR_BITS * ch)
     tested = [g for g in np.unique(groups) if (groups == g).sum() >= MIN_PER_CLASS]
     if not tested:
         return CheckResult("one_pixel", float("nan"), skipped=f"needs a group with >= {MIN_PER_CLASS} samples")
-    rows, cols = np.divmod(np.arange(h * w), w)
     per_class, best, scores, class_p = {}, {}, np.zeros(len(y)), {}
     for g in tested:
         idx = np.flatnonzero(groups == g)
-        sub = code[idx]
-        keys_all = (np.arange(h * w)[None, :] * n_codes + sub)[sub >= 0]
-        all_keys, all_count = np.unique(keys_all, return_counts=True)
+        mine = np.isin(sample, idx)
+        all_keys, all_count = np.unique(key[mine], return_counts=True)
         cand = all_count >= MIN_PER_CLASS
         keys, count = all_keys[cand], all_count[cand]
+        if not len(keys):
+            class_p[int(g)], per_class[int(g)] = 1.0, 0.0
+            continue
         pos, colour = np.divmod(keys, n_codes)
+        rows, cols = np.divmod(pos, w)
         neighbour = np.zeros(len(keys), np.int64)
         for dr, dc in [(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if dr or dc]:
-            r, c = rows[pos] + dr, cols[pos] + dc
+            r, c = rows + dr, cols + dc
             nkey = (r * w + c) * n_codes + colour
             at = np.minimum(np.searchsorted(all_keys, nkey), len(all_keys) - 1)
             found = (r >= 0) & (r < h) & (c >= 0) & (c < w) & (all_keys[at] == nkey)
             neighbour = np.maximum(neighbour, np.where(found, all_count[at], 0))
-        if not len(keys):
-            class_p[int(g)], per_class[int(g)] = 1.0, 0.0
-            continue
-        # the colour's own rate as an isolated pixel anywhere in the crop is a floor for the null:
+        # the colour's own rate as an isolated pixel anywhere in the image is a floor for the null:
         # neighbours that never show it (a corner has 3) would make any repeat look planted
         anywhere = np.bincount(all_keys % n_codes, weights=all_count, minlength=n_codes) / (h * w)
         q = (np.maximum(neighbour, anywhere[colour]) + 1) / (len(idx) + 2)
         pvals = binom.sf(count - 1, len(idx), q)
-        at = _planted(pvals, pos, colour, code[idx], rows, cols)
+        at = _planted(pvals, keys, sample[mine], key[mine], n_codes, w)
         if at is None:
             class_p[int(g)], per_class[int(g)] = 1.0, 0.0
             continue
         class_p[int(g)] = float(min(1.0, pvals[at] * h * w))
         per_class[int(g)] = float((count[at] - neighbour[at]) / len(idx))
-        best[int(g)] = (int(rows[pos[at]]), int(cols[pos[at]]), int(colour[at]), int(count[at]), int(neighbour[at]))
-        scores[idx] = (code[idx, pos[at]] == colour[at]).astype(float)
+        best[int(g)] = (int(rows[at]), int(cols[at]), int(colour[at]), int(count[at]), int(neighbour[at]))
+        scores[np.unique(sample[mine][key[mine] == keys[at]])] = 1.0
     p = float(min(1.0, min(class_p.values()) * len(tested)))
     stat = max(per_class.values())
     return CheckResult("one_pixel", stat, {} if pseudo else per_class, scores, {
         "null": "binomial at the 8 neighbours' largest share of the same colour, Bonferroni over "
                 f"{len(tested)} group(s) x {h * w} positions" + (" (one group: labels are pseudo-labels)" if pseudo else ""),
+        "image_size": [h, w],
         "pixels": {str(g): {"row": r, "col": c, "colour_code": v, "count": k, "neighbour_count": e}
                    for g, (r, c, v, k, e) in best.items()},
         "class_p_values": {} if pseudo else {str(g): v for g, v in class_p.items()}}, p_value=p)
 
 
-def _planted(pvals: np.ndarray, pos: np.ndarray, colour: np.ndarray, code: np.ndarray, rows: np.ndarray,
-             cols: np.ndarray, tries: int = 50) -> int | None:
+def isolated_pixels(images: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels that lie >= ISOLATION beyond their 8 neighbours' range, off the image's outer
+    ring (fewer than 8 neighbours there: on clip art a white corner pixel next to content repeats
+    by geometry): (sample index, position * n_codes + colour code), colour COLOUR_BITS per channel.
+    Sparse, chunked: whole images of any size fit in memory."""
+    n_img, h, w, ch = images.shape
+    inner = np.zeros((h, w), bool)
+    inner[1:-1, 1:-1] = True
+    samples, keys = [], []
+    for start in range(0, n_img, chunk):
+        part = images[start:start + chunk]
+        code = np.zeros(part.shape[:3], np.int64)
+        for k in range(ch):
+            code = code * (1 << COLOUR_BITS) + (part[..., k].astype(np.int64) >> (8 - COLOUR_BITS))
+        hit = (isolation(part).reshape(part.shape[:3]) >= ISOLATION) & inner
+        i, r, c = np.nonzero(hit)
+        samples.append(i + start)
+        keys.append((r * w + c) * (1 << (COLOUR_BITS * ch)) + code[i, r, c])
+    return np.concatenate(samples), np.concatenate(keys)
+
+
+def _planted(pvals: np.ndarray, keys: np.ndarray, sample: np.ndarray, key: np.ndarray, n_codes: int, w: int,
+             tries: int = 50) -> int | None:
     """The most significant candidate that is alone: its carriers share no other isolated pixel
     (same position, same colour, in at least half of them) outside its 3x3 neighbourhood. A
     design that repeats (a page template's dotted margin, a series' shared frame) repeats its
-    other details with it; a planted pixel is the only thing its carriers share. None: none."""
+    other details with it; a planted pixel is the only thing its carriers share. None: none.
+    `sample`, `key`: the group's isolated pixels (isolated_pixels)."""
     for at in np.argsort(pvals, kind="stable")[:tries]:
-        carriers = code[code[:, pos[at]] == colour[at]]
+        carriers = np.unique(sample[key == keys[at]])
         t = max(2, (len(carriers) + 1) // 2)
-        srt = np.sort(carriers, axis=0)
-        shared = ((srt[:-t + 1] == srt[t - 1:]) & (srt[:-t + 1] >= 0)).any(0)
-        near = (np.abs(rows - rows[pos[at]]) <= 1) & (np.abs(cols - cols[pos[at]]) <= 1)
-        if not (shared & ~near).any():
+        other, n = np.unique(key[np.isin(sample, carriers)], return_counts=True)
+        shared = other[n >= t]
+        r0, c0 = divmod(int(keys[at] // n_codes), w)
+        r, c = np.divmod(shared // n_codes, w)
+        if not ((np.abs(r - r0) > 1) | (np.abs(c - c0) > 1)).any():
             return int(at)
     return None
 
@@ -282,7 +304,7 @@ def screen(data: ScreeningData, seed: int = 0) -> list[CheckResult]:
         view_test("removed_spectrum_vs_kept", v["removed_spectrum"], v["content_and_spectrum"], y, seed,
                   "McNemar exact on the same folds: probe on the removed part's spectrum vs probe on the kept "
                   "content + its power spectrum + its own residual spectrum + acquisition features"),
-        one_pixel_any(data.crops, y, data.pseudo),
+        one_pixel_any(data.crops if data.images is None else data.images, y, data.pseudo),
     ]
 
 
