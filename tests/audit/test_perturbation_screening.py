@@ -127,3 +127,25 @@ def test_a_stricter_level_never_flags_more(digits):
     loose = audit(ImageSet(list(xp), y), None, PerturbationConfig(crop=28, sanitize=False, alpha=0.05))
     strict = audit(ImageSet(list(xp), y), None, PerturbationConfig(crop=28, sanitize=False, alpha=1e-300))
     assert set(strict.failed) <= set(loose.failed) and strict.failed == []
+
+
+def test_a_pixel_planted_outside_the_analysis_crop_is_found_on_the_whole_images(digits):
+    x, y = digits
+    canvas = np.zeros((len(x), 64, 64, 1), np.uint8)
+    canvas[:, 18:46, 18:46] = x  # the digit in the centre; the 32 px analysis crop is rows/cols 16-47
+    planted = canvas.copy()
+    rng = np.random.default_rng(3)
+    where = {}
+    for c in range(10):
+        r, col = rng.integers(2, 12), rng.integers(2, 62)  # in the top margin, outside the crop
+        planted[y == c, r, col] = 200 + 5 * c
+        where[c] = (int(r), int(col))
+    cfg = PerturbationConfig(crop=32, sanitize=False)
+    out = audit(ImageSet(list(planted), y), None, cfg)
+    one = next(v for v in out.verdicts if v.result.test == "one_pixel")
+    assert one.verdict == "fail" and one.result.details["image_size"] == [64, 64]
+    named = one.result.details["pixels"]
+    assert sum((named[str(c)]["row"], named[str(c)]["col"]) == where[c] for c in range(10) if str(c) in named) >= 8
+    crops = planted[:, 16:48, 16:48]
+    assert ps.one_pixel_any(crops, y, pseudo=False).p_value > 0.05  # the crop alone cannot see it
+    assert audit(ImageSet(list(canvas), y), None, cfg).failed == []  # and the clean canvas passes
