@@ -80,7 +80,7 @@ def test_the_one_pixel_test_finds_any_colour_with_and_without_labels(digits, col
     named = with_labels.details["pixels"]
     hits = sum((named.get(str(c), {}).get("row"), named.get(str(c), {}).get("col")) == tuple(info["positions"][c])
                for c in range(10))
-    assert hits >= 6  # a class whose pixel sits on the crop's border, or inside its neighbours' range, can hide
+    assert hits >= 6  # a class whose pixel lies inside its neighbours' range can hide
     no_labels = ps.one_pixel_any(xp, np.zeros(len(y), np.int64), pseudo=True)
     assert no_labels.p_value < 1e-6 and no_labels.per_class == {}
     assert ps.one_pixel_any(x, y, pseudo=False).p_value > 0.05
