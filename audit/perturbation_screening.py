@@ -52,7 +52,7 @@ The tests (H0 each: the removed part carries no class signal beyond what content
   dotted margin). The outer ring is tested too, against mirrored neighbours: it was skipped
   once (on clip-art crops a white corner pixel next to content repeats by geometry), which hid
   the corner-colour OPS pixel its search puts on an icon's white margin; the repeated-design
-  guard covers the corners (no clean run flagged on any set after the change). Any colour, not
+  guard covers the corners (it flags no clean run of any of the seven sets). Any colour, not
   only cube corners. With pseudo-labels the group is the whole tested set (a poison keyed to
   hidden classes still puts each class's pixel at one position in ~1/K of the samples).
 Per class: the same McNemar test on the class's samples (Bonferroni over classes).
