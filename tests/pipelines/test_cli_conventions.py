@@ -8,7 +8,8 @@ import pytest
 
 import pipelines.cli as cli
 from audit.output_dir import OutputDir
-from pipelines.cli import _parser, main
+from pipelines.cli import main
+from pipelines.cli.dispatch import _parser
 
 QUICK = ["-q", "--no-embed", "--no-dedup"]
 

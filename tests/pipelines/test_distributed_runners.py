@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import load_config
-from pipelines.job import DASK_RUNNER, pipeline_options, run_ingest
+from pipelines.beam_options import DASK_RUNNER, pipeline_options
+from pipelines.job import run_ingest
 from tests.job_outputs import table_rows
 
 REPO = Path(__file__).resolve().parents[2]
