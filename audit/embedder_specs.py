@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 
 import torch
 
-from audit.clip_models import weights_tag
+from audit.caption_models import MiniLmCaptions
+from audit.clip_models import OpenClip, weights_tag
 from audit.embedders import Embedder
+from audit.sscd_models import SscdOnnx, SscdTorchScript
 
 
 @dataclass(frozen=True)
@@ -45,17 +47,13 @@ class EmbedderSpec:
     def load(self, device: torch.device) -> list[Embedder]:
         o = dict(self.options)
         if self.kind == "sscd_onnx":
-            from audit.sscd_models import SscdOnnx
             return [SscdOnnx(o["variant"], o["size"])]
         if self.kind == "sscd_torchscript":
-            from audit.sscd_models import SscdTorchScript
             return [SscdTorchScript(o["path"], device, o["size"])]
         if self.kind == "clip":
-            from audit.clip_models import OpenClip
             c = OpenClip(o["model"], o["checkpoint"] or None, o["pretrained"] or None, o["random_init"], device)
             return [c.image, c.text]
         if self.kind == "minilm":
-            from audit.caption_models import MiniLmCaptions
             return [MiniLmCaptions(device=device)]
         raise ValueError(f"unknown embedder kind {self.kind!r}")
 

@@ -17,8 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from audit.diffusion_models import image_pixels
-from audit.image_decode import ImageRejected
-from audit.image_tensors import pil_rgb
+from audit.image_decode import ImageRejected, pil_rgb
 from audit.memorization import ScoreConfig, score_pairs, score_prompts
 from audit.shard_embed import image_batches, prefetch
 

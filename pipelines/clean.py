@@ -32,8 +32,9 @@ import duckdb
 from audit import store
 from audit.caption_strategies import apply, minilm_vocab
 from audit.clean_destination import check_destination
+from audit.clean_encoders import sanitizing_encoder
 from audit.clean_ledger import load_ledger, plan_append, settings_id, unwritten_shards, write_batch
-from audit.clean_shards import CleanConfig, SampleRef, sanitizing_encoder, write_clean_shard
+from audit.clean_shards import CleanConfig, SampleRef, write_clean_shard
 from audit.folder_ownership import check_claimable, claim, require_existing
 from audit.image_sanitizers import IMAGE_LEVEL
 from audit.memorization_flags import latest_flagged

