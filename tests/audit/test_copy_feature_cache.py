@@ -155,6 +155,7 @@ def test_the_verifier_prepares_each_image_once_across_runs(images, tmp_path):
     assert not (tmp_path / "features" / "copy_check" / "run=r2.parquet").exists()  # nothing new to store
 
 
+@pytest.mark.beam
 def test_incremental_run_takes_accepted_images_from_the_cache(shards, tmp_path):  # noqa: F811
     """a0 a1 (global run: stores what it checked), then b0 b1 ingested; the incremental dedup of
     b0 b1 run three times over the same saved index: without the cache, with it (accepted

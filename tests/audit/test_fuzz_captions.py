@@ -14,6 +14,7 @@ import tarfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from audit.embedder_specs import EmbedConfig
@@ -181,6 +182,7 @@ def _snapshot(root: Path) -> dict[str, tuple]:
     return out
 
 
+@pytest.mark.beam
 def test_ingest_job_on_fuzzed_tars_reconciles_and_writes_only_into_out(tmp_path):
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()

@@ -18,6 +18,8 @@ from pipelines.config import JobConfig
 from pipelines.job import run_ingest
 from tests.foreign_folders import snapshot
 
+pytestmark = pytest.mark.beam  # runs Beam jobs (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def audited(demo_sample, tmp_path_factory):

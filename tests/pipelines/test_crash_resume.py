@@ -31,7 +31,7 @@ JOB_YAML = REPO / "tests" / "data" / "small_job.yaml"
 SEED = 9
 RUN_TIMEOUT = 300  # seconds one attempt may take before the test gives up
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.beam]
 
 
 def start_run(inp: Path, out: Path, config: Path = JOB_YAML) -> subprocess.Popen:

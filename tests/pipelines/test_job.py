@@ -12,6 +12,8 @@ from pipelines.job import run_ingest
 from tests.data.make_broken_shards import EXPECTED
 from tests.foreign_folders import foreign_home, snapshot
 
+pytestmark = pytest.mark.beam  # runs Beam jobs (tests/conftest.py)
+
 QUIET = JobConfig(progress_seconds=0, embed=EmbedConfig(enabled=False))  # ingest only
 
 
