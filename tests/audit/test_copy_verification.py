@@ -128,6 +128,7 @@ def test_mirrored_descriptors_match_sift_run_on_the_mirrored_image(images):
         (np.median(err_mirrored), np.median(err_plain))
 
 
+@pytest.mark.slow
 def test_verifying_ahead_on_threads_gives_the_sequential_answer(images):
     """copy_edges verifies the next pairs ahead on the verifier's pool; the kept pairs and the
     counts are those of one thread verifying pair after pair."""

@@ -55,6 +55,7 @@ def _expected_caption(data: bytes, limits: IngestLimits) -> str:
     return "EmptyCaption" if not text else "ok"
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=CAPTION_BYTES)
 def test_caption_bytes_give_the_documented_outcome(data):
@@ -92,6 +93,7 @@ KEYS = st.one_of(st.from_regex(r"\A[0-9a-z_]{1,12}\Z"),
                  st.text(min_size=1, max_size=12))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(key=KEYS, caption=CAPTION_BYTES, meta=JSON_BYTES, with_image=st.booleans())
 @example(key="\x00", caption=b"", meta=b'{"url":"\\ud800"}', with_image=True)  # found in CI: a lone surrogate escape
