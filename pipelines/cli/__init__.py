@@ -12,7 +12,7 @@
 
 Exit codes: 0 success (also when stdout's reader closed early, `| head`); 1 error (a step failed,
 I/O error, missing store, SQL error or a statement `sql` refuses: it runs one read-only query,
-see EXAMPLES_SQL); 2 usage error: a bad flag, config file or value (YAML
+see output_commands.EXAMPLES_SQL); 2 usage error: a bad flag, config file or value (YAML
 syntax, python tags, out-of-range numbers), input pattern, model file (pickled weights are
 refused) or folder (an --out / --to that is not ours, a clean --from that is not an audit), one
 line naming it and the fix; 3 the output folder is locked by another run; 4 too many failures
