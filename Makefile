@@ -9,7 +9,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export HF_HUB_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test test-gpu bench bench-gpu venv demo-data demo-clean clean
+.PHONY: demo test test-fast test-gpu bench bench-gpu venv demo-data demo-clean clean
 
 venv: $(STAMP)
 
@@ -56,6 +56,9 @@ demo-clean:
 test: venv
 	bash infra/install_browser.sh  # headless Chromium for tests/pipelines/test_report_browser.py (idempotent)
 	$(PY) -m pytest -m "not gpu" -q
+
+test-fast: venv  # the unit tests: no Beam job, nothing slow (tests/conftest.py keeps the `beam` mark honest)
+	$(PY) -m pytest -m "not gpu and not beam and not slow" -q
 
 test-gpu: venv
 	$(PY) -m pytest -m gpu -q

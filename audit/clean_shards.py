@@ -99,57 +99,6 @@ def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
 ImageFn = Callable[[bytes, dict], tuple[bytes, str | None]]
 
 
-def sanitizing_encoder(name: str, params: dict) -> ImageFn:
-    """Decode, sanitize (audit.image_sanitizers, image-level ones; class_deconvolution: see
-    deconvolving_encoder), encode. JPEG at quality q is one re-encode at q (exactly the
-    sanitizer); the others are stored as lossless PNG so the sanitized pixels are what training
-    reads."""
-    import numpy as np
-    from PIL import Image
-
-    from audit.image_sanitizers import IMAGE_LEVEL, sanitize_image
-    from audit.image_tensors import pil_rgb
-    if name == "class_deconvolution":
-        return deconvolving_encoder(params)
-    if name not in IMAGE_LEVEL:
-        raise ValueError(f"clean.sanitize: {name!r} is not an image-level sanitizer ({', '.join(IMAGE_LEVEL)})")
-
-    def fn(data: bytes, meta: dict) -> tuple[bytes, str | None]:
-        img = pil_rgb(data)
-        buf = io.BytesIO()
-        if name == "jpeg":
-            img.save(buf, format="JPEG", quality=int(params.get("quality", 10)))
-            return buf.getvalue(), "jpg"
-        Image.fromarray(sanitize_image(np.asarray(img), name, **params)).save(buf, format="PNG")
-        return buf.getvalue(), "png"
-    return fn
-
-
-def deconvolving_encoder(params: dict) -> ImageFn:
-    """The audit's class-wise deconvolution: the class from the sample's metadata field
-    (params['label_field']), its kernel from params['kernels'] (by class name), the result as
-    lossless PNG. An image of a class without a kernel (the audit found it clean) or without that
-    field is left as it is."""
-    import numpy as np
-    from PIL import Image
-
-    from audit.class_deconvolution import deconvolve_image
-    from audit.image_tensors import pil_rgb
-    if not params.get("label_field") or not params.get("kernels"):
-        raise ValueError("clean.sanitize: class_deconvolution needs the audit's kernels and a label_field")
-    kernels = {str(k): np.asarray(v, np.float64) for k, v in params["kernels"].items()}
-    field = params["label_field"]
-
-    def fn(data: bytes, meta: dict) -> tuple[bytes, str | None]:
-        kernel = kernels.get(str(meta.get(field)))
-        if kernel is None:
-            return data, None
-        buf = io.BytesIO()
-        Image.fromarray(deconvolve_image(np.asarray(pil_rgb(data)), kernel)).save(buf, format="PNG")
-        return buf.getvalue(), "png"
-    return fn
-
-
 def write_clean_shard(dest: Path, out_shard: str, samples: list[SampleRef], opener: Callable,
                       caption_fn: CaptionFn, run_id: str, image_fn: ImageFn | None = None,
                       image_note: str = "") -> tuple[dict, list[dict]]:

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from audit.copy_verification import CopyRule, PairVerifier
-from audit.vector_index import Edges, IndexConfig, torch_topk, use_torch
+from audit.vector_index import Edges, IndexConfig, build_index, torch_topk, use_torch
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,6 @@ def knn_candidates(queries: np.ndarray, base: np.ndarray, det: CopyDetection, cf
     kk = k + 1 if self_search else k
     if index is not None or not use_torch(cfg, len(base)):
         if index is None:
-            from audit.vector_index import build_index
             index = build_index(base, cfg)
         sims, ids = index.search(np.ascontiguousarray(queries, np.float32), min(kk, index.ntotal))
     else:

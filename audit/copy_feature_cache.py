@@ -1,4 +1,4 @@
-"""The copy check's prepared images (audit.copy_verification.Prepared) kept between runs, so an
+"""The copy check's prepared images (audit.copy_prepared.Prepared) kept between runs, so an
 incremental run does not decode and re-describe the accepted samples it checks again.
 
 Layout: OUT/features/copy_check/run=<run_id>.parquet, one file per dedup run that checked
@@ -13,7 +13,7 @@ image (a private field) is not stored: Prepared.mirrored() derives it without SI
 of `ROWS_PER_GROUP` rows, zstd: a lookup decodes only its row's group.
 
 Validity: the file's metadata holds `signature()`: the format version, the check's
-preparation parameters (MAX_SIDE, N_FEATURES, PREPARE_VERSION when copy_verification has one),
+preparation parameters (MAX_SIDE, N_FEATURES, PREPARE_VERSION),
 OpenCV's version and the field names. Any difference makes the whole file a miss (the next
 run writes a fresh one; files of ours that no longer match are deleted when it does).
 Input: an OutputDir, the verifier's row space as (shard, key) and byte_hash per row, a run id.
@@ -38,8 +38,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from audit import atomic_files
-from audit import copy_verification as cv
-from audit.copy_verification import Prepared
+from audit import copy_prepared as cp
+from audit.copy_prepared import Prepared
 from audit.output_dir import OutputDir
 
 FORMAT = 2  # 2: uint8 SIFT descriptors, the mirrored image not stored
@@ -61,8 +61,8 @@ COLUMNS = _field_names()  # gray, points, descriptors, ink
 
 def signature() -> dict:
     """What a cache file must have been written under to be read (module doc)."""
-    return {"format": FORMAT, "max_side": cv.MAX_SIDE, "n_features": cv.N_FEATURES,
-            "prepare_version": cv.PREPARE_VERSION, "opencv": cv2.__version__,
+    return {"format": FORMAT, "max_side": cp.MAX_SIDE, "n_features": cp.N_FEATURES,
+            "prepare_version": cp.PREPARE_VERSION, "opencv": cv2.__version__,
             "fields": COLUMNS}
 
 
@@ -137,7 +137,7 @@ def _plausible(p: Prepared) -> Prepared:
     """The checks a Prepared from prepare() always passes (where its fields exist)."""
     gray, ink = getattr(p, "gray", None), getattr(p, "ink", None)
     pts, desc = getattr(p, "points", None), getattr(p, "descriptors", None)
-    if gray is None or gray.ndim != 2 or gray.dtype != np.uint8 or max(gray.shape) > 4 * cv.MAX_SIDE:
+    if gray is None or gray.ndim != 2 or gray.dtype != np.uint8 or max(gray.shape) > 4 * cp.MAX_SIDE:
         raise ValueError("gray")
     if ink is not None and (ink.shape != gray.shape or ink.dtype != np.bool_):
         raise ValueError("ink")

@@ -9,7 +9,7 @@ that was the cause of every missed off-centre crop but one. Crops, resized copie
 a canvas are one picture inside the other at one scale, so a search over position and scale
 finds them without keypoints.
 
-Input: two `Prepared` images (gray at copy_verification.MAX_SIDE on the longer side).
+Input: two `Prepared` images (gray at copy_prepared.MAX_SIDE on the longer side).
 Output: `inside_agreement` -> the block agreement (audit.copy_pixels.agreement)
 of the best fit (0 when the fit does not also explain `MIN_TONE` of the variance at a bounded
 gain, audit.copy_alignment_free.explained: block NCC is gain-free, so two flags of one layout
@@ -35,13 +35,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from typing import TYPE_CHECKING
-
 from audit.copy_alignment_free import explained
 from audit.copy_pixels import block_agreement
-
-if TYPE_CHECKING:
-    from audit.copy_verification import Prepared
+from audit.copy_prepared import Prepared
 
 STEPS = 12       # template scales tried per direction (geometric, ~10% apart)
 MIN_KEEP = 0.3   # the contained image spans at least this share of the larger one's side
@@ -100,7 +96,7 @@ def _refine(small: np.ndarray, big: np.ndarray, warp: np.ndarray) -> np.ndarray:
     return _ecc(small, big, warp, FINE_ITERATIONS) if FINE_ITERATIONS else warp
 
 
-def inside_agreement(a: "Prepared", b: "Prepared") -> float:
+def inside_agreement(a: Prepared, b: Prepared) -> float:
     """Block agreement of the best fit of one image inside the other (module doc); nan if none."""
     fits = []
     for big, small in ((a.gray, b.gray), (b.gray, a.gray)):

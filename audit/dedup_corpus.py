@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 import numpy as np
+import pyarrow.parquet as pq
 
 from audit import sql_literals
 from audit.output_dir import OutputDir
@@ -85,7 +86,6 @@ def shard_vectors(out: OutputDir, model_dir, shard: str) -> tuple[str, str, list
     files = sorted(model_dir.glob(f"run=*/{shard}.parquet"))
     if not files:
         return "", "", [], np.zeros((0, 0), np.float32)
-    import pyarrow.parquet as pq
     t = pq.read_table(files[-1], columns=["model", "modality", "key", "row"])
     m = np.load(out.root / "vectors" / model_dir.name / f"{shard}.npy")
     rows = t.column("row").to_numpy()

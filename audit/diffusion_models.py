@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+from PIL import Image
 
 from audit.user_errors import UsageError
-import torch
 
 COMPONENTS = ("unet", "text_encoder", "tokenizer", "scheduler")
 
@@ -66,7 +67,6 @@ def check_folder(path: str | os.PathLike) -> Path:
 def image_pixels(images: list, size: int) -> torch.Tensor:
     """PIL images -> (n, 3, size, size) float32 in [-1, 1]: shorter side resized to `size`
     (bicubic), then center-cropped, as diffusers' text-to-image training script prepares images."""
-    from PIL import Image
     out = np.empty((len(images), size, size, 3), np.uint8)
     for i, im in enumerate(images):
         im = im.convert("RGB")

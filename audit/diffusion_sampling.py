@@ -10,17 +10,10 @@ row's seed, so a prompt's scores do not depend on how rows are batched.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-
-@dataclass(frozen=True)
-class SamplerConfig:
-    inference_steps: int = 50
-    guidance_scale: float = 7.5
-    sampler: str = "DDIMScheduler"   # a diffusers scheduler class, or "checkpoint" for the folder's own
+from audit.memorization_config import SamplerConfig
 
 
 def make_sampler(model, cfg: SamplerConfig):

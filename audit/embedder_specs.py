@@ -1,7 +1,8 @@
 """What to embed with: paths and names only, so a spec pickles cheaply to every worker.
 
-`EmbedConfig` (the job config's `embed:` section) -> `plan_embedders()` -> `EmbedderSpec`s
-with their model ids known before any weights load (completion markers are per model).
+`EmbedConfig` (the job config's `embed:` section, audit.embed_config, importable from here)
+-> `plan_embedders()` -> `EmbedderSpec`s with their model ids known before any weights load
+(completion markers are per model).
 `EmbedderSpec.load(device)` builds the embedders once per worker (Beam DoFn.setup), the
 RunInference ModelHandler pattern. CLIP without weights is not loaded at all: the plan says
 why it was skipped, and the run summary prints that line.
@@ -15,25 +16,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from audit.clip_models import weights_tag
+from audit.caption_models import MiniLmCaptions
+from audit.clip_models import OpenClip, weights_tag
+from audit.embed_config import EmbedConfig
 from audit.embedders import Embedder
-
-
-@dataclass(frozen=True)
-class EmbedConfig:
-    enabled: bool = True
-    sscd: str = "sscd_distilled"  # 'sscd' (int8), 'sscd_distilled', or 'none'
-    sscd_torchscript: str = ""  # path to an SSCD TorchScript file: used instead of ONNX
-    sscd_size: int = 288  # square input side: SSCD's recommended scale, square so images batch
-    clip_model: str = "ViT-B-32"
-    clip_checkpoint: str = ""  # local open_clip checkpoint file
-    clip_pretrained: str = ""  # open_clip pretrained tag already in the local cache
-    clip_random_init: bool = False  # tests only: real code path, random weights
-    captions: bool = True  # all-MiniLM-L6-v2 caption embeddings
-    batch_size: int = 64
-    device: str = "auto"  # 'auto' = every visible CUDA GPU, else cpu
-    vector_files: tuple[str, ...] = ("npy", "fbin")
-    accelerator: str = ""  # Beam resource hint for GPU workers, e.g. 'type:nvidia-l4;count:1;install-nvidia-driver'
+from audit.sscd_models import SscdOnnx, SscdTorchScript
 
 
 @dataclass(frozen=True)
@@ -45,17 +32,13 @@ class EmbedderSpec:
     def load(self, device: torch.device) -> list[Embedder]:
         o = dict(self.options)
         if self.kind == "sscd_onnx":
-            from audit.sscd_models import SscdOnnx
             return [SscdOnnx(o["variant"], o["size"])]
         if self.kind == "sscd_torchscript":
-            from audit.sscd_models import SscdTorchScript
             return [SscdTorchScript(o["path"], device, o["size"])]
         if self.kind == "clip":
-            from audit.clip_models import OpenClip
             c = OpenClip(o["model"], o["checkpoint"] or None, o["pretrained"] or None, o["random_init"], device)
             return [c.image, c.text]
         if self.kind == "minilm":
-            from audit.caption_models import MiniLmCaptions
             return [MiniLmCaptions(device=device)]
         raise ValueError(f"unknown embedder kind {self.kind!r}")
 

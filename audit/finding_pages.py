@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from audit.html_pages import image_tag, table, text, token_spans, write_page
-from audit.image_tensors import pil_rgb
+from audit.image_decode import pil_rgb
 
 THUMB_SIDE = 128  # images are decoded under ingest's guards and reduced to about 2x this right away
 from audit.output_dir import OutputDir

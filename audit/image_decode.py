@@ -229,3 +229,8 @@ def decode_rgb(data: bytes, limits: ImageLimits = ImageLimits(), min_side: int |
         return banded_rgb(img, max(1, factor))
 
     return _guarded(decode)
+
+
+def pil_rgb(data: bytes, min_side: int | None = None, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """RGB image of `data` under ingest's guards (ImageRejected when refused), reduced with min_side."""
+    return decode_rgb(data, limits, min_side)

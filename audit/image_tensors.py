@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from audit.image_decode import ImageLimits, ImageRejected, decode_rgb, open_image
+from audit.image_decode import ImageRejected, open_image, pil_rgb
 
 MIN_SIDE = 8
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -37,11 +36,6 @@ class DecodedBatch:
     images: list[torch.Tensor] = field(default_factory=list)  # uint8 [3, H, W] on the device
     index: list[int] = field(default_factory=list)  # position of each image in the input list
     errors: list[tuple[int, str, str]] = field(default_factory=list)
-
-
-def pil_rgb(data: bytes, min_side: int | None = None, limits: ImageLimits = ImageLimits()) -> Image.Image:
-    """RGB image of `data` under ingest's guards (ImageRejected when refused), reduced with min_side."""
-    return decode_rgb(data, limits, min_side)
 
 
 def _is_jpeg(data: bytes) -> bool:

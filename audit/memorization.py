@@ -22,27 +22,11 @@ turns an exception on a batch into errors rows for its samples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 
-from audit.diffusion_sampling import SamplerConfig, denoise, seed_noise
-
-
-@dataclass(frozen=True)
-class ScoreConfig:
-    timesteps: tuple[int, ...] = (900, 950, 999)   # pair mode: high-noise timesteps (see below)
-    seeds: tuple[int, ...] = (0, 1)                     # noise seeds, averaged
-    first_steps: int = 1                                 # prompt mode: denoising steps scored
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    batch_rows: int = 128                                # UNet rows per call, both halves counted
-
-    def __post_init__(self):
-        if not self.timesteps or not self.seeds:
-            raise ValueError("memorization needs at least one timestep and one seed")
-        if self.batch_rows < 2:
-            raise ValueError("batch_rows must be at least 2 (one conditional, one unconditional row)")
+from audit.diffusion_sampling import denoise, seed_noise
+from audit.memorization_config import ScoreConfig
 
 
 def _encode(model, captions: list[str], chunk: int = 256) -> torch.Tensor:

@@ -23,6 +23,9 @@ from typing import Sequence
 
 import torch
 
+from audit.output_dir import OutputDir
+from audit.store import scan
+
 
 class MemorizationFilter:
     def __init__(self, threshold: float, timesteps: Sequence[int] = (), step_thresholds: Sequence[float] = ()):
@@ -35,8 +38,6 @@ class MemorizationFilter:
     @classmethod
     def from_store(cls, out_dir: str | Path, model_id: str | None = None) -> "MemorizationFilter":
         """The calibration of the latest memorization run (of `model_id`, when given) in OUT."""
-        from audit.output_dir import OutputDir
-        from audit.store import scan
         out = OutputDir(out_dir)
         if not any(out.table_dir("memorization_runs").glob("run=*/*.parquet")):
             raise FileNotFoundError(f"{out_dir} has no memorization run: run `shardguard run --diffusion-model ...` first")

@@ -17,7 +17,7 @@ from dataclasses import asdict
 import numpy as np
 
 from audit import atomic_files, sql_literals
-from audit.memorization_shard import MemorizationConfig
+from audit.memorization_config import MemorizationConfig
 from audit.output_dir import OutputDir
 from audit.score_calibration import Calibration, calibrate
 from audit.store import scan

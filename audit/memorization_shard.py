@@ -1,4 +1,5 @@
-"""Score one ingested shard for memorization, and the stage's configuration.
+"""Score one ingested shard for memorization (the stage's configuration, MemorizationConfig, is in
+audit.memorization_config and importable from here).
 
 Input: the shard's ok sample rows (key, caption, image_offset, image_bytes), an opener for the
 tar, a loaded DiffusionModel and a MemorizationConfig. Output: one score row per sample
@@ -11,49 +12,13 @@ the shard is not read). len(scores) + len(errors) == len(rows), always.
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from audit.diffusion_models import image_pixels
-from audit.image_decode import ImageRejected
-from audit.image_tensors import pil_rgb
-from audit.memorization import ScoreConfig, score_pairs, score_prompts
+from audit.image_decode import ImageRejected, pil_rgb
+from audit.memorization import score_pairs, score_prompts
+from audit.memorization_config import MemorizationConfig
 from audit.shard_embed import image_batches, prefetch
-
-MODES = ("pair", "prompt")
-
-
-@dataclass(frozen=True)
-class MemorizationConfig:
-    model: str = ""                    # diffusers checkpoint folder; "" = the stage is off
-    mode: str = "pair"                 # 'pair': with the training image; 'prompt': caption only
-    device: str = "auto"               # 'auto' = cuda when present, else cpu
-    dtype: str = ""                    # '' = bfloat16 on GPU, float32 on CPU
-    pairs_per_batch: int = 64          # samples read and scored together
-    score: ScoreConfig = field(default_factory=ScoreConfig)
-    calibration_method: str = "fpr"    # 'fpr' (level in (0,1)) or 'percentile' (level in (0,100))
-    calibration_level: float = 0.01
-    reference_shards: tuple[str, ...] = ()   # shards taken as non-memorized; () = every scored shard
-    trigger_tokens_max: int = 200      # flagged captions explained, highest scores first
-    action: str = "drop"               # flagged pairs: 'drop' (decisions) or 'keep' (clean randomizes their captions)
-    accelerator: str = ""              # Beam resource hint for the scoring workers ('' = none)
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"memorization.mode must be one of {MODES}, not {self.mode!r}")
-        if self.action not in ("drop", "keep"):
-            raise ValueError(f"memorization.action must be 'drop' or 'keep', not {self.action!r}")
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.model)
-
-    def digest(self) -> str:
-        """Names what changes the scores (mode and score settings), not calibration."""
-        key = json.dumps({"mode": self.mode, "score": asdict(self.score)}, sort_keys=True)
-        return hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
 def score_rows(model, cfg: MemorizationConfig, captions: list[str], images: list | None) -> list[list[float]]:

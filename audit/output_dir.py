@@ -48,6 +48,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from audit import atomic_files, sql_literals
+from schemas import TABLES
 from schemas.declare import TableSpec
 
 
@@ -188,7 +189,6 @@ class OutputDir:
         module doc); a no-op once OUT/_files/ exists. Returns how many were recorded."""
         if (self.root / FILES_DIR).is_dir():
             return 0
-        from schemas import TABLES
         named, n = self._legacy_named(), 0
         for t in TABLES:
             for p in self._table_parquet(t):

@@ -25,6 +25,7 @@ import numpy as np
 from audit.dedup_corpus import model_dirs, shard_vectors
 from audit.image_decode import ImageLimits
 from audit.output_dir import OutputDir
+from audit.sscd_models import SscdOnnx, SscdTorchScript
 from audit.tar_samples import TarSamples
 from audit.vector_index import top1
 
@@ -112,12 +113,10 @@ def sscd_embedder(model_id: str, torchscript: str | None = None):
     """An embedder that computes the same SSCD descriptors as the training run did."""
     parts = model_id.split(":")
     if parts[:1] == ["sscd"] and len(parts) == 4 and parts[2] == "onnx":
-        from audit.sscd_models import SscdOnnx
         return SscdOnnx(parts[1], int(parts[3]))
     if parts[:2] == ["sscd", "torchscript"]:
         if not torchscript:
             raise ValueError(f"training vectors came from {model_id}: pass the same TorchScript file (--sscd-torchscript)")
-        from audit.sscd_models import SscdTorchScript
         return SscdTorchScript(torchscript, size=int(parts[-1]))
     raise ValueError(f"not an SSCD model id: {model_id!r}")
 

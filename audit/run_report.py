@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from audit import report_charts, report_sections as sections, sql_literals
 from audit.finding_pages import decode_or_none, read_training_images
+from audit.folder_ownership import claim
 from audit.html_pages import write_page
 from audit.output_dir import OutputDir
 from audit.replication import read_image_file
@@ -197,6 +198,5 @@ def write_report(out_dir, report_dir=None, top: int = 20, opener: Callable | Non
             + perturbations(data) + replication(data, top) + errors(data) + changes(data, top))
     path = out.root / "reports"
     if report_dir and Path(report_dir).resolve() != path:  # a folder of its own: new, empty or a report's
-        from audit.folder_ownership import claim
         path = claim(report_dir, "report")
     return write_page(path / "index.html", f"ShardGuard audit report: {out.root.name}", body, sections.STYLE)

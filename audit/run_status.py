@@ -33,6 +33,8 @@ import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from audit import atomic_files
 
 RUNNING_FILE = "_manifest/_running.json"
@@ -166,7 +168,6 @@ def recent_runs(root: str | os.PathLike, limit: int = 5) -> list[dict]:
     files = sorted((Path(root) / "runs").glob("run=*/run.parquet"))
     if not files:
         return []
-    import pyarrow.parquet as pq
     cols = ["run_id", "job", "status", "started_at", "wall_seconds", "n_shards_matched", "n_shards_processed",
             "n_inputs", "n_ok", "n_failed", "input_pattern"]
     rows = []

@@ -31,6 +31,7 @@ import duckdb
 from audit import atomic_files
 from audit.output_dir import OutputDir
 from audit.sql_literals import file_pattern, identifier, read_parquet, string_literal
+from schemas import TABLES
 from schemas.declare import TableSpec
 
 DB_NAME = "audit.duckdb"
@@ -105,7 +106,6 @@ def refresh_views(out: OutputDir, tables: dict[str, TableSpec]) -> Path:
 def table_folders(out_root: str | Path) -> list[str]:
     """The folders `shardguard sql` may read: OUT's table folders (trailing slash: not a prefix
     of a sibling's name), each also as the views spell it (glob characters escaped)."""
-    from schemas import TABLES
     root = Path(out_root).resolve()
     folders = [str(root / name) + os.sep for name in TABLES]
     return sorted(set(folders) | {file_pattern(f) for f in folders})
@@ -147,7 +147,6 @@ def referenced_tables(con: duckdb.DuckDBPyConnection, statement: str) -> dict[st
     """The audit tables `statement` names (a `<table>_history` view names its table); every
     table when it names none (SHOW TABLES, duckdb_columns(), shardguard_columns). Parsed on the
     sandboxed `con`: naming tables binds the table functions of the statement."""
-    from schemas import TABLES
     try:
         found = con.get_table_names(statement, qualified=False)
     except duckdb.Error:  # naming binds a little (a JOIN ... USING needs the columns): define every view

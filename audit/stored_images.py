@@ -11,14 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from audit.shard_ingest import STAGE as INGEST_STAGE
+from audit.store import scan
+
 
 def stored_image_fetcher(out, keys: Sequence[tuple[str, str]], opener: Callable) -> Callable[[int], bytes | None]:
     """fetch(row) -> the image bytes of sample keys[row] = (shard, key), read back from its
     ingested tar by (image_offset, image_bytes); None when the sample or its shard cannot be
     read. `out` is an OutputDir, `opener(uri)` a binary file opener. Each shard's locations are
     looked up once, when one of its samples is first fetched."""
-    from audit.shard_ingest import STAGE as INGEST_STAGE
-    from audit.store import scan
     located: dict[str, dict[str, tuple[int, int]]] = {}
     uris: dict[str, str] = {}
     samples: list[str] = []  # the samples table's file list, listed once (not once per shard)

@@ -1,7 +1,7 @@
 """The one exception class for errors a user can cause and fix (CLI exit code 2).
 
 Raise `UsageError` with one line that names the file, flag or config key and says what to do;
-`pipelines.cli.main` prints `error: <line>` (no traceback) and exits 2. It subclasses
+`pipelines.cli.dispatch` prints `error: <line>` (no traceback) and exits 2. It subclasses
 ValueError so code that already catches ValueError keeps working. Importable without Beam
 or torch.
 """

@@ -29,17 +29,23 @@ import json
 import apache_beam as beam
 import duckdb
 
+from audit import store
 from audit.caption_strategies import apply, minilm_vocab
-from audit.clean_ledger import load_ledger, plan_append, settings_id, unwritten_shards, write_batch
 from audit.clean_destination import check_destination
-from audit.clean_shards import CleanConfig, SampleRef, sanitizing_encoder, write_clean_shard
+from audit.clean_encoders import sanitizing_encoder
+from audit.clean_ledger import load_ledger, plan_append, settings_id, unwritten_shards, write_batch
+from audit.clean_shards import CleanConfig, SampleRef, write_clean_shard
 from audit.folder_ownership import check_claimable, claim, require_existing
 from audit.image_sanitizers import IMAGE_LEVEL
 from audit.memorization_flags import latest_flagged
 from audit.output_dir import OutputDir
-from pipelines.ingest import open_uri
+from audit.perturbation_audit import SANITIZER_PARAMS
+from audit.run_ids import new_run_id
 from audit.user_errors import UsageError
-from schemas import CAPTION_VARIANTS, ERRORS
+from pipelines.beam_options import pipeline_options, private_tempdir
+from pipelines.ingest import open_uri
+from pipelines.perturbations import SANITIZER_FILE
+from schemas import CAPTION_VARIANTS, ERRORS, TABLES
 
 STAGE = "clean"
 
@@ -99,8 +105,6 @@ def chosen_sanitizer(out: OutputDir, cfg: CleanConfig) -> tuple[dict | None, str
     against reference-calibrated thresholds (a screening result is not trusted to rewrite every
     image), and the sanitizer works per image (orthogonal projection is learned on analysis crops and
     is not applied to full images: the note says so)."""
-    from audit.perturbation_audit import SANITIZER_PARAMS
-    from pipelines.perturbations import SANITIZER_FILE
     if cfg.sanitize == "none":
         return None, "sanitize: none"
     if cfg.sanitize != "auto":
@@ -210,7 +214,6 @@ def check_folders(from_out: str, to_dir: str) -> OutputDir:
 
 def run_clean(from_out: str, to_dir: str, cfg: CleanConfig = CleanConfig(), beam_args: list[str] | None = None,
               run_id: str | None = None) -> dict:
-    from pipelines.job import new_run_id, pipeline_options, private_tempdir
     out = check_folders(from_out, to_dir)
     dest = OutputDir(claim(to_dir, "clean"))
     run_id = run_id or new_run_id()
@@ -240,8 +243,6 @@ def run_clean(from_out: str, to_dir: str, cfg: CleanConfig = CleanConfig(), beam
                 or in_shards != len(samples) + no_longer_kept:
             raise RuntimeError(f"clean run {run_id}: {in_shards} samples in shards, {len(planned)} planned, "
                                f"{len(samples)} kept, {no_longer_kept} planned earlier and dropped since")
-        from audit import store
-        from schemas import TABLES
         store.refresh_views(out, TABLES)
         return {"run_id": run_id, "input": n_input, "kept": len(samples), "dropped": n_input - len(samples),
                 "written": in_shards - failed, "failed": failed,

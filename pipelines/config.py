@@ -27,9 +27,9 @@ import yaml
 
 from audit.clean_shards import CleanConfig
 from audit.duplicate_clusters import DedupConfig
-from audit.embedder_specs import EmbedConfig
+from audit.embed_config import EmbedConfig
 from audit.image_decode import ImageLimits
-from audit.memorization_shard import MemorizationConfig
+from audit.memorization_config import MemorizationConfig
 from audit.perturbation_audit import PerturbationConfig
 from audit.sample_validation import IngestLimits
 from audit.user_errors import UsageError

@@ -27,74 +27,44 @@ propagates: the runs row says 'failed' and `error` names the step and the except
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import secrets
-import tempfile
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
+from datetime import datetime, timezone
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+import duckdb
+import pyarrow.parquet as pq
+from apache_beam.options.pipeline_options import StandardOptions
 
 from audit import folder_ownership, run_status, store
-from audit.embedder_specs import plan_embedders
 from audit.failure_threshold import over_threshold, tally_run
 from audit.output_dir import OutputDir
+from audit.run_diff import record_changes
+from audit.run_ids import new_run_id
+from audit.run_report import write_report
+from audit.shard_ingest import STAGE, retry_unreadable
+from audit.sql_literals import file_pattern
+from pipelines.beam_options import pipeline_options, private_tempdir
 from pipelines.config import JobConfig
 from pipelines.dedup import DedupCorpus
 from pipelines.dedup_scaleout import PartitionedDedup
 from pipelines.embed import EmbedShards, stage as embed_stage
-from audit.shard_ingest import STAGE, retry_unreadable
-from pipelines.ingest import IngestShards
-from pipelines.memorization import FlagMemorization, ScoreMemorization, flags_skipped, model_id_of, needs_flagging
+from pipelines.ingest import IngestShards, open_uri
+from pipelines.memorization import FlagMemorization, ScoreMemorization, flags_skipped
 from pipelines.memorization import stage as mem_stage
-from pipelines.perturbations import FEATURE_STAGE, SANITIZER_FILE, PerturbationFeatures, TestPerturbations, needs_testing
+from pipelines.perturbations import FEATURE_STAGE, SANITIZER_FILE, PerturbationFeatures, TestPerturbations
 from pipelines.progress import ProgressMonitor, StageCounter, finish_and_log
+from pipelines.run_plan import RunSummary, plan_run
 from pipelines.run_record import record_failure, write_runs_row
-from pipelines.shard_uris import expand_input
+from pipelines.scheduled_run import clean_after_audit
 from schemas import TABLES
 
 log = logging.getLogger("shardguard.job")
 
 
-@dataclass
-class RunSummary:
-    run_id: str
-    out: str
-    n_shards_matched: int
-    n_shards_skipped: int
-    shards: list[dict] = field(default_factory=list)
-    wall_seconds: float = 0.0
-    embeddings: dict[str, dict] = field(default_factory=dict)  # model id -> totals of this run
-    dedup: dict = field(default_factory=dict)  # kinds, kept, dropped (empty: not recomputed)
-    memorization: dict = field(default_factory=dict)  # scored, flagged, threshold (empty: not run)
-    perturbations: dict = field(default_factory=dict)  # label source, failed tests, sanitizer (empty: not run)
-    notes: list[str] = field(default_factory=list)
-    changes: dict = field(default_factory=dict)  # run_changes summary against the previous run (audit.run_diff)
-    clean: dict = field(default_factory=dict)  # clean.to set: what the append to the clean destination did
-    report: str = ""  # path of the HTML report (config `report: false`: not written)
-
-    @property
-    def n_inputs(self) -> int:
-        return sum(s["n_inputs"] for s in self.shards)
-
-    @property
-    def n_ok(self) -> int:
-        return sum(s["n_ok"] for s in self.shards)
-
-    @property
-    def n_failed(self) -> int:
-        return sum(s["n_failed"] for s in self.shards)
-
-
 def _dedup_summary(out: OutputDir, run_id: str) -> dict:
     """Counts read back from the tables the dedup stage wrote (runner-independent)."""
-    import duckdb
-    from audit.sql_literals import file_pattern
     run_file = lambda table: [file_pattern(out.table_dir(table) / f"run={run_id}" / "run.parquet")]  # noqa: E731
     con = duckdb.connect()
     try:
@@ -115,7 +85,6 @@ def _memorization_summary(out: OutputDir, run_id: str) -> dict:
     path = out.table_dir("memorization_runs") / f"run={run_id}" / "run.parquet"
     if not path.exists():
         raise RuntimeError(f"run {run_id}: the memorization pipeline finished without writing {path}")
-    import pyarrow.parquet as pq
     row = pq.read_table(path).to_pylist()[0]
     return {k: row[k] for k in ("model_id", "n_scored", "n_flagged", "threshold", "method", "level", "reference")}
 
@@ -129,125 +98,6 @@ def _perturbation_summary(out: OutputDir, run_id: str) -> dict:
     return {k: v for k, v in record.items() if k not in ("run_id", "config")}
 
 
-def new_run_id() -> str:
-    """UTC time to the microsecond, then a random suffix: ids sort in time order (every "latest
-    run" query takes max(run_id)), also for two runs within one second, which second-resolution
-    ids ordered by their random suffix."""
-    global _last_run_time
-    now = max(datetime.now(timezone.utc), _last_run_time + timedelta(microseconds=1))
-    _last_run_time = now  # strictly increasing within a process, even within one microsecond
-    return now.strftime("%Y%m%dT%H%M%S") + f".{now.microsecond:06d}Z-" + secrets.token_hex(3)
-
-
-_last_run_time = datetime.min.replace(tzinfo=timezone.utc)
-
-
-DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"  # not in Beam's short-name list
-
-
-def pipeline_options(beam_args: list[str]) -> PipelineOptions:
-    """Beam flags -> options; `--runner dask` (or DaskRunner) means Beam's DaskRunner, whose
-    elements (whole shards) then default to one per Dask partition so shards spread over workers."""
-    opts = PipelineOptions(beam_args)
-    std = opts.view_as(StandardOptions)
-    std.runner = std.runner or "DirectRunner"
-    if std.runner.lower() in ("dask", "daskrunner"):
-        std.runner = DASK_RUNNER
-    if std.runner == DASK_RUNNER:
-        from apache_beam.runners.dask.dask_runner import DaskOptions
-        dask = opts.view_as(DaskOptions)
-        if dask.npartitions is None and dask.partition_size is None:
-            dask.partition_size = 1
-    return opts
-
-
-@contextlib.contextmanager
-def private_tempdir(root: Path):
-    """Beam's local job server leaves an empty 'beam-temp*' folder per run in the temp dir:
-    give the run its own temp dir under OUT (OUT/_tmp/sg-run-<hex>) and remove it afterwards."""
-    out = OutputDir(root)
-    path = out.new_private_tmp()
-    saved, tempfile.tempdir = tempfile.tempdir, str(path)
-    try:
-        yield path
-    finally:
-        tempfile.tempdir = saved
-        out.remove_private_tmp(path)
-
-
-@dataclass
-class RunPlan:
-    """What a run does, from the completion markers: the job runs it, `run --dry-run` prints it.
-    Every list holds (shard_id, uri); computing it reads OUT and writes nothing."""
-    shards: list[tuple[str, str]]  # matched by the input
-    todo: list[tuple[str, str]]  # not ingested: ingest, then every per-shard stage
-    embed_todo: list[tuple[str, str]]  # ingested earlier, missing a configured model
-    mem_todo: list[tuple[str, str]]  # ingested earlier, not scored with this model and config
-    feat_todo: list[tuple[str, str]]  # ingested earlier, no perturbation features
-    specs: list
-    notes: list[str]
-    model_ids: list[str]
-    mem_id: str
-    stage_todo: dict[str, list[str]]  # marker stage -> shard ids this run processes in it
-    corpus_steps: dict[str, bool]  # dedup, memorization flags, perturbation tests: whether they run
-    dedup_new: set[str] = field(default_factory=set)  # shards completed since the last dedup (incremental: searched)
-
-
-def _last_run(out: OutputDir, table: str) -> str:
-    """Run id of the newest whole run-level file of `table` ('' when none)."""
-    return max((p.parent.name.removeprefix("run=") for p in out.table_dir(table).glob("run=*/run.parquet")), default="")
-
-
-def _completed_since(markers: dict[str, list[dict]], stages: list[str], last_run: str) -> set[str]:
-    """Shards a per-shard stage completed in a run after `last_run` (run ids sort by start time).
-    A run killed between its per-shard pipeline and a corpus step leaves these for the next run,
-    whose own to-do lists are then empty: without this, the corpus step would never see them.
-    `markers`: stage -> its completion markers (read once per plan)."""
-    return {m["shard"] for st in stages for m in markers[st] if m.get("run_id", "") > last_run}
-
-
-def plan_run(input_pattern: str, out: OutputDir, config: JobConfig) -> RunPlan:
-    shards = expand_input(input_pattern)
-    todo = [(sid, uri) for sid, uri in shards if not out.is_complete(STAGE, sid)]
-    specs, notes = plan_embedders(config.embed)
-    model_ids = [m for spec in specs for m in spec.model_ids]
-    todo_ids = {sid for sid, _ in todo}
-    embed_todo = [(sid, uri) for sid, uri in shards if sid not in todo_ids
-                  and any(not out.is_complete(embed_stage(m), sid) for m in model_ids)]
-    mem = config.memorization
-    mem_id = model_id_of(mem) if mem.enabled else ""
-    mem_todo = [(sid, uri) for sid, uri in shards if mem.enabled and sid not in todo_ids
-                and not out.is_complete(mem_stage(mem, mem_id), sid)]
-    pert = config.perturbations
-    feat_todo = [(sid, uri) for sid, uri in shards if pert.features and sid not in todo_ids
-                 and not out.is_complete(FEATURE_STAGE, sid)]
-    ids = lambda pairs: [sid for sid, _ in pairs]  # noqa: E731
-    stage_todo = {STAGE: ids(todo)}
-    for m in model_ids:
-        stage_todo[embed_stage(m)] = ids(todo) + [s for s in ids(embed_todo) if not out.is_complete(embed_stage(m), s)]
-    if mem.enabled:
-        stage_todo[mem_stage(mem, mem_id)] = ids(todo) + ids(mem_todo)
-    if pert.features:
-        stage_todo[FEATURE_STAGE] = ids(todo) + ids(feat_todo)
-    # the corpus steps read files the per-shard pipeline does not write: decided before it runs
-    embed_stages = [embed_stage(m) for m in model_ids]
-    markers = {st: out.markers(st) for st in [STAGE, FEATURE_STAGE] + embed_stages
-               + ([mem_stage(mem, mem_id)] if mem.enabled else [])}
-    dedup_new = _completed_since(markers, [STAGE] + embed_stages, _last_run(out, "decisions")) if config.dedup.enabled else set()
-    mem_stale = mem.enabled and _completed_since(markers, [STAGE, mem_stage(mem, mem_id)], _last_run(out, "memorization_runs"))
-    tested = out.root / SANITIZER_FILE  # written last by the perturbation tests
-    tested_run = json.loads(tested.read_text()).get("run_id", "") if tested.exists() else ""
-    pert_stale = pert.tests and _completed_since(markers, [STAGE, FEATURE_STAGE] + embed_stages, tested_run)
-    corpus_steps = {
-        "dedup": bool(config.dedup.enabled and (todo or embed_todo or dedup_new
-                                                or not any(out.table_dir("decisions").glob("run=*/*.parquet")))),
-        "memorization flags": bool(mem.enabled and (todo or mem_todo or mem_stale or needs_flagging(out, mem, mem_id))),
-        "perturbation tests": bool(pert.tests and (todo or feat_todo or embed_todo or pert_stale or needs_testing(out, pert))),
-    }
-    return RunPlan(shards, todo, embed_todo, mem_todo, feat_todo, specs, notes, model_ids, mem_id,
-                   stage_todo, corpus_steps, dedup_new)
-
-
 def run_ingest(input_pattern: str, out_root: str, config: JobConfig | None = None,
                beam_args: list[str] | None = None) -> RunSummary:
     config = config or JobConfig()
@@ -255,7 +105,6 @@ def run_ingest(input_pattern: str, out_root: str, config: JobConfig | None = Non
     out.lock()
     try:
         summary = _run_locked(input_pattern, out, config, beam_args or [])
-        from pipelines.scheduled_run import clean_after_audit
         summary.clean = clean_after_audit(out.root, config, beam_args or [], summary.run_id)
         return summary
     finally:
@@ -359,7 +208,6 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
                 finish_and_log(p.run(), "perturbation tests")
             summary.perturbations = _perturbation_summary(out, run_id)
         track["step"] = "run changes"
-        from audit.run_diff import record_changes
         summary.changes = record_changes(out, run_id)  # after the last corpus step, before the runs row
         for m in model_ids:
             done = [r for r in out.markers(embed_stage(m)) if r.get("run_id") == run_id]
@@ -373,8 +221,6 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
         store.refresh_views(out, TABLES)
         track["step"] = "report"
         if config.report:  # OUT/reports/index.html over the whole folder (audit.run_report); a failed run too
-            from audit.run_report import write_report
-            from pipelines.ingest import open_uri
             summary.report = write_report(out.root, opener=open_uri)
     except Exception as e:
         record_failure(out, summary, input_pattern, started, config, track, plan, e)

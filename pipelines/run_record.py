@@ -1,6 +1,6 @@
 """The runs row: one per `shardguard run`, saying what the run did and whether it succeeded.
 
-Input: the run's summary and plan (pipelines.job), where it stopped (`track`: step, runner,
+Input: the run's summary and plan (pipelines.run_plan), where it stopped (`track`: step, runner,
 start time). Output: OUT/runs/run=<run_id>/run.parquet, rewritten whole when a later step of
 the same run fails, so the row always says what really happened: 'succeeded', or 'failed'
 with `error` = '<step>: <ExceptionType>: <first line of the message>' (the failure threshold's
@@ -15,16 +15,13 @@ import logging
 import time
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING
 
 from audit import store
 from audit.output_dir import OutputDir
 from audit.shard_ingest import STAGE
 from pipelines.config import JobConfig
+from pipelines.run_plan import RunPlan, RunSummary
 from schemas import RUNS, TABLES
-
-if TYPE_CHECKING:
-    from pipelines.job import RunPlan, RunSummary
 
 log = logging.getLogger("shardguard.job")
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from audit.user_errors import UsageError
+from pipelines.clean import run_clean
 from pipelines.config import JobConfig
 
 
@@ -28,7 +30,6 @@ def resolve_paths(flag_input: str | None, flag_out: str | None, config: JobConfi
     if missing:
         where = f"the config {config_path}" if config_path else "a --config file"
         keys = " and ".join(f"'{m[2:]}:'" for m in missing)
-        from audit.user_errors import UsageError
         raise UsageError(f"shardguard run needs {' and '.join(missing)}: pass the flag or set {keys} in {where}")
     return pattern, out
 
@@ -37,9 +38,7 @@ def clean_after_audit(out_root: str | Path, config: JobConfig, beam_args: list[s
     """Append the new kept samples to `clean.to` (nothing when it is not set)."""
     if not config.clean.to:
         return {}
-    from pipelines.clean import run_clean
     if Path(config.clean.to).resolve() == Path(out_root).resolve():
-        from audit.user_errors import UsageError
         raise UsageError(f"clean.to must not be the audit output folder ({out_root}); set another folder")
     return run_clean(str(out_root), config.clean.to, config.clean, beam_args, run_id=run_id)
 

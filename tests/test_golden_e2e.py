@@ -17,6 +17,8 @@ from audit.image_decode import ImageLimits
 from audit.store import query
 from pipelines.cli import main
 
+pytestmark = pytest.mark.beam  # runs Beam jobs (tests/conftest.py)
+
 LIMITS = ImageLimits()
 
 

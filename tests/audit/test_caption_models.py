@@ -14,6 +14,7 @@ def model():
     return MiniLmCaptions()
 
 
+@pytest.mark.slow
 def test_matches_sentence_transformers_reference(model):
     from sentence_transformers import SentenceTransformer
     ref = SentenceTransformer(minilm_path(), device="cpu").encode(CAPTIONS, normalize_embeddings=True)

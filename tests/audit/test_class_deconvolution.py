@@ -37,6 +37,7 @@ def _normalized(k):
     return np.asarray(k, np.float64) / np.sum(k)
 
 
+@pytest.mark.slow
 def test_kernels_of_a_cuda_poison_are_recovered(mnist, poisoned):
     x, y, data, ref = mnist
     xp, filters = poisoned
@@ -47,6 +48,7 @@ def test_kernels_of_a_cuda_poison_are_recovered(mnist, poisoned):
     assert all(info["distance"][c] > 0.6 and info["gain"][c] > 10 * info["noise"][c] for c in range(10))
 
 
+@pytest.mark.slow  # 2-4 min when run without the test above (make test-fast's first run)
 def test_deconvolution_brings_poisoned_digits_back(mnist, poisoned):
     x, y, data, ref = mnist
     xp, _ = poisoned
@@ -60,6 +62,7 @@ def test_deconvolution_brings_poisoned_digits_back(mnist, poisoned):
     assert err(out) < 0.4 * err(xp), (err(out), err(xp))
 
 
+@pytest.mark.slow  # 2-4 min when run without the test above (make test-fast's first run)
 def test_clean_data_and_the_reference_itself_stay_as_they_are(mnist):
     x, y, data, ref = mnist
     info = fit_class_kernels(x[data], y[data], x[ref], y[ref])
@@ -109,6 +112,7 @@ def test_edge_ratios_of_flat_edged_clip_art_give_the_kernel_without_a_reference(
     assert np.abs(clean[counts >= 20] - 1).max() < 0.01
 
 
+@pytest.mark.slow
 def test_clip_art_kernels_are_fitted_from_the_edges_and_deconvolution_keeps_brightness(clipart):
     y = np.arange(len(clipart)) % 2
     data, ref = np.arange(len(y)) < len(y) // 2, np.arange(len(y)) >= len(y) // 2

@@ -15,6 +15,7 @@ def clip():
     return OpenClip("ViT-B-32", random_init=True)
 
 
+@pytest.mark.slow
 def test_image_and_text_embeddings(clip, demo_sample):
     imgs = [b for _, b, _, _ in demo_images(3)]
     out = clip.image.embed(imgs + [b"\x89PNG broken"])
@@ -25,6 +26,7 @@ def test_image_and_text_embeddings(clip, demo_sample):
     assert np.allclose(np.linalg.norm(t.vectors, axis=1), 1, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_checkpoint_file_loads_the_same_weights(clip, tmp_path):
     from safetensors.torch import save_file
     path = tmp_path / "clip.safetensors"
@@ -40,6 +42,7 @@ def test_no_weights_is_an_error_not_random():
         OpenClip("ViT-B-32")
 
 
+@pytest.mark.slow
 def test_a_pickled_checkpoint_is_refused_without_unpickling(clip, tmp_path):
     """torch.save files (.pt/.ckpt/.bin) are pickles: refused from their first bytes, never loaded."""
     import pickle

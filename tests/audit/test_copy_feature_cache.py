@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from audit import copy_feature_cache as fc
-from audit import copy_verification as cv
+from audit import copy_prepared as cp
 from audit.copy_verification import PairVerifier, prepare, verify
 from audit.output_dir import OutputDir
 from tests.demo_images import demo_images
@@ -44,7 +44,7 @@ def _store(out, images, run_id="r1", mirror=True):
 
 
 def _same(a, b) -> None:
-    for f in dataclasses.fields(cv.Prepared):
+    for f in dataclasses.fields(cp.Prepared):
         if f.name.startswith("_"):
             continue
         x, y = getattr(a, f.name), getattr(b, f.name)
@@ -117,14 +117,14 @@ def test_a_changed_check_parameter_invalidates_and_the_stale_file_goes(images, t
     out = OutputDir(tmp_path)
     _store(out, images, mirror=False)
     keys, hashes = _rows(images)
-    monkeypatch.setattr(cv, "N_FEATURES", cv.N_FEATURES + 1)
+    monkeypatch.setattr(cp, "N_FEATURES", cp.N_FEATURES + 1)
     assert fc.FeatureCache(out, keys, hashes, "r2", write=False).get(0) is None
     _store(out, images[:1], run_id="r2", mirror=False)
     names = sorted(p.name for p in (tmp_path / "features" / "copy_check").iterdir())
     assert names == ["run=r2.parquet"]
     assert not out.is_recorded(tmp_path / "features" / "copy_check" / "run=r1.parquet")
     assert fc.FeatureCache(out, keys, hashes, "r3", write=False).get(0) is not None
-    monkeypatch.setattr(cv, "MAX_SIDE", cv.MAX_SIDE * 2)
+    monkeypatch.setattr(cp, "MAX_SIDE", cp.MAX_SIDE * 2)
     assert fc.FeatureCache(out, keys, hashes, "r3", write=False).get(0) is None
 
 
@@ -155,6 +155,7 @@ def test_the_verifier_prepares_each_image_once_across_runs(images, tmp_path):
     assert not (tmp_path / "features" / "copy_check" / "run=r2.parquet").exists()  # nothing new to store
 
 
+@pytest.mark.beam
 def test_incremental_run_takes_accepted_images_from_the_cache(shards, tmp_path):  # noqa: F811
     """a0 a1 (global run: stores what it checked), then b0 b1 ingested; the incremental dedup of
     b0 b1 run three times over the same saved index: without the cache, with it (accepted

@@ -31,6 +31,8 @@ from pipelines.job import run_ingest
 from tests.demo_images import demo_images, jpeg
 from tests.job_outputs import write_tar
 
+pytestmark = pytest.mark.beam  # runs Beam jobs (tests/conftest.py)
+
 # source key -> its shard; each one's copies go to COPIES_IN[source]
 SOURCES = {"00000018": "a0", "00000007": "a0", "00000029": "a0", "00000014": "b0", "00000079": "b0"}
 COPIES_IN = {"00000018": "a1", "00000007": "a1", "00000079": "a1", "00000014": "b1", "00000029": "b1"}

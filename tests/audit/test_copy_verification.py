@@ -105,7 +105,7 @@ def test_mirrored_descriptors_match_sift_run_on_the_mirrored_image(images):
     SIFT finds in both (same place, size and mirrored orientation), the permuted descriptor is
     the one SIFT computes on the mirrored image, up to resampling."""
     import cv2
-    from audit.copy_verification import mirror_descriptors
+    from audit.copy_prepared import mirror_descriptors
     gray = max((prepare(d) for d in list(images.values())[:40]), key=lambda q: len(q.points)).gray  # most textured
     sift = cv2.SIFT_create(nfeatures=600)
     k1, d1 = sift.detectAndCompute(gray, None)
@@ -128,6 +128,7 @@ def test_mirrored_descriptors_match_sift_run_on_the_mirrored_image(images):
         (np.median(err_mirrored), np.median(err_plain))
 
 
+@pytest.mark.slow
 def test_verifying_ahead_on_threads_gives_the_sequential_answer(images):
     """copy_edges verifies the next pairs ahead on the verifier's pool; the kept pairs and the
     counts are those of one thread verifying pair after pair."""
@@ -209,7 +210,7 @@ def test_fit_needs_a_bounded_gain():
 def test_keypoints_found_at_sift_side_are_given_in_the_prepared_frame(images):
     """prepare detects keypoints at SIFT_SIDE but reports them in its MAX_SIDE gray frame:
     they spread over the whole image, not over its top-left SIFT_SIDE / MAX_SIDE part."""
-    from audit.copy_verification import MAX_SIDE, SIFT_SIDE
+    from audit.copy_prepared import MAX_SIDE, SIFT_SIDE
     assert SIFT_SIDE < MAX_SIDE
     spans = []
     for data in list(images.values())[:6]:

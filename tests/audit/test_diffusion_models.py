@@ -34,6 +34,7 @@ def test_empty_prompt_encoded_like_any_prompt_padded_to_max_length(ckpts):
     assert torch.equal(m.empty_embedding()[0], e[1])
 
 
+@pytest.mark.slow
 def test_v_prediction_converts_to_epsilon(ckpts):
     m = DiffusionModel.load(ckpts["v"])
     x = torch.randn(3, 3, 8, 8)

@@ -14,6 +14,7 @@ import tarfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from audit.embedder_specs import EmbedConfig
@@ -54,6 +55,7 @@ def _expected_caption(data: bytes, limits: IngestLimits) -> str:
     return "EmptyCaption" if not text else "ok"
 
 
+@pytest.mark.slow
 @FUZZ
 @given(data=CAPTION_BYTES)
 def test_caption_bytes_give_the_documented_outcome(data):
@@ -91,6 +93,7 @@ KEYS = st.one_of(st.from_regex(r"\A[0-9a-z_]{1,12}\Z"),
                  st.text(min_size=1, max_size=12))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(key=KEYS, caption=CAPTION_BYTES, meta=JSON_BYTES, with_image=st.booleans())
 @example(key="\x00", caption=b"", meta=b'{"url":"\\ud800"}', with_image=True)  # found in CI: a lone surrogate escape
@@ -181,6 +184,7 @@ def _snapshot(root: Path) -> dict[str, tuple]:
     return out
 
 
+@pytest.mark.beam
 def test_ingest_job_on_fuzzed_tars_reconciles_and_writes_only_into_out(tmp_path):
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()

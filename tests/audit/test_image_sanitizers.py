@@ -157,6 +157,7 @@ def _probe_predictions(x_train, y_train, x_test) -> np.ndarray:
     return (x_test.reshape(len(x_test), -1) @ w.T).argmax(1)
 
 
+@pytest.mark.slow
 def test_orthogonal_projection_removes_classwise_pattern(mnist):
     """Sandoval-Segura et al. 2023: a strong class-wise additive pattern is what the linear model
     learns; after projecting it out, a linear probe trained on the projected poisoned data no

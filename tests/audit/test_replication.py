@@ -72,6 +72,7 @@ def train_out(demo_sample, tmp_path_factory):
     return out
 
 
+@pytest.mark.beam
 def test_replication_command_finds_copies_and_reports_baseline(train_out, tmp_path, capsys):
     gen = tmp_path / "gen"
     gen.mkdir()
@@ -100,6 +101,7 @@ def test_replication_command_finds_copies_and_reports_baseline(train_out, tmp_pa
     assert "replication rate" in capsys.readouterr().out
 
 
+@pytest.mark.beam
 def test_a_bomb_in_the_generated_folder_is_an_error_row_not_an_allocation(train_out, tmp_path):
     """Issue 19: `replication --generated` decoded with Pillow's bomb guard off. A PNG header
     declaring 20000x20000 pixels (100 bytes), a real 12000x12000 PNG (144 M pixels, 18 KB) and a

@@ -23,6 +23,8 @@ from pipelines.config import JobConfig
 from pipelines.job import run_ingest
 from tests.report_fixture import XSS_CAPTION, XSS_COPY_KEY, XSS_KEY, audited_output
 
+pytestmark = pytest.mark.beam  # runs Beam jobs (tests/conftest.py)
+
 IMG_SRC = re.compile(r'<img\b[^>]*\bsrc="([^"]*)"')
 
 

@@ -31,6 +31,7 @@ def images(demo_sample):
     return [x for x in demo_images(200) if content_inside_crop(x[1]) >= 0.9]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["sscd", "sscd_distilled"])
 def test_real_sscd_finds_copies_and_separates_unrelated_images(images, variant):
     assert len(images) >= 80

@@ -5,6 +5,7 @@ and the side-by-side run prints the table, with the ShardGuard job finding every
 import io
 import re
 
+import pytest
 from PIL import Image
 
 from benchmarks import dedup_timing
@@ -31,6 +32,7 @@ def test_builder_is_deterministic_and_plants_the_copies():
     assert dedup_timing.build_images(sources, 60, seed=4, copy_share=0.2, workers=1).datas != a.datas
 
 
+@pytest.mark.beam  # `shardguard run` as a subprocess
 def test_side_by_side_run_prints_the_table_and_finds_the_exact_copies(tmp_path, capsys):
     args = ["--images", "40", "--sources", "6", "--per-shard", "20", "--copy-share", "0.15", "--keep", str(tmp_path)]
     skip_imm = bool(available_peers()["immaculate_sscd_distilled"])

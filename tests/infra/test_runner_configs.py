@@ -18,7 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 import apache_beam.runners.portability.flink_runner  # noqa: F401  registers FlinkRunnerOptions
 import apache_beam.runners.portability.spark_runner  # noqa: F401  registers SparkRunnerOptions
-from pipelines.cli import _parser
+from pipelines.cli.dispatch import _parser
 
 REPO = Path(__file__).resolve().parents[2]
 RUNNERS = REPO / "infra" / "runners"

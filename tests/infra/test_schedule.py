@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from pipelines.cli import _parser
+from pipelines.cli.dispatch import _parser
 from pipelines.config import load_config
 
 SCHEDULE = Path(__file__).resolve().parents[2] / "infra" / "schedule"

@@ -18,6 +18,8 @@ from pipelines.config import JobConfig
 from pipelines.job import run_ingest
 from tests.foreign_folders import snapshot
 
+pytestmark = pytest.mark.beam  # runs Beam jobs (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def audited(demo_sample, tmp_path_factory):
@@ -97,7 +99,7 @@ def test_clean_applies_a_configured_sanitizer_to_every_image(audited, tmp_path):
     from PIL import Image
 
     from audit.image_sanitizers import sanitize_image
-    from audit.image_tensors import pil_rgb
+    from audit.image_decode import pil_rgb
 
     sample, out = audited
     r = run_clean(str(out), str(tmp_path / "clean"), CleanConfig(shard_size=1000, sanitize="median_filter"))
@@ -144,7 +146,7 @@ def test_auto_class_deconvolution_deconvolves_each_image_by_its_class_kernel(aud
     from PIL import Image
 
     from audit.class_deconvolution import deconvolve_image
-    from audit.image_tensors import pil_rgb
+    from audit.image_decode import pil_rgb
     from audit.output_dir import OutputDir
     from pipelines.clean import chosen_sanitizer
     from pipelines.perturbations import SANITIZER_FILE

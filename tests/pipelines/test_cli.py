@@ -2,9 +2,12 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from pipelines.cli import main
 
 
+@pytest.mark.beam
 def test_run_then_sql_in_three_formats(broken_dir, tmp_path, capsys):
     assert main(["run", "--input", str(broken_dir / "bad_mixed.tar"), "--out", str(tmp_path), "-q", "--no-embed"]) == 0
     assert "20 in = 5 ok + 15 failed" in capsys.readouterr().out
@@ -25,6 +28,7 @@ def test_errors_exit_nonzero_with_a_message(tmp_path, capsys):
     assert main(["run", "--input", str(tmp_path / "none*.tar"), "--out", str(tmp_path), "-q", "--no-embed"]) == 2
 
 
+@pytest.mark.beam
 def test_sql_cannot_write(broken_dir, tmp_path, capsys):
     main(["run", "--input", str(broken_dir / "bad_truncated.tar"), "--out", str(tmp_path), "-q", "--no-embed"])
     assert main(["sql", "--out", str(tmp_path), "DROP VIEW samples"]) == 1
@@ -36,6 +40,7 @@ def test_tables_lists_documented_columns(tmp_path):
     assert "samples v1" in r.stdout and "pixel_hash" in r.stdout
 
 
+@pytest.mark.beam
 def test_contamination_finds_every_eval_sample_that_is_in_train(demo_sample, tmp_path, capsys):
     args = ["-q", "--no-dedup", "--sscd", "sscd_distilled"]
     assert main(["run", "--input", f"{demo_sample}/0000{{0,1}}.tar", "--out", str(tmp_path / "train")] + args) == 0
@@ -84,6 +89,7 @@ def test_user_errors_are_one_line_exit_2_and_pickles_are_never_loaded(broken_dir
     assert not marker.exists()
 
 
+@pytest.mark.beam
 def test_a_closed_stdout_ends_quietly(broken_dir, tmp_path):
     """`shardguard status --out X | head -1`: the reader is gone; no traceback, exit 0."""
     import os

@@ -8,7 +8,8 @@ import pytest
 
 import pipelines.cli as cli
 from audit.output_dir import OutputDir
-from pipelines.cli import _parser, main
+from pipelines.cli import main
+from pipelines.cli.dispatch import _parser
 
 QUICK = ["-q", "--no-embed", "--no-dedup"]
 
@@ -33,6 +34,7 @@ def test_exit_codes_are_documented_in_help_and_docstring():
     assert "4 too many failures" in cli.__doc__ and "3 the output folder is locked" in cli.__doc__
 
 
+@pytest.mark.beam
 def test_exit_codes(broken_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     assert main(["run", "--input", str(broken_dir / "bad_mixed.tar"), "--out", str(out)] + QUICK) == 0
@@ -61,6 +63,7 @@ def _snapshot(root):
     return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
 
 
+@pytest.mark.beam
 def test_dry_run_lists_the_jobs_to_do_and_writes_nothing(broken_dir, tmp_path, capsys):
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
@@ -79,6 +82,7 @@ def test_dry_run_lists_the_jobs_to_do_and_writes_nothing(broken_dir, tmp_path, c
     assert "ingest: 2 to do: 00000, 00001" in capsys.readouterr().out and not fresh.exists()
 
 
+@pytest.mark.beam
 def test_status_after_a_run(broken_dir, tmp_path, capsys):
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
@@ -103,6 +107,7 @@ def test_status_after_a_run(broken_dir, tmp_path, capsys):
     assert main(["status", "--out", str(tmp_path / "nothing")]) == 2  # not an output folder: a user error
 
 
+@pytest.mark.beam
 def test_clean_dry_run_lists_output_shards_and_writes_nothing(broken_dir, tmp_path, capsys):
     out, dest = tmp_path / "out", tmp_path / "clean"
     assert main(["run", "--input", str(broken_dir / "bad_mixed.tar"), "--out", str(out), "-q", "--no-embed"]) == 0

@@ -2,7 +2,8 @@
 
 import pytest
 
-from pipelines.cli import _parser, run_config
+from pipelines.cli.dispatch import _parser
+from pipelines.cli.run_command import run_config
 from pipelines.config import JobConfig, load_config
 
 

@@ -6,6 +6,7 @@ import logging
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 import pyarrow.parquet as pq
+import pytest
 
 from audit.embedder_specs import EmbedConfig, plan_embedders
 from audit.output_dir import OutputDir
@@ -38,6 +39,7 @@ def test_every_per_shard_stage_has_the_four_counters():
         assert all(f"{stage}_{k}" in COUNTERS for k in SHARD_COUNTS), stage
 
 
+@pytest.mark.beam
 def test_counters_read_back_by_name_match_the_markers(broken_dir, tmp_path):
     out = OutputDir(tmp_path)
     shards = [(n, str(broken_dir / f"{n}.tar")) for n in ("bad_mixed", "bad_truncated")]
@@ -69,6 +71,7 @@ def test_counters_read_back_by_name_match_the_markers(broken_dir, tmp_path):
     assert _query(result, "perturbation_tests_flagged") == sum(f["flagged"] for f in flags)
 
 
+@pytest.mark.beam
 def test_the_job_logs_the_final_counter_values(broken_dir, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="shardguard.counters")
     cfg = JobConfig(progress_seconds=0, embed=EmbedConfig(enabled=False),
@@ -80,6 +83,7 @@ def test_the_job_logs_the_final_counter_values(broken_dir, tmp_path, caplog):
     assert any(line.startswith("dedup pipeline counters") and "dedup_dropped=" in line for line in lines)
 
 
+@pytest.mark.beam
 def test_memorization_counters_match_its_markers(broken_dir, tmp_path):
     from audit.memorization_shard import MemorizationConfig
     from audit.shard_ingest import ingest_and_record
@@ -106,6 +110,7 @@ def test_memorization_counters_match_its_markers(broken_dir, tmp_path):
     assert _query(result, "memorization_flagged") == sum(r["flagged"] for r in rows)
 
 
+@pytest.mark.beam
 def test_dedup_counts_the_near_pairs_its_geometric_check_saw(demo_sample, tmp_path):
     """dedup_near_checked / dedup_near_rejected equal the check's own counts (the kinds summary
     of the same dedup run directly), and the check saw pairs on the demo sample;

@@ -31,7 +31,7 @@ JOB_YAML = REPO / "tests" / "data" / "small_job.yaml"
 SEED = 9
 RUN_TIMEOUT = 300  # seconds one attempt may take before the test gives up
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.beam]
 
 
 def start_run(inp: Path, out: Path, config: Path = JOB_YAML) -> subprocess.Popen:
@@ -196,7 +196,7 @@ def test_a_killed_runs_private_temp_folder_is_removed_by_the_next_run(broken_dir
     config = tmp_path / "ingest_only.yaml"
     config.write_text(INGEST_ONLY)
     claim(tmp_path / "out", "audit")  # an output folder of ours...
-    stale = tmp_path / "out" / "_tmp" / "sg-run-0badc0de"  # ...where a SIGKILLed run left this (pipelines.job.private_tempdir)
+    stale = tmp_path / "out" / "_tmp" / "sg-run-0badc0de"  # ...where a SIGKILLed run left this (pipelines.beam_options.private_tempdir)
     stale.mkdir(parents=True)
     (stale / "beam-temp-x").write_bytes(b"left by a killed run")
     run_ingest(f"{broken_dir}/bad_mixed.tar", str(tmp_path / "out"), load_config(str(config)))

@@ -1,3 +1,4 @@
+import pytest
 """The dedup stage in `shardguard run`: global mode and the partitioned (scale-out) Beam mode agree."""
 
 import dataclasses
@@ -7,6 +8,8 @@ from audit.embedder_specs import EmbedConfig
 from audit.store import query
 from pipelines.config import JobConfig
 from pipelines.job import run_ingest
+
+pytestmark = pytest.mark.beam  # runs Beam jobs (tests/conftest.py)
 
 
 def test_partitioned_mode_matches_global_mode_on_the_demo_sample(demo_sample, tmp_path):

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import load_config
-from pipelines.job import DASK_RUNNER, pipeline_options, run_ingest
+from pipelines.beam_options import DASK_RUNNER, pipeline_options
+from pipelines.job import run_ingest
 from tests.job_outputs import table_rows
 
 REPO = Path(__file__).resolve().parents[2]
@@ -82,6 +83,7 @@ def _assert_same_tables(expected: dict, out: Path) -> None:
         assert expected[table], f"{table} is empty: the comparison would prove nothing"
 
 
+@pytest.mark.beam
 def test_dask_runner_on_a_dask_cluster_writes_the_same_tables(dask_cluster, small_input, small_run_tables, tmp_path):
     import distributed
     out = tmp_path / "dask"
@@ -95,6 +97,7 @@ def test_dask_runner_on_a_dask_cluster_writes_the_same_tables(dask_cluster, smal
     assert len(executed) == N_WORKERS and all(n > 0 for n in executed.values()), executed
 
 
+@pytest.mark.beam
 def test_direct_runner_multi_processing_writes_the_same_tables(small_input, small_run_tables, tmp_path):
     out = tmp_path / "mp"
     run_ingest(str(small_input), str(out), load_config(str(JOB_YAML)),

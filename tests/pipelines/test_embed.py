@@ -1,3 +1,4 @@
+import pytest
 """The embed stage inside `shardguard run`: tables, vector files, joins, incremental models."""
 
 import numpy as np
@@ -7,6 +8,8 @@ from audit.embedder_specs import EmbedConfig
 from audit.store import query
 from pipelines.config import JobConfig
 from pipelines.job import run_ingest
+
+pytestmark = pytest.mark.beam  # runs Beam jobs (tests/conftest.py)
 
 
 def test_embeddings_join_samples_and_match_vector_files(broken_dir, tmp_path):

@@ -21,6 +21,8 @@ from pipelines.embed import EmbedShards, stage as embed_stage
 from pipelines.job import run_ingest
 from tests.flaky_filesystem import PREFIX, FaultPlan, FlakyFileSystem
 
+pytestmark = pytest.mark.beam  # runs Beam jobs (tests/conftest.py)
+
 FAST = IngestLimits(retry=ReadRetry(attempts=4, initial_seconds=0.001, max_seconds=0.002))
 INGEST_ONLY = JobConfig(progress_seconds=0, ingest=FAST, embed=EmbedConfig(enabled=False),
                         dedup=DedupConfig(enabled=False), perturbations=PerturbationConfig(features=False, tests=False))

@@ -49,6 +49,7 @@ def mem_config(ckpt, **kw) -> JobConfig:
     return JobConfig(progress_seconds=0, embed=NO_EMBED, memorization=mem)
 
 
+@pytest.mark.beam
 def test_job_scores_every_ok_sample_flags_explains_and_decides(two_shards, ckpt, tmp_path):
     out = tmp_path / "out"
     s = run_ingest(str(two_shards), str(out), mem_config(ckpt))
@@ -74,6 +75,7 @@ def test_job_scores_every_ok_sample_flags_explains_and_decides(two_shards, ckpt,
     assert filt.threshold == pytest.approx(thr) and len(filt.timesteps) == 2
 
 
+@pytest.mark.beam
 def test_rerun_reuses_scores_and_recalibrates_only_when_settings_change(two_shards, ckpt, tmp_path):
     out = tmp_path / "out"
     first = run_ingest(str(two_shards), str(out), mem_config(ckpt))
@@ -89,6 +91,7 @@ def test_rerun_reuses_scores_and_recalibrates_only_when_settings_change(two_shar
     assert runs == 2
 
 
+@pytest.mark.beam
 def test_a_failing_model_batch_becomes_errors_rows(two_shards, ckpt, tmp_path, monkeypatch):
     real = memorization_shard.score_rows
     calls = {"n": 0}
@@ -108,6 +111,7 @@ def test_a_failing_model_batch_becomes_errors_rows(two_shards, ckpt, tmp_path, m
     assert n_err == 50 and s.memorization["n_scored"] == s.n_ok - 50
 
 
+@pytest.mark.beam
 def test_unknown_reference_shard_is_a_clear_error(two_shards, ckpt, tmp_path):
     cfg = mem_config(ckpt)
     cfg = dataclasses.replace(cfg, memorization=dataclasses.replace(cfg.memorization, reference_shards=("99999",)))
@@ -147,6 +151,7 @@ def test_demo_model_separates_planted_pairs(tmp_path):
     assert roc_auc(d, labels) >= 0.95
 
 
+@pytest.mark.beam
 def test_action_keep_leaves_pairs_in_and_clean_randomizes_their_captions(two_shards, ckpt, tmp_path):
     from audit.caption_strategies import CaptionPolicy
     from audit.clean_shards import CleanConfig

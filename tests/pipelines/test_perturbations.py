@@ -32,6 +32,7 @@ def config(**kw) -> JobConfig:
     return JobConfig(progress_seconds=0, embed=NO_EMBED, perturbations=pert)
 
 
+@pytest.mark.beam
 def test_job_writes_features_tests_and_flags_that_reconcile(shards, tmp_path):
     out = tmp_path / "out"
     s = run_ingest(str(shards), str(out), config())
@@ -66,6 +67,7 @@ def test_job_writes_features_tests_and_flags_that_reconcile(shards, tmp_path):
     assert n_feat_runs == 1
 
 
+@pytest.mark.beam
 def test_pseudo_labels_from_image_embeddings_when_there_is_no_label_field(shards, tmp_path):
     one = tmp_path / "in"
     one.mkdir()
@@ -89,6 +91,7 @@ def test_pseudo_labels_from_image_embeddings_when_there_is_no_label_field(shards
     assert s.perturbations["verdict"].startswith("screening: ") and s.perturbations["thresholds"] == "screening"
 
 
+@pytest.mark.beam
 def test_no_labels_is_a_note_not_a_failure(shards, tmp_path):
     one = tmp_path / "in"
     one.mkdir()

@@ -24,6 +24,8 @@ from audit.run_report import SECTIONS
 from tests.conftest import REPO
 from tests.report_fixture import XSS_CAPTION, audited_output
 
+pytestmark = pytest.mark.beam  # runs Beam jobs (tests/conftest.py)
+
 INSTALL = REPO / "infra" / "install_browser.sh"
 MAX_SCREENSHOT_HEIGHT = 20000
 

@@ -43,6 +43,8 @@ from tests.diffusion_checkpoints import random_checkpoint
 from tests.job_outputs import read_samples, write_tar
 from tests.pipelines.conftest import SMALL_JOB_YAML
 
+pytestmark = pytest.mark.beam  # runs Beam jobs (tests/conftest.py)
+
 N = 24  # samples per shard
 
 

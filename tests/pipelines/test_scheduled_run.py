@@ -14,6 +14,8 @@ from audit.store import query
 from pipelines.cli import main
 from tests.job_outputs import read_samples, write_tar
 
+pytestmark = pytest.mark.beam  # runs Beam jobs (tests/conftest.py)
+
 
 def digests(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()

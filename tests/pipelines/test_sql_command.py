@@ -17,6 +17,8 @@ from audit.sql_literals import file_pattern, string_literal
 from pipelines.cli import main
 from tests.job_outputs import demo_subset, read_samples, write_tar
 
+pytestmark = pytest.mark.beam  # runs Beam jobs (tests/conftest.py)
+
 HOSTILE_CAPTION = '=HYPERLINK("http://evil.example/x","click")\x1b]0;pwned\x07\x1b[2J\rgone\x9b31m\u202eevil'
 QUICK = ["-q", "--no-embed"]
 

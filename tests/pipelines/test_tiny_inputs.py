@@ -22,6 +22,8 @@ from pipelines.cli import main
 from tests.diffusion_checkpoints import random_checkpoint
 from tests.job_outputs import read_samples, write_tar
 
+pytestmark = pytest.mark.beam  # runs Beam jobs (tests/conftest.py)
+
 SIZES = (0, 1, 2, 5)
 N_OK = {0: 0, 1: 1, 2: 1, 5: 5}  # the 2-sample shard holds one broken image
 

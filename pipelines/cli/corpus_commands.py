@@ -2,14 +2,27 @@
 act on its corpus (train-vs-eval copies into the eval audit's contamination table; training-ready
 shards with the decisions applied). Parsers and handlers; the work is audit.contamination and
 pipelines.clean. Failure: a folder that is not an audit, or a destination that is not ours, is a
-UsageError (exit 2, pipelines.cli)."""
+UsageError (exit 2, pipelines.cli.dispatch)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 
-from pipelines import status_commands
+from audit import store
+from audit.contamination import contamination_verifier, find_contamination
+from audit.dedup_corpus import load_corpus
+from audit.folder_ownership import require_existing
+from audit.output_dir import OutputDir
+from audit.run_ids import new_run_id
+from audit.user_errors import UsageError
+from pipelines.clean import run_clean
+from pipelines.cli.status_commands import print_clean_plan
+from pipelines.config import load_config, with_overrides
+from pipelines.ingest import open_uri
+from pipelines.scheduled_run import clean_lines
+from schemas import CONTAMINATION, TABLES
 
 
 def add_parsers(sub) -> None:
@@ -42,16 +55,6 @@ def add_parsers(sub) -> None:
 
 
 def cmd_contamination(args) -> int:
-    from audit import store
-    from audit.contamination import contamination_verifier, find_contamination
-    from audit.dedup_corpus import load_corpus
-    from audit.output_dir import OutputDir
-    from pipelines.config import load_config, with_overrides
-    from pipelines.ingest import open_uri
-    from pipelines.job import new_run_id
-    from schemas import CONTAMINATION, TABLES
-
-    from audit.folder_ownership import require_existing
     train = OutputDir(require_existing(args.train, "audit"))
     ev = OutputDir(require_existing(args.eval, "audit", adopt=True))  # the table goes into it
     dedup = with_overrides(load_config(args.config), "dedup", near_threshold=args.threshold).dedup
@@ -80,11 +83,6 @@ def cmd_contamination(args) -> int:
 
 
 def cmd_clean(args, beam_args) -> int:
-    import dataclasses
-
-    from pipelines.clean import run_clean
-    from pipelines.config import load_config, with_overrides
-
     cfg = load_config(args.config)
     cfg = with_overrides(cfg, "clean", shard_size=args.shard_size, apply_to=args.apply_to, epochs=args.epochs,
                          sanitize=args.sanitize)
@@ -92,12 +90,10 @@ def cmd_clean(args, beam_args) -> int:
         cap = dataclasses.replace(cfg.clean.caption, **{k: v for k, v in
                                   (("strategy", args.caption_strategy), ("seed", args.seed)) if v is not None})
         cfg = dataclasses.replace(cfg, clean=dataclasses.replace(cfg.clean, caption=cap))
-    from pipelines.scheduled_run import clean_lines
     if not (args.to or cfg.clean.to):
-        from audit.user_errors import UsageError
         raise UsageError("shardguard clean needs --to DIR or clean.to in the --config file")
     if args.dry_run:
-        return status_commands.print_clean_plan(args.src, args.to or cfg.clean.to, cfg.clean)
+        return print_clean_plan(args.src, args.to or cfg.clean.to, cfg.clean)
     r = run_clean(args.src, args.to or cfg.clean.to, cfg.clean, beam_args)
     print("\n".join(clean_lines(r)))
     return 0

@@ -13,12 +13,28 @@ OUT/reports/replication.html into the training set's output folder (locked while
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
+from audit import store
+from audit.diffusion_models import DiffusionModel
+from audit.embedder_specs import visible_devices
+from audit.finding_pages import replication_page
+from audit.folder_ownership import require_existing
+from audit.memorization import ScoreConfig, score_prompts
+from audit.output_dir import OutputDir
+from audit.replication import match_generated, read_generated, sscd_embedder, sscd_index, stats, train_vs_train
+from audit.run_ids import new_run_id
+from audit.score_calibration import calibrate
+from audit.trigger_tokens import token_influence
+from audit.user_errors import UsageError
+from pipelines.cli.query_output import format_table
+from pipelines.ingest import open_uri
+from schemas import REPLICATION, REPLICATION_SUMMARY, TABLES
+
 
 def add_parsers(sub) -> None:
-    import argparse
     raw = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("prompts", help="prompt-only memorization detection (Wen et al.) for a list of prompts",
                        formatter_class=raw, epilog="examples:\n"
@@ -48,22 +64,13 @@ def _lines(path: str) -> list[str]:
     try:
         text = Path(path).read_text("utf-8", "replace")
     except OSError as e:
-        from audit.user_errors import UsageError
         raise UsageError(f"{path}: cannot read it ({e.strerror}); pass a text file with one prompt per line") from None
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def cmd_prompts(args) -> int:
-    from audit.diffusion_models import DiffusionModel
-    from audit.embedder_specs import visible_devices
-    from audit.memorization import ScoreConfig, score_prompts
-    from audit.score_calibration import calibrate
-    from audit.trigger_tokens import token_influence
-    from pipelines.query_output import format_table
-
     prompts = _lines(args.prompts)
     if not prompts:
-        from audit.user_errors import UsageError
         raise UsageError(f"{args.prompts} has no prompts; put one prompt per line")
     model = DiffusionModel.load(args.diffusion_model, visible_devices(args.device)[0])
     cfg = ScoreConfig(first_steps=args.steps, seeds=tuple(range(args.seeds)))
@@ -88,20 +95,10 @@ def cmd_prompts(args) -> int:
 
 
 def cmd_replication(args) -> int:
-    from audit import store
-    from audit.finding_pages import replication_page
-    from audit.output_dir import OutputDir
-    from audit.replication import match_generated, read_generated, sscd_embedder, sscd_index, stats, train_vs_train
-    from pipelines.ingest import open_uri
-    from pipelines.job import new_run_id
-    from schemas import REPLICATION, REPLICATION_SUMMARY, TABLES
-
-    from audit.folder_ownership import require_existing
     out = OutputDir(require_existing(args.against, "audit", adopt=True))  # tables and a page go into it
     try:
         items = read_generated(args.generated)
     except FileNotFoundError as e:  # nothing matched --generated: the user's to fix
-        from audit.user_errors import UsageError
         raise UsageError(f"--generated: {e}") from None
     index = sscd_index(out)
     rows = match_generated(items, index, sscd_embedder(index.model_id, args.sscd_torchscript), args.threshold)

@@ -6,15 +6,26 @@ status: per shard and stage, done / failed / running / interrupted / pending (au
 has the rules and reads the folder), totals per stage, the running run if any, the last runs,
 and stray Parquet files in table folders that the job did not write (audit.output_dir; ignored).
 Reads only; works while a run holds the lock. Exit 2 when DIR is not an output folder.
-dry-run: the job's own plan (pipelines.job.plan_run: the same to-do computation the job runs),
+dry-run: the job's own plan (pipelines.run_plan.plan_run: the same to-do computation the job runs),
 per stage the shards that would be processed and which corpus steps would run; `clean
 --dry-run` likewise from pipelines.clean.plan_clean. Neither writes anything.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
+
+from audit import run_status
+from audit.folder_ownership import check_claimable
+from audit.output_dir import OutputDir
+from audit.user_errors import UsageError
+from pipelines.clean import check_folders, plan_clean
+from pipelines.cli.query_output import format_table, visible
+from pipelines.run_plan import plan_run
+from pipelines.shard_uris import expand_input
+from schemas import TABLES
 
 EXAMPLES_STATUS = """examples:
   shardguard status --out demo-out
@@ -25,7 +36,6 @@ pending (matched by the last run's --input, no marker yet)."""
 
 
 def add_parsers(sub) -> None:
-    import argparse
     s = sub.add_parser("status", help="per shard and stage: done, failed, running, interrupted or pending",
                        epilog=EXAMPLES_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--out", required=True, help="output folder of `shardguard run`")
@@ -35,11 +45,7 @@ def add_parsers(sub) -> None:
 
 def status_report(out: str, n_runs: int = 5) -> dict:
     """Everything `status` prints, as one JSON-able dict."""
-    from audit import run_status
-    from pipelines.shard_uris import expand_input
-
     if not (Path(out) / "_manifest").is_dir() and not (Path(out) / "runs").is_dir():
-        from audit.user_errors import UsageError
         raise UsageError(f"{out} is not a ShardGuard output folder (no _manifest/ or runs/); "
                          "pass the --out of `shardguard run`")
     notes, matched = [], None
@@ -54,8 +60,6 @@ def status_report(out: str, n_runs: int = 5) -> dict:
     if running:
         running = {k: v for k, v in running.items() if k != "stages"} | {
             "to_do": {s: len(ids) for s, ids in (running.get("stages") or {}).items()}}
-    from audit.output_dir import OutputDir
-    from schemas import TABLES
     strays = [str(p.relative_to(Path(out).resolve())) for p in OutputDir(out).stray_files(TABLES)]
     if strays:
         notes.append(f"{len(strays)} Parquet file(s) in table folders were not written by ShardGuard and are "
@@ -66,8 +70,6 @@ def status_report(out: str, n_runs: int = 5) -> dict:
 
 
 def cmd_status(args) -> int:
-    from pipelines.query_output import format_table, visible
-
     rep = status_report(args.out, args.runs)
     if args.format == "json":
         print(json.dumps(rep, default=str, indent=1))
@@ -93,10 +95,6 @@ def cmd_status(args) -> int:
 
 def print_run_plan(input_pattern: str, out: str, config) -> int:
     """`shardguard run --dry-run`: the job's plan, printed; nothing is written."""
-    from audit.folder_ownership import check_claimable
-    from audit.output_dir import OutputDir
-    from pipelines.job import plan_run
-
     check_claimable(out, "audit")  # the run would refuse a folder that is not ours: so does its dry run
     plan = plan_run(input_pattern, OutputDir(out), config)
     print(f"dry run: {len(plan.shards)} shards match {input_pattern!r}; {len(plan.shards) - len(plan.todo)} "
@@ -114,9 +112,6 @@ def print_run_plan(input_pattern: str, out: str, config) -> int:
 
 def print_clean_plan(src: str, dest: str, cfg) -> int:
     """`shardguard clean --dry-run`: the output shards the clean job would write; nothing is written."""
-    from audit.output_dir import OutputDir
-    from pipelines.clean import check_folders, plan_clean
-
     plan = plan_clean(check_folders(src, dest), OutputDir(dest), cfg)
     print(f"dry run: {plan.n_input} input samples, {len(plan.samples)} kept "
           f"(decisions of run {plan.dec_run or 'none: every ok sample kept'}); nothing was written")
