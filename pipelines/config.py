@@ -30,7 +30,7 @@ from audit.duplicate_clusters import DedupConfig
 from audit.embed_config import EmbedConfig
 from audit.image_decode import ImageLimits
 from audit.memorization_config import MemorizationConfig
-from audit.perturbation_audit import PerturbationConfig
+from audit.perturbation_config import PerturbationConfig
 from audit.sample_validation import IngestLimits
 from audit.user_errors import UsageError
 

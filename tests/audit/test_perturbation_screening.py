@@ -132,6 +132,7 @@ def test_a_stricter_level_never_flags_more(digits):
     assert set(strict.failed) <= set(loose.failed) and strict.failed == []
 
 
+@pytest.mark.slow
 def test_a_pixel_planted_outside_the_analysis_crop_is_found_on_the_whole_images(digits):
     x, y = digits
     canvas = np.zeros((len(x), 64, 64, 1), np.uint8)

@@ -10,7 +10,7 @@ from pipelines.config import JobConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SECTIONS = ["audit.sample_validation", "audit.image_decode", "audit.embed_config", "audit.clean_shards",
-            "audit.memorization_config", "audit.duplicate_clusters"]  # what pipelines.config reads its sections from
+            "audit.memorization_config", "audit.duplicate_clusters", "audit.perturbation_config"]  # what pipelines.config reads its sections from
 
 
 def imported_by(module: str) -> set[str]:
@@ -26,12 +26,9 @@ def test_the_config_sections_import_without_torch():
              for m in SECTIONS}
     assert heavy == {m: [] for m in SECTIONS}
     sections = {type(getattr(JobConfig(), f.name)).__module__ for f in dataclasses.fields(JobConfig)} - {"builtins"}
-    assert sections == set(SECTIONS) - {"audit.image_decode"} | {"audit.perturbation_audit"}  # SECTIONS is the list
+    assert sections == set(SECTIONS) - {"audit.image_decode"}  # SECTIONS is the list
 
 
-@pytest.mark.xfail(strict=True, reason="PerturbationConfig is declared in audit/perturbation_audit.py, which imports "
-                   "torch (class_deconvolution, perturbation_probes); it moves to a torch-free module with the "
-                   "perturbation modules' part of issue 22. Strict: once it passes, remove this mark")
 def test_parsing_the_job_config_does_not_import_torch():
     assert "torch" not in imported_by("pipelines.config")
 
