@@ -177,10 +177,19 @@ def _categories(size, per_class, min_count, seed, cache):
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
     xs, records, _ = icon_index(size, cache)
+    return draw_contexts(xs, records, min_count, per_class, seed, f"no icon context has >= {min_count} distinct icons "
+                                                                   f"at {size} px")
+
+
+def draw_contexts(xs: np.ndarray, records: list[dict], min_count: int, per_class: int, seed: int,
+                  none_message: str) -> tuple[np.ndarray, np.ndarray, list[str], list[dict]]:
+    """Every context (record["context"]) with >= min_count images is a class (sorted names), up
+    to per_class seeded random images of it, in index order within a class. Returns x, y, names
+    and the drawn records; ValueError(none_message) when no context qualifies."""
     contexts = np.array([r["context"] for r in records])
     names = sorted(str(c) for c in set(contexts) if (contexts == c).sum() >= min_count)
     if not names:
-        raise ValueError(f"no icon context has >= {min_count} distinct icons at {size} px")
+        raise ValueError(none_message)
     rng = np.random.default_rng(seed)
     picked, labels = [], []
     for k, ctx in enumerate(names):

@@ -66,6 +66,11 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from audit import class_deconvolution, image_sanitizers, poison_generators, small_cnn  # noqa: E402
+from benchmarks.chart_set import charts  # noqa: E402
+from benchmarks.glyph_set import glyph_letters  # noqa: E402
+from benchmarks.icon_set import icon_categories  # noqa: E402
+from benchmarks.photo_crops import photo_crops  # noqa: E402
+from benchmarks.symbolic_icon_set import symbolic_icons  # noqa: E402
 from audit.perturbation_audit import (SANITIZER_PARAMS, ImageSet, PerturbationConfig, audit,  # noqa: E402
                                      center_crop, subsample)
 from audit.perturbation_screening import kept_view  # noqa: E402
@@ -331,36 +336,28 @@ def main() -> None:
     print(table(["per-sample features (1 thread)", "images", "images/s", "target"], throughput()))
 
 
+def screening_sets() -> dict:
+    """--datasets name -> (loader returning (x, y, class names), row label from the names)."""
+    return {
+        "mnist": (lambda: (*mnist(), None), lambda names: "MNIST-5k"),
+        "demo": (openclipart_categories, lambda names: f"clipart ({len(names)} cats)"),
+        "icons": (icon_categories, lambda names: f"icons ({len(names)} contexts)"),
+        "photos": (photo_crops, lambda names: f"photo crops ({len(names)} packages)"),
+        "glyphs": (glyph_letters, lambda names: "glyphs A-J"),
+        "symbolic": (symbolic_icons, lambda names: f"symbolic icons ({len(names)} contexts, held out)"),
+        "charts": (charts, lambda names: f"charts ({len(names)} kinds, held out)"),
+    }
+
+
 def screening_main(args) -> None:
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    rows = []
+    sets, rows = screening_sets(), []
     for ds in args.datasets.split(","):
-        if ds == "mnist":
-            x, y = mnist()
-            rows += screen_dataset("MNIST-5k", x, y, (0.2, 0.4), args)
-        elif ds == "demo":
-            x, y, names = openclipart_categories()
-            rows += screen_dataset(f"clipart ({len(names)} cats)", x, y, (0.2, 0.4), args)
-        elif ds == "icons":
-            from benchmarks.icon_set import icon_categories
-            x, y, names = icon_categories()
-            rows += screen_dataset(f"icons ({len(names)} contexts)", x, y, (0.2, 0.4), args)
-        elif ds == "photos":
-            from benchmarks.photo_crops import photo_crops
-            x, y, names = photo_crops()
-            rows += screen_dataset(f"photo crops ({len(names)} packages)", x, y, (0.2, 0.4), args)
-        elif ds == "glyphs":
-            from benchmarks.glyph_set import glyph_letters
-            x, y, names = glyph_letters()
-            rows += screen_dataset("glyphs A-J", x, y, (0.2, 0.4), args)
-        elif ds == "symbolic":
-            from benchmarks.symbolic_icon_set import symbolic_icons
-            x, y, names = symbolic_icons()
-            rows += screen_dataset(f"symbolic icons ({len(names)} contexts, held out)", x, y, (0.2, 0.4), args)
-        elif ds == "charts":
-            from benchmarks.chart_set import charts
-            x, y, names = charts()
-            rows += screen_dataset(f"charts ({len(names)} kinds, held out)", x, y, (0.2, 0.4), args)
+        if ds not in sets:
+            raise SystemExit(f"unknown dataset {ds!r}; choose from {', '.join(sets)}")
+        load, label = sets[ds]
+        x, y, names = load()
+        rows += screen_dataset(label(names), x, y, (0.2, 0.4), args)
     print()
     print(f"Screening without a reference (alpha {args.alpha:g}, Holm): flagged runs")
     print(table(["data", "poison", "labels", "samples/run", "flagged runs", "flagged class tests", "failing tests"],

@@ -55,7 +55,7 @@ if str(_REPO) not in sys.path:  # run as a script
     sys.path.insert(0, str(_REPO))
 
 from benchmarks.debian_packages import unpacked  # noqa: E402
-from benchmarks.icon_set import near_duplicate_pairs  # noqa: E402
+from benchmarks.icon_set import draw_contexts, near_duplicate_pairs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "symbolic"
@@ -127,17 +127,8 @@ def symbolic_icons(size: int = 32, per_class: int = 250, min_count: int = 20, se
 
 def _categories(size, per_class, min_count, seed, cache):
     xs, records, _ = symbolic_index(size, cache)
-    contexts = np.array([r["context"] for r in records])
-    names = sorted(str(c) for c in set(contexts) if (contexts == c).sum() >= min_count)
-    if not names:
-        raise ValueError(f"no context has >= {min_count} distinct symbolic icons at {size} px")
-    rng = np.random.default_rng(seed)
-    picked, labels = [], []
-    for k, ctx in enumerate(names):
-        idx = rng.permutation(np.flatnonzero(contexts == ctx))[:per_class]
-        picked += sorted(idx.tolist())
-        labels += [k] * len(idx)
-    return xs[picked], np.array(labels, np.int64), names, [records[i] for i in picked]
+    return draw_contexts(xs, records, min_count, per_class, seed,
+                         f"no context has >= {min_count} distinct symbolic icons at {size} px")
 
 
 def contact_sheet(x: np.ndarray, y: np.ndarray, per_class: int = 12, scale: int = 3) -> Image.Image:
