@@ -12,7 +12,7 @@ itself has too few images per category), every category with >= 200 PNGs, 250 ra
 each, resized ONCE to 64x64 before any poisoning (the CNN trains on CPU), exact duplicates
 dropped, split 20% test / 40% reference / 40% pool.
 
-Per poison family (audit/poison_generators.py, the papers' budgets) and seed: a random half of
+Per poison family (benchmarks/poison_generators.py, the papers' budgets) and seed: a random half of
 the pool is poisoned (100% of it, the papers' setting) and audited exactly as the pipeline
 does (audit.perturbation_audit.audit: probes, class templates, one-pixel, learning speed;
 thresholds from a bootstrap of the clean reference). Clean runs (other seeds, unpoisoned
@@ -65,7 +65,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from audit import class_deconvolution, image_sanitizers, poison_generators, small_cnn  # noqa: E402
+from audit import class_deconvolution, image_sanitizers, small_cnn  # noqa: E402
+from benchmarks import poison_generators  # noqa: E402
 from benchmarks.chart_set import charts  # noqa: E402
 from benchmarks.glyph_set import glyph_letters  # noqa: E402
 from benchmarks.icon_set import icon_categories  # noqa: E402

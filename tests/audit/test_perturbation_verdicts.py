@@ -8,7 +8,7 @@ from audit.perturbation_audit import ImageSet, PerturbationConfig, Trial, audit,
 from audit.perturbation_probes import CheckResult, reference_accuracy
 from audit.perturbation_verdicts import (Verdict, calibrate, default_thresholds, feature_cuts, feature_outliers,
                                          judge, located_samples, robust_cuts, sanitizer_order, verdict_rows)
-from audit.poison_generators import classwise_noise
+from benchmarks.poison_generators import classwise_noise
 
 
 def test_threshold_is_mean_plus_z_sd_but_never_below_the_margin():

