@@ -253,7 +253,7 @@ def screening_results(s: ImageSet, cfg: PerturbationConfig) -> list[probes.Check
     crops8 = np.round(s.crops * 255).astype(np.uint8)
     acquisition = np.column_stack([s.features[c] for c in perturbation_features.FEATURE_COLUMNS])
     whole = [im if im.ndim == 3 else im[:, :, None] for im in s.images]
-    images = np.stack(whole) if len({im.shape for im in whole}) == 1 else None  # one size: the one-pixel test sees it all
+    images = whole if len({im.shape for im in whole}) == 1 else None  # one size: the one-pixel test sees it all
     out = screen(ScreeningData(crops8, s.labels, s.pseudo, acquisition, images), seed=cfg.seed)
     return out + [probes.template_snr(s.crops, s.labels)]
 

@@ -71,6 +71,7 @@ probe on clean line pictograms); the charts flag none.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -94,7 +95,7 @@ class ScreeningData:
     labels: np.ndarray      # int64 (N,)
     pseudo: bool = False    # labels are k-means pseudo-labels (no classes given)
     acquisition: np.ndarray | None = None  # (N, F) per-sample noise/compression features (perturbation_features)
-    images: np.ndarray | None = None  # uint8 (N, H, W, C) whole images when all have one size (one-pixel test)
+    images: Sequence[np.ndarray] | None = None  # uint8 (H, W, C) whole images when all have one size (one-pixel test)
 
 
 def kept_view(crops: np.ndarray, bits: int = KEPT_BITS) -> np.ndarray:
@@ -183,14 +184,14 @@ def view_test(name: str, shortcut: np.ndarray, content: np.ndarray, y: np.ndarra
         p_value=p)
 
 
-def one_pixel_any(images: np.ndarray, y: np.ndarray, pseudo: bool) -> CheckResult:
-    """The one-pixel test of the module doc on uint8 (N, H, W, C) images of one size (the whole
-    images where the set has one size, else the analysis crops). Sample score: 1 when the sample
+def one_pixel_any(images: Sequence[np.ndarray], y: np.ndarray, pseudo: bool) -> CheckResult:
+    """The one-pixel test of the module doc on uint8 (H, W, C) images of one size, an array or a
+    list (the whole images where the set has one size, else the analysis crops). Sample score: 1 when the sample
     carries its group's most significant (position, colour). Details: each group's position,
     colour and counts."""
     from scipy.stats import binom
     groups = np.zeros(len(y), np.int64) if pseudo else np.asarray(y)
-    n_img, h, w, ch = images.shape
+    h, w, ch = images[0].shape
     sample, key = isolated_pixels(images)  # one entry per isolated pixel: key = position * n_codes + colour
     n_codes = 1 << (COLOUR_BITS * ch)
     tested = [g for g in np.unique(groups) if (groups == g).sum() >= MIN_PER_CLASS]
@@ -239,14 +240,13 @@ def one_pixel_any(images: np.ndarray, y: np.ndarray, pseudo: bool) -> CheckResul
         "class_p_values": {} if pseudo else {str(g): v for g, v in class_p.items()}}, p_value=p)
 
 
-def isolated_pixels(images: np.ndarray, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def isolated_pixels(images: Sequence[np.ndarray], chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """The pixels that lie >= ISOLATION beyond their 8 neighbours' range (mirrored at the
     border): (sample index, position * n_codes + colour code), colour COLOUR_BITS per channel.
-    Sparse, chunked: whole images of any size fit in memory."""
-    n_img, h, w, ch = images.shape
-    samples, keys = [], []
-    for start in range(0, n_img, chunk):
-        part = images[start:start + chunk]
+    Sparse, and stacked `chunk` images at a time: large whole images are never copied at once."""
+    (_, w, ch), samples, keys = images[0].shape, [], []
+    for start in range(0, len(images), chunk):
+        part = np.stack(images[start:start + chunk])
         code = np.zeros(part.shape[:3], np.int64)
         for k in range(ch):
             code = code * (1 << COLOUR_BITS) + (part[..., k].astype(np.int64) >> (8 - COLOUR_BITS))
