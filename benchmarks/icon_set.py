@@ -150,14 +150,8 @@ def icon_index(size: int = 32, cache: Path = CACHE) -> tuple[np.ndarray, list[di
                     continue
                 names.add(path.name)
                 arr = _load(path, size)
-                if int(arr.min()) >= 255 - BLANK_LEVEL:
-                    dropped["blank on white"] += 1
+                if not first_showing(arr, seen_pixels, dropped):
                     continue
-                digest = hashlib.sha1(arr.tobytes()).digest()
-                if digest in seen_pixels:
-                    dropped["same pixels"] += 1
-                    continue
-                seen_pixels.add(digest)
                 images.append(arr)
                 records.append({"theme": theme.folder.split("/")[0], "context": ctx, "name": path.stem,
                                 "folder_size": folder_size, "resized": folder_size != size})
@@ -179,6 +173,20 @@ def _categories(size, per_class, min_count, seed, cache):
     xs, records, _ = icon_index(size, cache)
     return draw_contexts(xs, records, min_count, per_class, seed, f"no icon context has >= {min_count} distinct icons "
                                                                    f"at {size} px")
+
+
+def first_showing(arr: np.ndarray, seen: set, dropped: dict) -> bool:
+    """True for a picture to keep: not blank on white (no pixel below 255 - BLANK_LEVEL) and
+    pixels not seen before (`seen` gains its digest). Otherwise False, counted in `dropped`."""
+    if int(arr.min()) >= 255 - BLANK_LEVEL:
+        dropped["blank on white"] += 1
+        return False
+    digest = hashlib.sha1(arr.tobytes()).digest()
+    if digest in seen:
+        dropped["same pixels"] += 1
+        return False
+    seen.add(digest)
+    return True
 
 
 def draw_contexts(xs: np.ndarray, records: list[dict], min_count: int, per_class: int, seed: int,

@@ -27,7 +27,7 @@ look), then composited on white, RGB uint8. One size folder: the one equal to `s
 resampling), else the smallest larger one (resized once, Lanczos); ValueError when none is
 >= size (no upscaling). Dropped: files whose name is not *.symbolic.png (a few full-colour icons
 share the folders), right-to-left variants (a name with "-rtl": the mirror image of the icon
-without it, within RMS 0.03), icons blank on white (no pixel below 255 - BLANK_LEVEL), exact pixel
+without it, within RMS 0.03), icons blank on white (icon_set.first_showing), exact pixel
 duplicates (the first in (context, name) order keeps it: Adwaita ships aliases as copies, 48 at
 32 px). Near copies stay, as the data has them (3 pairs within RMS 0.03 at 32 px,
 e.g. network-cellular and -connected).
@@ -42,7 +42,6 @@ reaches min_count.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -55,7 +54,10 @@ if str(_REPO) not in sys.path:  # run as a script
     sys.path.insert(0, str(_REPO))
 
 from benchmarks.debian_packages import unpacked  # noqa: E402
-from benchmarks.icon_set import draw_contexts, near_duplicate_pairs  # noqa: E402
+from benchmarks import icon_set  # noqa: E402
+from benchmarks.icon_set import draw_contexts, first_showing, near_duplicate_pairs  # noqa: E402
+
+BLANK_LEVEL = icon_set.BLANK_LEVEL  # the blank-on-white cut, shared with the colour icons (first_showing)
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "symbolic"
@@ -64,7 +66,6 @@ THEME = "usr/share/icons/Adwaita"
 FOLDER_SIZES = (16, 24, 32, 48)  # the folders holding *.symbolic.png
 FOREGROUND = (0x2E, 0x34, 0x36)
 SUCCESS, WARNING, ERROR = (0x33, 0xD1, 0x7A), (0xF5, 0x79, 0x00), (0xCC, 0x00, 0x00)
-BLANK_LEVEL = 24  # as benchmarks/icon_set.py
 
 
 def theme_root(cache: Path = CACHE) -> Path:
@@ -103,14 +104,8 @@ def symbolic_index(size: int = 32, cache: Path = CACHE) -> tuple[np.ndarray, lis
             if im.size != (size, size):
                 im = im.resize((size, size), Image.LANCZOS)
             arr = decode_symbolic(np.asarray(im))
-            if int(arr.min()) >= 255 - BLANK_LEVEL:
-                dropped["blank on white"] += 1
+            if not first_showing(arr, seen, dropped):
                 continue
-            digest = hashlib.sha1(arr.tobytes()).digest()
-            if digest in seen:
-                dropped["same pixels"] += 1
-                continue
-            seen.add(digest)
             images.append(arr)
             records.append({"context": ctx_dir.name, "name": path.name[:-len(".symbolic.png")],
                             "folder_size": folder_size})
