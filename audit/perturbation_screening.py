@@ -240,11 +240,13 @@ def one_pixel_any(images: Sequence[np.ndarray], y: np.ndarray, pseudo: bool) -> 
         "class_p_values": {} if pseudo else {str(g): v for g, v in class_p.items()}}, p_value=p)
 
 
-def isolated_pixels(images: Sequence[np.ndarray], chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def isolated_pixels(images: Sequence[np.ndarray], pixels_per_chunk: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
     """The pixels that lie >= ISOLATION beyond their 8 neighbours' range (mirrored at the
     border): (sample index, position * n_codes + colour code), colour COLOUR_BITS per channel.
-    Sparse, and stacked `chunk` images at a time: large whole images are never copied at once."""
-    (_, w, ch), samples, keys = images[0].shape, [], []
+    Sparse, and stacked a few million pixels at a time: large whole images are never copied at
+    once (the working arrays stay ~100 MB whatever the image size)."""
+    (h, w, ch), samples, keys = images[0].shape, [], []
+    chunk = max(1, pixels_per_chunk // (h * w))
     for start in range(0, len(images), chunk):
         part = np.stack(images[start:start + chunk])
         code = np.zeros(part.shape[:3], np.int64)
