@@ -88,9 +88,10 @@ class _ClipImage(Embedder):
 
     def __init__(self, clip: OpenClip):
         self.clip, self.dim, self.model_id = clip, clip.dim, clip.id_base + ":image"
+        self.input_side = clip.image_size
 
     @torch.inference_mode()
-    def embed(self, items: list[bytes]) -> Embedded:
+    def embed(self, items: list) -> Embedded:
         c = self.clip
         batch = decode_batch(items, c.device, c.image_size)
         if not batch.images:

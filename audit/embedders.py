@@ -38,6 +38,7 @@ class Embedder(ABC):
     model_id: str
     dim: int
     modality: str  # 'image' or 'text'
+    input_side: int | None = None  # image models: the short side they resize to (inputs may be reduced to 2x it)
 
     @abstractmethod
     def embed(self, items: list) -> Embedded:

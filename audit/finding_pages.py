@@ -14,7 +14,7 @@ from audit.image_decode import pil_rgb
 
 THUMB_SIDE = 128  # images are decoded under ingest's guards and reduced to about 2x this right away
 from audit.output_dir import OutputDir
-from audit.shard_embed import read_images
+from audit.sample_store import read_images
 from audit.shard_ingest import STAGE as INGEST_STAGE
 from audit.store import scan
 

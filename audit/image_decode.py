@@ -62,6 +62,7 @@ class DecodedImage:
     height: int
     pixel_hash: str
     rgb: Image.Image | None = None
+    image: Image.Image | None = None  # keep_image: the decoded image itself, upright, in its own mode
 
 
 class ImageRejected(Exception):
@@ -193,14 +194,18 @@ def _guarded(decode):
         raise ImageRejected("CorruptImage", f"{type(e).__name__}: {str(e)[:300]}") from None
 
 
-def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), keep_rgb: bool = False) -> DecodedImage:
+def decode_image(data: bytes, limits: ImageLimits = ImageLimits(), keep_rgb: bool = False,
+                 keep_image: bool = False) -> DecodedImage:
+    """Decode under the guards, apply EXIF orientation, hash the pixels. keep_image: the decoded
+    image comes back too (`DecodedImage.image`), so later stages need no second decode."""
     def decode():
         img = open_image(data, limits)
         fmt = img.format
         img.load()
         img = _oriented(img)
         _check_geometry(img.width, img.height, limits, "after EXIF orientation")
-        return DecodedImage(fmt, img.width, img.height, pixel_hash(img), banded_rgb(img) if keep_rgb else None)
+        return DecodedImage(fmt, img.width, img.height, pixel_hash(img), banded_rgb(img) if keep_rgb else None,
+                            img if keep_image else None)
 
     return _guarded(decode)
 
@@ -224,11 +229,17 @@ def decode_rgb(data: bytes, limits: ImageLimits = ImageLimits(), min_side: int |
     def decode():
         img = open_image(data, limits, min_side)
         img.load()
-        img = _oriented(img)
-        factor = min(img.size) // (2 * min_side) if min_side else 1
-        return banded_rgb(img, max(1, factor))
+        return reduced_rgb(_oriented(img), min_side)
 
     return _guarded(decode)
+
+
+def reduced_rgb(img: Image.Image, min_side: int | None = None) -> Image.Image:
+    """RGB of an already decoded image, with min_side integer box-reduced to the smallest size
+    whose short side is still >= 2 * min_side (decode_rgb's reduction, for an image decoded once
+    and shared by several stages)."""
+    factor = min(img.size) // (2 * min_side) if min_side else 1
+    return banded_rgb(img, max(1, factor))
 
 
 def pil_rgb(data: bytes, min_side: int | None = None, limits: ImageLimits = ImageLimits()) -> Image.Image:

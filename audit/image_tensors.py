@@ -24,7 +24,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from audit.image_decode import ImageRejected, open_image, pil_rgb
+from PIL import Image
+
+from audit.image_decode import ImageRejected, open_image, pil_rgb, reduced_rgb
 
 MIN_SIDE = 8
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,8 +40,8 @@ class DecodedBatch:
     errors: list[tuple[int, str, str]] = field(default_factory=list)
 
 
-def _is_jpeg(data: bytes) -> bool:
-    return data[:3] == b"\xff\xd8\xff"
+def _is_jpeg(data) -> bool:
+    return isinstance(data, (bytes, bytearray)) and data[:3] == b"\xff\xd8\xff"
 
 
 def _nvjpeg_ok(data: bytes, min_side: int | None) -> bool:
@@ -53,9 +55,11 @@ def _nvjpeg_ok(data: bytes, min_side: int | None) -> bool:
     return min_side is None or min(w, h) < 4 * min_side
 
 
-def _cpu_tensor(data: bytes, pin: bool, min_side: int | None) -> torch.Tensor:
-    """uint8 [3, H, W] viewing HWC memory (channels-last), the layout torch resizes fastest."""
-    t = torch.from_numpy(np.array(pil_rgb(data, min_side))).permute(2, 0, 1)
+def _cpu_tensor(data, pin: bool, min_side: int | None) -> torch.Tensor:
+    """uint8 [3, H, W] viewing HWC memory (channels-last), the layout torch resizes fastest.
+    `data`: encoded bytes, or an image decoded once already (PIL, audit.shard_runner)."""
+    rgb = reduced_rgb(data, min_side) if isinstance(data, Image.Image) else pil_rgb(data, min_side)
+    t = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)
     return t.pin_memory() if pin else t
 
 

@@ -18,7 +18,7 @@ from audit.diffusion_models import image_pixels
 from audit.image_decode import ImageRejected, pil_rgb
 from audit.memorization import score_pairs, score_prompts
 from audit.memorization_config import MemorizationConfig
-from audit.shard_embed import image_batches, prefetch
+from audit.sample_store import image_batches, prefetch
 
 
 def score_rows(model, cfg: MemorizationConfig, captions: list[str], images: list | None) -> list[list[float]]:

@@ -172,6 +172,18 @@ def errors_section(groups: list[dict], examples: dict) -> str:
     return section("errors", "Errors", table(["stage", "error type", "count", "examples"], rows))
 
 
+def timings_section(rows: list[dict]) -> str:
+    """`rows`: {run_id, kind, stage, shards, seconds, samples} of one run (audit.stage_timings)."""
+    if not rows:
+        return section("timings", "Stage timings", nothing("no stage_timings rows"))
+    body = f"<p>Run <span class='mono'>{text(rows[0]['run_id'])}</span>: seconds of each stage's own work.</p>"
+    body += table(["kind", "stage", "shards", "seconds", "samples", "samples/s"], [
+        [text(r["kind"]), text(r["stage"]), str(r["shards"] or ""), f"{r['seconds']:.2f}",
+         str(r["samples"] or ""), f"{r['samples'] / r['seconds']:.1f}" if r["samples"] and r["seconds"] else ""]
+        for r in rows])
+    return section("timings", "Stage timings", body)
+
+
 def changes_section(counts: list[dict], first: list[dict], previous: str | None) -> str:
     if not counts:
         return section("changes", "Changes since the previous run", nothing("no run_changes rows for the latest run"))

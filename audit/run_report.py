@@ -34,7 +34,7 @@ log = logging.getLogger("shardguard.report")
 
 SECTIONS = [("summary", "Summary"), ("duplicates", "Duplicates"), ("memorization", "Memorization"),
             ("perturbations", "Perturbations"), ("replication", "Replication"), ("errors", "Errors"),
-            ("changes", "Changes")]
+            ("changes", "Changes"), ("timings", "Timings")]
 MEMBERS_PER_CLUSTER = 8
 HISTOGRAM_SAMPLE = 20000  # feature rows drawn (reservoir sample) for the histograms
 FEATURES = [f.name for f in PERTURBATION_SAMPLES.schema if pa.types.is_floating(f.type) or pa.types.is_integer(f.type)]
@@ -178,6 +178,15 @@ def errors(data: ReportData) -> str:
     return sections.errors_section(groups, examples)
 
 
+def timings(data: ReportData) -> str:
+    """Seconds per stage of the newest run that recorded timings (audit.stage_timings)."""
+    rows = data.rows("stage_timings", """
+        SELECT run_id, kind, stage, count(shard) AS shards, sum(seconds) AS seconds, sum(n_inputs) AS samples
+        FROM t WHERE run_id = (SELECT max(run_id) FROM t) GROUP BY run_id, kind, stage
+        ORDER BY kind DESC, min(CASE WHEN stage = 'ingest' THEN 0 ELSE 1 END), stage""")
+    return sections.timings_section(rows)
+
+
 def changes(data: ReportData, top: int) -> str:
     counts = data.rows("run_changes", "SELECT change, source_table, count(*) AS n FROM t GROUP BY ALL ORDER BY n DESC, change")
     first = data.rows("run_changes", "SELECT * FROM t ORDER BY change, source_table, shard, key LIMIT ?", [top])
@@ -195,7 +204,7 @@ def write_report(out_dir, report_dir=None, top: int = 20, opener: Callable | Non
         raise FileNotFoundError(f"no output folder at {out.root}: run `shardguard run --out {out_dir}` first")
     data = ReportData(out, opener or local_open)
     body = (sections.nav(SECTIONS) + summary(data) + duplicates(data, top) + memorization(data, top)
-            + perturbations(data) + replication(data, top) + errors(data) + changes(data, top))
+            + perturbations(data) + replication(data, top) + errors(data) + changes(data, top) + timings(data))
     path = out.root / "reports"
     if report_dir and Path(report_dir).resolve() != path:  # a folder of its own: new, empty or a report's
         path = claim(report_dir, "report")

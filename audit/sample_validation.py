@@ -128,6 +128,14 @@ def _failed(row: dict, e: SampleRejected) -> tuple[dict, dict]:
 
 
 def validate_sample(raw: RawSample, shard: str, run_id: str, limits: IngestLimits) -> tuple[dict, dict | None]:
+    row, error, _ = validate_and_decode(raw, shard, run_id, limits)
+    return row, error
+
+
+def validate_and_decode(raw: RawSample, shard: str, run_id: str, limits: IngestLimits,
+                        keep_image: bool = False) -> tuple[dict, dict | None, object]:
+    """validate_sample, plus (keep_image) the decoded, upright image of an ok sample (None when
+    failed): the one decode the later per-shard stages prepare their inputs from."""
     row: dict = {"run_id": run_id, "shard": shard, "key": raw.key, "status": "ok", "error": None}
     stage = "read"
     try:
@@ -148,12 +156,12 @@ def validate_sample(raw: RawSample, shard: str, run_id: str, limits: IngestLimit
         row["caption"] = decode_caption(raw.files.get("txt"), limits)
         stage = "decode"
         try:
-            img = decode_image(data, limits.image)
+            img = decode_image(data, limits.image, keep_image=keep_image)
         except ImageRejected as e:
             raise SampleRejected("decode", e.error_type, e.message) from None
         row.update(image_format=img.format, width=img.width, height=img.height, pixel_hash=img.pixel_hash)
-        return row, None
+        return row, None, img.image
     except SampleRejected as e:
-        return _failed(row, e)
+        return (*_failed(row, e), None)
     except Exception as e:  # the per-sample boundary: one sample's bytes never end the shard
-        return _failed(row, SampleRejected(stage, "UnexpectedError", f"{type(e).__name__}: {str(e)[:300]}"))
+        return (*_failed(row, SampleRejected(stage, "UnexpectedError", f"{type(e).__name__}: {str(e)[:300]}")), None)

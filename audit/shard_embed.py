@@ -19,17 +19,15 @@ caption models still embed the captions, which come from the samples table.
 
 from __future__ import annotations
 
-import io
-import queue
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from audit.embedders import Embedded, Embedder
 from audit.retrying_reads import ReadRetry, RetryHook, retrying_opener
+from audit.sample_store import image_batches, prefetch
 
 
 @dataclass
@@ -52,60 +50,6 @@ class ModelResult:
         if len(self.keys) + len(self.errors) != n_samples or len(self.matrix()) != len(self.keys):
             raise AssertionError(f"{self.model_id}: {len(self.keys)} vectors + {len(self.errors)} errors "
                                  f"!= {n_samples} samples")
-
-
-def read_images(f: io.BufferedIOBase, rows: list[dict]) -> list[bytes]:
-    """Image bytes by (image_offset, image_bytes); rows should be sorted by offset."""
-    out = []
-    for r in rows:
-        f.seek(r["image_offset"])
-        out.append(f.read(r["image_bytes"]))
-    return out
-
-
-def prefetch(items: Iterator, depth: int = 2) -> Iterator:
-    """Run the producer in a thread, `depth` items ahead; re-raise its error in the consumer."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    done = object()
-
-    def produce():
-        try:
-            for it in items:
-                q.put(it)
-        except BaseException as e:  # handed to the consumer below
-            q.put(e)
-        q.put(done)
-
-    threading.Thread(target=produce, daemon=True).start()
-    while (it := q.get()) is not done:
-        if isinstance(it, BaseException):
-            raise it
-        yield it
-
-
-def image_batches(uri: str, rows: list[dict], opener: Callable, size: int,
-                  need_images: bool = True) -> Iterator[tuple[list[dict], list | None, str | None]]:
-    """(rows, image bytes, None) per batch of `size` rows; once a read fails for good (an OSError
-    through the opener, which should be retrying) (rows, None, why) for that batch and every
-    later one, without reading again. need_images=False: (rows, None, None), the file unopened."""
-    failed, f = None, None
-    try:
-        if need_images and rows:
-            try:
-                f = opener(uri)
-            except OSError as e:
-                failed = f"cannot read {uri}: {type(e).__name__}: {e}"
-        for i in range(0, len(rows), size):
-            chunk, images = rows[i:i + size], None
-            if f is not None and failed is None:
-                try:
-                    images = read_images(f, chunk)
-                except OSError as e:
-                    failed = f"{type(e).__name__}: {e}"
-            yield chunk, images, failed
-    finally:
-        if f is not None:
-            f.close()
 
 
 def checked_output(out: Embedded, n_items: int, dim: int) -> Embedded:

@@ -27,7 +27,7 @@ from typing import BinaryIO, Callable, Iterator
 
 from audit.output_dir import OutputDir
 from audit.retrying_reads import ReadFailed, RetryHook, RetryingFile, log_retry, retrying_opener
-from audit.sample_validation import USED_EXTS, IngestLimits, validate_sample
+from audit.sample_validation import USED_EXTS, IngestLimits, validate_and_decode
 from audit.tar_samples import RawSample, TarSamples
 from schemas import ERRORS, SAMPLES, SHARDS
 
@@ -71,15 +71,17 @@ def read_expected_count(stats_uri: str, opener: Opener) -> int | None:
         return None
 
 
-def iter_validated(raw_samples: Iterator[RawSample], shard: str, run_id: str, limits: IngestLimits):
+def iter_validated(raw_samples: Iterator[RawSample], shard: str, run_id: str, limits: IngestLimits,
+                   keep_images: bool = False):
     for raw in raw_samples:
-        yield raw, validate_sample(raw, shard, run_id, limits)
+        yield raw, validate_and_decode(raw, shard, run_id, limits, keep_images)
 
 
 def ingest_shard(shard: str, uri: str, run_id: str, opener: Opener = open_binary,
                  limits: IngestLimits = IngestLimits(), on_sample: Callable | None = None,
-                 on_retry: RetryHook | None = None) -> ShardResult:
-    """Read and validate every sample of one shard. `on_sample(raw, row)` sees each ok sample;
+                 on_retry: RetryHook | None = None, keep_images: bool = False) -> ShardResult:
+    """Read and validate every sample of one shard. `on_sample(raw, row, image)` sees each ok
+    sample as it is read (image: the decoded, upright image with keep_images, else None);
     `on_retry(uri, attempt, error, wait)` each retried I/O error (default: a warning in the log)."""
     t0 = time.perf_counter()
     result = ShardResult(shard={})
@@ -92,14 +94,14 @@ def ingest_shard(shard: str, uri: str, run_id: str, opener: Opener = open_binary
         with RetryingFile(opener, uri, limits.retry, count_retry) as f:
             reader = TarSamples(f, max_member_bytes=limits.max_member_bytes, extensions=USED_EXTS,
                                 max_sample_bytes=limits.max_sample_bytes)
-            for raw, (row, err) in iter_validated(iter(reader), shard, run_id, limits):
+            for raw, (row, err, image) in iter_validated(iter(reader), shard, run_id, limits, keep_images):
                 result.samples.append(row)
                 result.skipped_members += len(raw.skipped)
                 result.skipped_bytes += sum(raw.skipped.values())
                 if err is not None:
                     result.errors.append(err)
                 elif on_sample is not None:
-                    on_sample(raw, row)
+                    on_sample(raw, row, image)
             status, error, nbytes = reader.status, reader.error, reader.bytes_read
     except ReadFailed as e:
         status, error, error_type, result.retryable = "unreadable", str(e), "ReadFailed", True
@@ -145,6 +147,11 @@ def ingest_and_record(out: OutputDir, shard: str, uri: str, run_id: str, opener:
         return None
     out.remove_orphans(shard, [t.name for t in SHARD_TABLES])
     result = ingest_shard(shard, uri, run_id, opener, limits, on_retry=on_retry)
+    return record_ingest(out, run_id, shard, result)
+
+
+def record_ingest(out: OutputDir, run_id: str, shard: str, result: ShardResult) -> dict:
+    """Write one ingested shard's tables, then its completion marker (last); returns the marker's record."""
     out.write_shard_table(SAMPLES, run_id, shard, result.samples)
     out.write_shard_table(ERRORS, run_id, shard, result.errors)
     out.write_shard_table(SHARDS, run_id, shard, [result.shard])

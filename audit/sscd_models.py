@@ -48,10 +48,10 @@ class SscdOnnx(Embedder):
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in ort.get_available_providers()]
         self.session = ort.InferenceSession(str(onnx_model_path(variant)), opts, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
-        self.size = size
+        self.size = self.input_side = size
         self.model_id = f"sscd:{variant}:onnx:{size}"
 
-    def embed(self, items: list[bytes]) -> Embedded:
+    def embed(self, items: list) -> Embedded:
         batch = decode_batch(items, torch.device("cpu"), self.size)
         if not batch.images:
             return Embedded.empty(self.dim, batch.errors)
@@ -69,12 +69,12 @@ class SscdTorchScript(Embedder):
         self.model = torch.jit.load(str(path), map_location=self.device).eval()
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.size = size
+        self.size = self.input_side = size
         self.autocast = bf16 and self.device.type == "cuda"
         self.model_id = f"sscd:torchscript:{os.path.basename(str(path))}:{size}"
 
     @torch.inference_mode()
-    def embed(self, items: list[bytes]) -> Embedded:
+    def embed(self, items: list) -> Embedded:
         batch = decode_batch(items, self.device, self.size)
         if not batch.images:
             return Embedded.empty(self.dim, batch.errors)

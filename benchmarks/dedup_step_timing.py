@@ -25,7 +25,7 @@ from audit.dedup_corpus import load_corpus  # noqa: E402
 from audit.duplicate_clusters import DedupConfig, find_duplicates  # noqa: E402
 from audit.output_dir import OutputDir  # noqa: E402
 from audit.stored_images import stored_image_fetcher  # noqa: E402
-from pipelines.ingest import open_uri  # noqa: E402
+from pipelines.shard_uris import open_uri  # noqa: E402
 
 
 def main(argv: list[str]) -> int:

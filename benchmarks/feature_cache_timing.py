@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     from audit.perturbation_audit import PerturbationConfig
     from pipelines.config import JobConfig
     from pipelines.dedup import dedup_and_record
-    from pipelines.ingest import open_uri
+    from pipelines.shard_uris import open_uri
     from pipelines.job import run_ingest
 
     print(machine_line("start"), flush=True)

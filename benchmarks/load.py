@@ -207,13 +207,10 @@ def reconcile(out: Path, generated: list[int]) -> tuple[bool, dict]:
                 "failed": sum(r[3] for r in rows), "bad_shards": bad[:5]}
 
 
-def run_one(inp: Path, out: Path, args: argparse.Namespace, result_path: Path) -> None:
-    """Child process: one run_ingest, then its own and its children's peak RSS."""
+def child_config(args: argparse.Namespace):
+    """The job config of a run: --config with the command line's overrides."""
     import dataclasses
-    import logging
-    logging.basicConfig(level=logging.WARNING)
     from pipelines.config import load_config
-    from pipelines.job import run_ingest
     config = load_config(args.config, environ=None)
     embed = dict(sscd=args.sscd or config.embed.sscd, captions=config.embed.captions and not args.no_captions)
     config = dataclasses.replace(config, progress_seconds=0, report=False,
@@ -223,15 +220,41 @@ def run_one(inp: Path, out: Path, args: argparse.Namespace, result_path: Path) -
     if args.no_perturbations:
         config = dataclasses.replace(config, perturbations=dataclasses.replace(config.perturbations,
                                                                                features=False, tests=False))
+    return config
+
+
+def run_one(inp: Path, out: Path, args: argparse.Namespace, result_path: Path) -> None:
+    """Child process: one run_ingest (or, with --_plain, the plain loop), then its peak RSS."""
+    import logging
+    logging.basicConfig(level=logging.WARNING)
+    config = child_config(args)
     t0 = time.perf_counter()
-    summary = run_ingest(str(inp), str(out), config, shlex.split(args.beam_args))
+    if args._plain:
+        from benchmarks.plain_loop import run as plain_loop
+        r = plain_loop(inp, config)
+        ran, notes, stages = ["plain loop"], [], {k: {"seconds": v} for k, v in r["seconds"].items()}
+    else:
+        from pipelines.job import run_ingest
+        summary = run_ingest(str(inp), str(out), config, shlex.split(args.beam_args))
+        ran = sorted(summary.embeddings) + (["memorization"] if summary.memorization else []) \
+            + (["dedup"] if summary.dedup else []) + (["perturbations"] if summary.perturbations else [])
+        notes, stages = summary.notes, stage_breakdown(out, summary.run_id)
     wall = time.perf_counter() - t0
-    ran = sorted(summary.embeddings) + (["memorization"] if summary.memorization else []) \
-        + (["dedup"] if summary.dedup else []) + (["perturbations"] if summary.perturbations else [])
     result_path.write_text(json.dumps({
-        "wall_s": wall, "ran": ran, "notes": summary.notes,
+        "wall_s": wall, "ran": ran, "notes": notes, "stages": stages,
         "self_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "children_maxrss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+
+
+def stage_breakdown(out: Path, run_id: str) -> dict:
+    """Seconds per stage of the run (the stage_timings table; {} from a version without it)."""
+    try:
+        from audit.output_dir import OutputDir
+        from audit.stage_timings import stage_totals
+    except ImportError:
+        return {}
+    return {f"{r['kind']}: {r['stage']}": {"seconds": r["seconds"], "shards": r["shards"]}
+            for r in stage_totals(OutputDir(out), run_id)}
 
 
 def tree_rss_peak(pid: int, stop: threading.Event, peak: list[float]) -> None:
@@ -283,7 +306,11 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="keep the generated shards and outputs in this folder")
     ap.add_argument("--large-images", type=int, default=8,
                     help="run the smallest size again plus a shard of this many large images (0 = off)")
+    ap.add_argument("--compare", action="store_true",
+                    help="also time the plain loop (benchmarks/plain_loop.py) on the same input, and print the ratio")
+    ap.add_argument("--baseline", metavar="REV", help="also time the job of this git commit (a worktree) on the same input")
     ap.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)  # inp out result: one run, in a child
+    ap.add_argument("--_plain", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._child:
         run_one(Path(args._child[0]), Path(args._child[1]), args, Path(args._child[2]))
@@ -308,17 +335,11 @@ def main() -> None:
                 generated.append(write_large_shard(inp, len(generated), n_large))
             print(f"generated {sum(generated)} samples in {len(generated)} shards in {time.perf_counter() - t0:.0f} s",
                   flush=True)
-            cmd = [sys.executable, __file__, "--_child", str(inp), str(out), str(res), "--config", str(args.config),
-                   "--beam-args", args.beam_args] + (["--sscd", args.sscd] if args.sscd else []) \
-                + (["--no-captions"] if args.no_captions else []) + (["--no-memorization"] if args.no_memorization else []) \
+            flags = ["--config", str(args.config), "--beam-args", args.beam_args] \
+                + (["--sscd", args.sscd] if args.sscd else []) + (["--no-captions"] if args.no_captions else []) \
+                + (["--no-memorization"] if args.no_memorization else []) \
                 + (["--no-perturbations"] if args.no_perturbations else [])
-            proc = subprocess.Popen(cmd)
-            stop, peak = threading.Event(), [0.0]
-            sampler = threading.Thread(target=tree_rss_peak, args=(proc.pid, stop, peak), daemon=True)
-            sampler.start()
-            rc = proc.wait()
-            stop.set()
-            sampler.join()
+            rc, peak = measure([sys.executable, __file__, "--_child", str(inp), str(out), str(res)] + flags)
             if rc != 0:
                 print(f"run of {n} samples failed (exit {rc})", flush=True)
                 failed = True
@@ -326,9 +347,11 @@ def main() -> None:
             r = json.loads(res.read_text())
             ok, counts = reconcile(out, generated)
             failed |= not ok
-            results.append({"n": n, "large": n_large, "generated": generated, "tree_peak_mb": peak[0],
+            results.append({"n": n, "large": n_large, "generated": generated, "tree_peak_mb": peak,
                             "reconciled": ok, **r, **counts})
             print(f"{n} samples: {r['wall_s']:.0f} s, ran {', '.join(r['ran'])}", flush=True)
+            if not n_large and (args.compare or args.baseline):
+                results[-1]["compare"] = compare(inp, root, name, flags, args)
             if not args.keep:
                 shutil.rmtree(inp, ignore_errors=True)
                 shutil.rmtree(out, ignore_errors=True)
@@ -337,6 +360,46 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
     failed |= print_table(results, args)
     sys.exit(1 if failed else 0)
+
+
+def measure(cmd: list[str], cwd: Path | None = None) -> tuple[int, float]:
+    """Run a child; its exit status and the peak summed RSS of its process tree (MB)."""
+    proc = subprocess.Popen(cmd, cwd=cwd)
+    stop, peak = threading.Event(), [0.0]
+    sampler = threading.Thread(target=tree_rss_peak, args=(proc.pid, stop, peak), daemon=True)
+    sampler.start()
+    rc = proc.wait()
+    stop.set()
+    sampler.join()
+    return rc, peak[0]
+
+
+def compare(inp: Path, root: Path, name: str, flags: list[str], args: argparse.Namespace) -> list[dict]:
+    """The same input through the plain loop (--compare) and through the job of --baseline REV
+    (a git worktree of that commit, its own benchmarks/load.py child), one after the other."""
+    rows = []
+    if args.compare:
+        res = root / f"result-{name}-plain.json"
+        rc, peak = measure([sys.executable, __file__, "--_child", str(inp), str(root / "unused"), str(res),
+                            "--_plain"] + flags)
+        if rc == 0:
+            rows.append({"what": "plain loop (per-sample work once, no Beam)", "tree_peak_mb": peak,
+                         **json.loads(res.read_text())})
+    if args.baseline:
+        tree, out, res = root / "baseline-tree", root / f"out-{name}-baseline", root / f"result-{name}-baseline.json"
+        if not tree.exists():
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tree), args.baseline],
+                           check=True)
+        try:
+            config = tree / args.config.resolve().relative_to(REPO)
+            rc, peak = measure([sys.executable, str(tree / "benchmarks" / "load.py"), "--_child", str(inp), str(out),
+                                str(res)] + flags[2:] + ["--config", str(config)], cwd=REPO)
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False)
+        shutil.rmtree(out, ignore_errors=True)
+        if rc == 0:
+            rows.append({"what": f"job at {args.baseline}", "tree_peak_mb": peak, **json.loads(res.read_text())})
+    return rows
 
 
 def peak_mb(r: dict) -> float:
@@ -370,6 +433,21 @@ def print_table(results: list[dict], args: argparse.Namespace) -> bool:
         print(f"large images: {big['large']} (8000x8000 palette PNGs, 7000x7000 JPEGs) added to the {base['inputs']}-sample "
               f"run: peak RSS {peak_mb(big):.0f} MB vs {peak_mb(base):.0f} MB = {ratio:.2f}x "
               f"({'within' if ratio <= 1.5 else 'OVER'} the 1.5x limit)")
+    for r in normal:
+        if r.get("stages"):
+            print(f"\nstage breakdown of the {r['inputs']}-sample run (seconds of each stage's own work, stage_timings):")
+            for stage, v in r["stages"].items():
+                print(f"  {stage:<48} {v['seconds']:>8.1f} s")
+        if r.get("compare"):
+            print(f"\nside by side on the {r['inputs']}-sample input (same machine, one after the other):")
+            print(f"  {'what':<46} {'wall s':>8} {'samples/s':>9} {'peak MB':>8} {'job vs it':>9}")
+            job = r["inputs"] / r["wall_s"]
+            print(f"  {'this job':<46} {r['wall_s']:>8.1f} {job:>9.1f} {peak_mb(r):>8.0f} {'':>9}")
+            for c in r["compare"]:
+                sps = r["inputs"] / c["wall_s"]
+                print(f"  {c['what'][:46]:<46} {c['wall_s']:>8.1f} {sps:>9.1f} {c['tree_peak_mb']:>8.0f} {job / sps:>8.2f}x")
+                if c.get("stages"):
+                    print("    " + ", ".join(f"{k} {v['seconds']:.0f}s" for k, v in c["stages"].items()))
     print("RSS self = getrusage(RUSAGE_SELF) of the run's process; RSS child = the largest of its child "
           "processes (RUSAGE_CHILDREN); tree peak = the summed RSS of the process tree, sampled every 0.5 s.")
     return over

@@ -43,7 +43,7 @@ from audit.perturbation_audit import SANITIZER_PARAMS
 from audit.run_ids import new_run_id
 from audit.user_errors import UsageError
 from pipelines.beam_options import pipeline_options, private_tempdir
-from pipelines.ingest import open_uri
+from pipelines.shard_uris import open_uri
 from pipelines.perturbations import SANITIZER_FILE
 from schemas import CAPTION_VARIANTS, ERRORS, TABLES
 

@@ -101,6 +101,7 @@ class JobConfig:
     input: str = ""  # shard URI pattern of `shardguard run` (--input wins); lets a scheduler run one command
     out: str = ""  # output folder of `shardguard run` (--out wins)
     report: bool = True  # write OUT/reports/index.html at the end of every run (audit.run_report)
+    split_gpu_stages: bool = False  # GPU stages as their own Beam step (Dataflow/portable: keeps their resource hints)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -22,7 +22,7 @@ from audit.duplicate_clusters import DedupConfig, find_duplicates
 from audit.incremental_dedup import incremental_duplicates, save_from_result
 from audit.memorization_flags import latest_flags, merge_flags
 from audit.output_dir import OutputDir
-from pipelines.ingest import open_uri
+from pipelines.shard_uris import open_uri
 from pipelines.progress import counter
 from schemas import DECISIONS, DUPLICATES
 

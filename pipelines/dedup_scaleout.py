@@ -31,7 +31,7 @@ from audit.output_dir import OutputDir
 from audit.partitioned_dedup import assign, group_summary, n_centroids_for, train_centroids
 from audit.vector_index import Edges
 from pipelines.dedup import count_decisions, dedup_counters
-from pipelines.ingest import open_uri
+from pipelines.shard_uris import open_uri
 from schemas import DECISIONS, DUPLICATES
 
 

@@ -42,18 +42,19 @@ from audit.failure_threshold import over_threshold, tally_run
 from audit.output_dir import OutputDir
 from audit.run_diff import record_changes
 from audit.run_ids import new_run_id
+from audit.embed_stage import stage_id as embed_stage
 from audit.run_report import write_report
+from audit.stage_timings import write_timings
 from audit.shard_ingest import STAGE, retry_unreadable
 from audit.sql_literals import file_pattern
 from pipelines.beam_options import pipeline_options, private_tempdir
 from pipelines.config import JobConfig
 from pipelines.dedup import DedupCorpus
 from pipelines.dedup_scaleout import PartitionedDedup
-from pipelines.embed import EmbedShards, stage as embed_stage
-from pipelines.ingest import IngestShards, open_uri
-from pipelines.memorization import FlagMemorization, ScoreMemorization, flags_skipped
-from pipelines.memorization import stage as mem_stage
-from pipelines.perturbations import FEATURE_STAGE, SANITIZER_FILE, PerturbationFeatures, TestPerturbations
+from pipelines.memorization import FlagMemorization, flags_skipped
+from pipelines.perturbations import SANITIZER_FILE, TestPerturbations
+from pipelines.shard_stages import ShardStages
+from pipelines.shard_uris import open_uri
 from pipelines.progress import ProgressMonitor, StageCounter, finish_and_log
 from pipelines.run_plan import RunSummary, plan_run
 from pipelines.run_record import record_failure, write_runs_row
@@ -117,9 +118,9 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
     out.remove_leftovers(TABLES)  # our temp files and private temp dirs of killed runs (we hold the lock)
     retried = retry_unreadable(out) if config.ingest.retry_unreadable else []  # storage was down last time
     plan = plan_run(input_pattern, out, config)
-    shards, todo, embed_todo, mem_todo, feat_todo = plan.shards, plan.todo, plan.embed_todo, plan.mem_todo, plan.feat_todo
-    specs, notes, model_ids, mem_id = plan.specs, plan.notes, plan.model_ids, plan.mem_id
-    mem, pert, todo_ids = config.memorization, config.perturbations, {sid for sid, _ in todo}
+    shards, todo, stages, notes, model_ids = plan.shards, plan.todo, plan.stages, plan.notes, plan.model_ids
+    mem, pert, mem_id = config.memorization, config.perturbations, plan.mem_id
+    todo_ids = {sid for sid, _ in todo}
     run_id = new_run_id()
     out.adopt_legacy_files()  # a folder of an older version: record its table files once (audit.output_dir)
     run_status.write_running(out.root, run_id, input_pattern, plan.stage_todo)
@@ -132,48 +133,35 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
     try:
         opts = pipeline_options(beam_args)
         track["runner"] = str(opts.view_as(StandardOptions).runner)
-        if todo or embed_todo or mem_todo or feat_todo:
+        if todo or plan.later:
             counters = [StageCounter("ingest", out.manifest_dir(STAGE), run_id, len(todo))]
-            counters += [StageCounter(m.split(":")[0], out.manifest_dir(embed_stage(m)), run_id,
-                                      len(todo) + len(embed_todo)) for m in model_ids]
-            if mem.enabled:
-                counters.append(StageCounter("memorization", out.manifest_dir(mem_stage(mem, mem_id)), run_id,
-                                             len(todo) + len(mem_todo)))
-            if pert.features:
-                counters.append(StageCounter("perturbation features", out.manifest_dir(FEATURE_STAGE), run_id,
-                                             len(todo) + len(feat_todo)))
+            counters += [StageCounter(st.label, out.manifest_dir(st.id), run_id, len(plan.stage_todo[st.id]))
+                         for st in stages]
             with ProgressMonitor(counters, config.progress_seconds), private_tempdir(out.root):
                 p = beam.Pipeline(options=opts)
-                ingested = (p | "Shards" >> beam.Create(todo)
-                              | "Ingest" >> IngestShards(str(out.root), run_id, config.ingest))
-                fresh = ingested | "ShardUri" >> beam.Map(lambda s: (s["shard"], s["uri"]))
-                ends = [fresh]  # every branch ends in one final step: the DaskRunner computes only the last one's inputs
-                if specs:
-                    earlier = p | "IngestedEarlier" >> beam.Create(embed_todo)
-                    ends.append((fresh, earlier) | "ToEmbed" >> beam.Flatten()
-                         | "Embed" >> EmbedShards(str(out.root), run_id, specs, config.embed, config.ingest.retry))
-                if mem.enabled:
-                    unscored = p | "IngestedUnscored" >> beam.Create(mem_todo)
-                    ends.append((fresh, unscored) | "ToScore" >> beam.Flatten()
-                         | "Memorization" >> ScoreMemorization(str(out.root), run_id, mem, mem_id, config.ingest.retry))
-                if pert.features:
-                    unfeatured = p | "IngestedUnfeatured" >> beam.Create(feat_todo)
-                    ends.append((fresh, unfeatured) | "ToFeatures" >> beam.Flatten()
-                         | "PerturbationFeatures" >> PerturbationFeatures(str(out.root), run_id, config.ingest.retry))
-                _ = tuple(ends) | "AllStages" >> beam.Flatten()
+                # one read and one decode of each shard feed ingest and every per-shard stage
+                # (pipelines.shard_stages); split_gpu_stages: GPU stages as their own step, fed from the store
+                split = config.split_gpu_stages and any(st.resources == "gpu" for st in stages)
+                first = [st for st in stages if not (split and st.resources == "gpu")]
+                done = (p | "Shards" >> beam.Create(todo + plan.later)
+                          | "Stages" >> ShardStages(str(out.root), run_id, first, config.ingest, True, config.embed.batch_size))
+                if split:
+                    _ = done | "GpuStages" >> ShardStages(str(out.root), run_id, [st for st in stages if st not in first],
+                                                          config.ingest, False, config.embed.batch_size)
                 finish_and_log(p.run(), "ingest/embed")
         summary.shards = [m for m in out.markers(STAGE) if m.get("run_id") == run_id]
         missing = {sid for sid, _ in todo} - {m["shard"] for m in summary.shards}
         if missing:
             raise RuntimeError(f"run {run_id}: the pipeline finished but {len(missing)} shards have no "
                                f"completion marker: {sorted(missing)[:5]}")
+        corpus_seconds: dict[str, float] = {}  # corpus step -> seconds (the stage_timings table)
         stop = over_threshold(tally_run(out, run_id, summary.shards), config.ingest.max_failed_fraction,
                               config.ingest.max_failed_samples, run_id)  # TooManyFailures or None
         if stop:  # the finished shards stay complete; no corpus step runs on a failing input
             log.error("%s", stop)
             summary.notes.append(str(stop))
             plan.corpus_steps = dict.fromkeys(plan.corpus_steps, False)
-        track["step"] = "dedup"
+        track["step"], clock = "dedup", time.perf_counter()
         if plan.corpus_steps["dedup"]:
             # the dedup pipeline needs every shard's embeddings: it runs after the first pipeline
             with private_tempdir(out.root):
@@ -188,7 +176,8 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
             if not written.exists():
                 raise RuntimeError(f"run {run_id}: the dedup pipeline finished without writing {written}")
             summary.dedup = _dedup_summary(out, run_id)
-        track["step"] = "memorization flags"
+            corpus_seconds["dedup"] = time.perf_counter() - clock
+        track["step"], clock = "memorization flags", time.perf_counter()
         skip_flags = plan.corpus_steps["memorization flags"] and flags_skipped(out, mem, mem_id)
         if skip_flags:  # nothing to calibrate on (e.g. empty shards): a note, not a failed run
             summary.notes.append(skip_flags)
@@ -199,7 +188,8 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
                 _ = p | "Memorization" >> FlagMemorization(str(out.root), run_id, mem, mem_id)
                 finish_and_log(p.run(), "memorization flags")
             summary.memorization = _memorization_summary(out, run_id)
-        track["step"] = "perturbation tests"
+            corpus_seconds["memorization flags"] = time.perf_counter() - clock
+        track["step"], clock = "perturbation tests", time.perf_counter()
         if plan.corpus_steps["perturbation tests"]:
             # the dataset tests need every shard's labels, features and embeddings: a fourth pipeline
             with private_tempdir(out.root):
@@ -207,8 +197,12 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
                 _ = p | "Perturbations" >> TestPerturbations(str(out.root), run_id, pert)
                 finish_and_log(p.run(), "perturbation tests")
             summary.perturbations = _perturbation_summary(out, run_id)
-        track["step"] = "run changes"
+            corpus_seconds["perturbation tests"] = time.perf_counter() - clock
+        track["step"], clock = "run changes", time.perf_counter()
         summary.changes = record_changes(out, run_id)  # after the last corpus step, before the runs row
+        corpus_seconds["run changes"] = time.perf_counter() - clock
+        track["step"] = "stage timings"
+        write_timings(out, run_id, [STAGE] + [st.id for st in stages], corpus_seconds)
         for m in model_ids:
             done = [r for r in out.markers(embed_stage(m)) if r.get("run_id") == run_id]
             if done:

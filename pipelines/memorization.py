@@ -1,11 +1,5 @@
-"""Beam stages: memorization scores per shard, then corpus-level calibration and flags.
-
-ScoreMemorization. Input: PCollection of (shard_id, uri) whose ingest is complete. Output: one
-dict per shard scored. Side effects per shard, atomic:
-OUT/memorization_scores/<model>-<config>/run=<run_id>/<shard>.parquet, errors rows (stage
-'memorization') in OUT/errors/run=<run_id>/<shard>.memorize-<model>.parquet, then the marker
-OUT/_manifest/memorization/<model>-<config>/<shard>.json (a rerun with the same model and score
-settings skips the shard). The diffusion model loads once per worker in `setup`.
+"""Beam corpus step: memorization calibration and flags. (The per-shard scores are a stage of the
+one-read per-shard step: audit.memorization_stage, run by pipelines.shard_stages.)
 
 FlagMemorization. Input: the output folder (one element). Output: a summary dict. Calibrates on
 the reference scores, flags, computes trigger tokens for the highest flagged captions, and
@@ -20,84 +14,21 @@ from dataclasses import asdict
 
 import apache_beam as beam
 
-from audit.diffusion_models import DiffusionModel, checkpoint_id, image_pixels
-from audit.embedder_specs import model_slug, visible_devices
+from audit.diffusion_models import DiffusionModel, image_pixels
 from audit.finding_pages import memorization_page, read_training_images
 from audit.memorization_flags import (calibrate_scores, current_decisions, export_keys, flag_reasons, flag_rows,
                                       merge_flags, run_row, summary, to_explain)
-from audit.memorization_shard import MemorizationConfig, score_shard
+from audit.memorization_shard import MemorizationConfig
+from audit.memorization_stage import load_model, slug, stage_id as stage
 from audit import sql_literals
 from audit.output_dir import OutputDir
 from audit.store import scan
 from audit.trigger_tokens import token_influence
-from pipelines.embed import ok_rows
-from audit.retrying_reads import ReadRetry, retrying_opener
-from pipelines.ingest import open_uri
-from pipelines.progress import ShardCounters, counter
-from schemas import DECISIONS, ERRORS, MEMORIZATION, MEMORIZATION_RUNS, MEMORIZATION_SCORES
+from pipelines.shard_uris import open_uri
+from pipelines.progress import counter
+from schemas import DECISIONS, MEMORIZATION, MEMORIZATION_RUNS
 
 log = logging.getLogger("shardguard.memorization")
-
-
-def slug(cfg: MemorizationConfig, model_id: str) -> str:
-    return f"{model_slug(model_id)}-{cfg.digest()}"
-
-
-def stage(cfg: MemorizationConfig, model_id: str) -> str:
-    return f"memorization/{slug(cfg, model_id)}"
-
-
-def load_model(cfg: MemorizationConfig) -> DiffusionModel:
-    return DiffusionModel.load(cfg.model, visible_devices(cfg.device)[0], cfg.dtype or None)
-
-
-class ScoreShardFn(beam.DoFn):
-    def __init__(self, out_root: str, run_id: str, cfg: MemorizationConfig, model_id: str,
-                 retry: ReadRetry = ReadRetry()):
-        self.out_root, self.run_id, self.cfg, self.model_id, self.retry = out_root, run_id, cfg, model_id, retry
-        self.counts = ShardCounters("memorization")
-
-    def setup(self):
-        self.out = OutputDir(self.out_root)
-        self.model = load_model(self.cfg)
-        log.info("diffusion model %s loaded on %s (%s)", self.model.model_id, self.model.device, self.model.dtype)
-
-    def process(self, element):
-        shard, uri = element
-        name, part = slug(self.cfg, self.model_id), f"memorize-{model_slug(self.model_id)}"
-        if self.out.is_complete(stage(self.cfg, self.model_id), shard):
-            return
-        self.out.remove_orphans(shard, [f"memorization_scores/{name}"])
-        self.out.remove_orphans(shard, ["errors"], part=part)
-        rows = ok_rows(self.out, shard)
-        scores, errors = score_shard(shard, uri, rows, self.model, self.cfg, retrying_opener(open_uri, self.retry),
-                                     self.run_id)
-        extra = {"run_id": self.run_id, "shard": shard, "model_id": self.model_id,
-                 "config": self.cfg.digest(), "mode": self.cfg.mode}
-        self.out.write_shard_table(MEMORIZATION_SCORES, self.run_id, shard,
-                                   MEMORIZATION_SCORES.from_rows([{**extra, **{k: r[k] for k in ("key", "score", "step_scores")}}
-                                                                  for r in scores]),
-                                   table=f"memorization_scores/{name}")
-        self.out.write_shard_table(ERRORS, self.run_id, shard, ERRORS.from_rows(errors), part=part)
-        self.out.mark_complete(stage(self.cfg, self.model_id), shard, {
-            "run_id": self.run_id, "shard": shard, "model": self.model_id, "n_inputs": len(rows),
-            "n_ok": len(scores), "n_failed": len(errors)})
-        self.counts.record(len(rows), len(scores), len(errors))
-        yield {"shard": shard, "n_ok": len(scores), "n_failed": len(errors)}
-
-
-class ScoreMemorization(beam.PTransform):
-    def __init__(self, out_root: str, run_id: str, cfg: MemorizationConfig, model_id: str,
-                 retry: ReadRetry = ReadRetry()):
-        super().__init__()
-        self.fn = ScoreShardFn(out_root, run_id, cfg, model_id, retry)
-        self.accelerator = cfg.accelerator
-
-    def expand(self, pcoll):
-        step = beam.ParDo(self.fn)
-        if self.accelerator:  # e.g. 'type:nvidia-l4;count:1;install-nvidia-driver' on Dataflow
-            step = step.with_resource_hints(accelerator=self.accelerator)
-        return pcoll | "Reshuffle" >> beam.Reshuffle() | "Score" >> step
 
 
 def scored_rows(out: OutputDir, cfg: MemorizationConfig, model_id: str) -> list[dict]:
@@ -181,10 +112,6 @@ class FlagMemorization(beam.PTransform):
 
     def expand(self, pbegin):
         return pbegin | "Corpus" >> beam.Create([self.out_root]) | "Flag" >> beam.ParDo(self.fn)
-
-
-def model_id_of(cfg: MemorizationConfig) -> str:
-    return checkpoint_id(cfg.model)
 
 
 def needs_flagging(out: OutputDir, cfg: MemorizationConfig, model_id: str) -> bool:

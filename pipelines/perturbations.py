@@ -1,11 +1,7 @@
 """Beam stages of the perturbation (unlearnable-data) audit.
 
-PerturbationFeatures. Input: PCollection of (shard_id, uri) whose ingest is complete. Output:
-one dict per shard. Per shard, atomic: OUT/perturbation_samples/run=<run_id>/<shard>.parquet
-(one row per ok sample), errors rows (stage 'perturbation_features') for images that no longer
-decode or cannot be analysed ('ReadFailed' for images the shard could not give back after the
-retries of config `ingest.retry`), then the marker OUT/_manifest/perturbations/features/<shard>.json.
-features + errors = ok samples, checked.
+The per-shard features are a stage of the one-read per-shard step (audit.perturbation_feature_stage,
+run by pipelines.shard_stages).
 
 TestPerturbations. Input: the output folder (one element). Output: a summary dict. Labels
 (metadata field or k-means pseudo-labels), a stratified tested sample, thresholds from the
@@ -24,91 +20,20 @@ import apache_beam as beam
 import numpy as np
 
 from audit import atomic_files
-from audit.image_decode import decode_oriented, to_rgb
 from audit.output_dir import OutputDir
 from audit.perturbation_audit import AuditOutcome, PerturbationConfig, audit
 from audit.perturbation_corpus import NoLabels, feature_table, image_set, labelled_corpus, split
-from audit.perturbation_features import FEATURE_COLUMNS, MAX_SIDE, crop_offsets, sample_features
+from audit.perturbation_features import FEATURE_COLUMNS
 from audit.perturbation_probes import MIN_PER_CLASS, usable
 from audit.perturbation_verdicts import NO_VERDICT, feature_cuts, feature_outliers, robust_cuts, verdict_rows
-from audit.shard_embed import image_batches, prefetch
-from pipelines.embed import ok_rows
-from audit.retrying_reads import ReadRetry, retrying_opener
-from pipelines.ingest import open_uri
-from pipelines.progress import ShardCounters, counter
-from schemas import ERRORS, PERTURBATION_FLAGS, PERTURBATION_SAMPLES, PERTURBATION_TESTS
+from pipelines.shard_uris import open_uri
+from pipelines.progress import counter
+from schemas import PERTURBATION_FLAGS, PERTURBATION_TESTS
 
 log = logging.getLogger("shardguard.perturbations")
 
-FEATURE_STAGE = "perturbations/features"
 SANITIZER_FILE = "exports/perturbation_sanitizer.json"
 MIN_FEATURE_REFERENCE = 10  # reference samples the per-sample feature cuts need; fewer: the data's own robust cuts
-
-
-def native_features(data: bytes) -> dict:
-    """sample_features of one image at its native resolution, decoded under ingest's guards; only
-    the central crop the features look at is converted to RGB (no full-size RGB copy)."""
-    img = decode_oriented(data)
-    r0, c0 = crop_offsets(img.height, img.width, MAX_SIDE)
-    crop = to_rgb(img.crop((c0, r0, min(img.width, c0 + MAX_SIDE), min(img.height, r0 + MAX_SIDE))))
-    return sample_features(np.asarray(crop), MAX_SIDE, offset=(r0, c0))
-
-
-def shard_features(shard: str, uri: str, rows: list[dict], run_id: str, batch: int = 64,
-                   opener=open_uri) -> tuple[list[dict], list[dict]]:
-    """One shard's ok samples -> (perturbation_samples rows, errors rows)."""
-    rows = sorted(rows, key=lambda r: r["image_offset"])
-    feats, errors = [], []
-
-    for chunk, datas, read_error in prefetch(image_batches(uri, rows, opener, batch)):
-        if datas is None:  # the shard could not be read (after the opener's retries)
-            errors.extend({"run_id": run_id, "stage": "perturbation_features", "shard": shard, "key": r["key"],
-                           "error_type": "ReadFailed", "message": read_error} for r in chunk)
-            continue
-        for r, data in zip(chunk, datas):
-            try:
-                f = native_features(data)
-            except Exception as e:  # decoded at ingest; the bytes may have changed, or too small to analyse
-                errors.append({"run_id": run_id, "stage": "perturbation_features", "shard": shard, "key": r["key"],
-                               "error_type": "FeaturesFailed", "message": f"{type(e).__name__}: {e}"})
-                continue
-            feats.append({"run_id": run_id, "shard": shard, "key": r["key"], **f})
-    if len(feats) + len(errors) != len(rows):
-        raise AssertionError(f"perturbation features of {shard}: {len(feats)} + {len(errors)} != {len(rows)}")
-    return feats, errors
-
-
-class FeatureShardFn(beam.DoFn):
-    def __init__(self, out_root: str, run_id: str, retry: ReadRetry = ReadRetry()):
-        self.out_root, self.run_id, self.retry = out_root, run_id, retry
-        self.counts = ShardCounters("perturbation_features")
-
-    def setup(self):
-        self.out = OutputDir(self.out_root)
-
-    def process(self, element):
-        shard, uri = element
-        if self.out.is_complete(FEATURE_STAGE, shard):
-            return
-        self.out.remove_orphans(shard, ["perturbation_samples"])
-        self.out.remove_orphans(shard, ["errors"], part="perturb")
-        rows = ok_rows(self.out, shard)
-        feats, errors = shard_features(shard, uri, rows, self.run_id, opener=retrying_opener(open_uri, self.retry))
-        self.out.write_shard_table(PERTURBATION_SAMPLES, self.run_id, shard, PERTURBATION_SAMPLES.from_rows(feats))
-        self.out.write_shard_table(ERRORS, self.run_id, shard, ERRORS.from_rows(errors), part="perturb")
-        self.out.mark_complete(FEATURE_STAGE, shard, {"run_id": self.run_id, "shard": shard, "n_inputs": len(rows),
-                                                      "n_ok": len(feats), "n_failed": len(errors)})
-        self.counts.record(len(rows), len(feats), len(errors))
-        yield {"shard": shard, "n_ok": len(feats), "n_failed": len(errors)}
-
-
-class PerturbationFeatures(beam.PTransform):
-    def __init__(self, out_root: str, run_id: str, retry: ReadRetry = ReadRetry()):
-        super().__init__()
-        self.fn = FeatureShardFn(out_root, run_id, retry)
-
-    def expand(self, pcoll):
-        return pcoll | "Reshuffle" >> beam.Reshuffle() | "Features" >> beam.ParDo(self.fn)
 
 
 def flag_rows(out: OutputDir, run_id: str, cfg: PerturbationConfig, corpus, tested: np.ndarray,

@@ -47,7 +47,8 @@ COUNTERS: dict[str, str] = {
     "perturbation_tests_samples": "samples in the dataset tests", "perturbation_tests_failed": "tests that failed",
     "perturbation_tests_flagged": "samples flagged",
     "ingest_read_retries": "transient shard read errors retried by ingest (config ingest.retry)",
-    "embed_read_retries": "transient shard read errors retried by embed (config ingest.retry)",
+    "store_read_retries": "transient read errors retried while the per-shard stages read stored samples back "
+                          "(shards ingested by an earlier run; config ingest.retry)",
 }
 
 

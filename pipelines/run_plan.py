@@ -15,15 +15,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from audit.embed_stage import EmbedStage
 from audit.embedder_specs import plan_embedders
+from audit.memorization_stage import MemorizationStage
 from audit.output_dir import OutputDir
+from audit.perturbation_feature_stage import FEATURE_STAGE
 from audit.shard_ingest import STAGE
+from audit.shard_stages import ShardStage
 from pipelines.config import JobConfig
-from pipelines.embed import stage as embed_stage
-from pipelines.memorization import model_id_of, needs_flagging
-from pipelines.memorization import stage as mem_stage
-from pipelines.perturbations import FEATURE_STAGE, SANITIZER_FILE, needs_testing
+from pipelines.memorization import needs_flagging
+from pipelines.perturbations import SANITIZER_FILE, needs_testing
 from pipelines.shard_uris import expand_input
+from pipelines.stage_registry import shard_stages
 
 
 @dataclass
@@ -61,9 +64,8 @@ class RunPlan:
     Every list holds (shard_id, uri); computing it reads OUT and writes nothing."""
     shards: list[tuple[str, str]]  # matched by the input
     todo: list[tuple[str, str]]  # not ingested: ingest, then every per-shard stage
-    embed_todo: list[tuple[str, str]]  # ingested earlier, missing a configured model
-    mem_todo: list[tuple[str, str]]  # ingested earlier, not scored with this model and config
-    feat_todo: list[tuple[str, str]]  # ingested earlier, no perturbation features
+    later: list[tuple[str, str]]  # ingested earlier, missing at least one per-shard stage
+    stages: list[ShardStage]  # every per-shard stage the config turns on (pipelines.stage_registry)
     specs: list
     notes: list[str]
     model_ids: list[str]
@@ -71,6 +73,15 @@ class RunPlan:
     stage_todo: dict[str, list[str]]  # marker stage -> shard ids this run processes in it
     corpus_steps: dict[str, bool]  # dedup, memorization flags, perturbation tests: whether they run
     dedup_new: set[str] = field(default_factory=set)  # shards completed since the last dedup (incremental: searched)
+
+    def family_todo(self, cls: type) -> list[tuple[str, str]]:
+        """Shards ingested earlier that a stage of class `cls` still has to do."""
+        ids = {sid for st in self.stages if isinstance(st, cls) for sid in self.stage_todo[st.id]}
+        return [(sid, uri) for sid, uri in self.later if sid in ids]
+
+    @property
+    def embed_todo(self) -> list[tuple[str, str]]:
+        return self.family_todo(EmbedStage)
 
 
 def _last_run(out: OutputDir, table: str) -> str:
@@ -91,30 +102,25 @@ def plan_run(input_pattern: str, out: OutputDir, config: JobConfig) -> RunPlan:
     todo = [(sid, uri) for sid, uri in shards if not out.is_complete(STAGE, sid)]
     specs, notes = plan_embedders(config.embed)
     model_ids = [m for spec in specs for m in spec.model_ids]
+    stages = shard_stages(config)
     todo_ids = {sid for sid, _ in todo}
-    embed_todo = [(sid, uri) for sid, uri in shards if sid not in todo_ids
-                  and any(not out.is_complete(embed_stage(m), sid) for m in model_ids)]
-    mem = config.memorization
-    mem_id = model_id_of(mem) if mem.enabled else ""
-    mem_todo = [(sid, uri) for sid, uri in shards if mem.enabled and sid not in todo_ids
-                and not out.is_complete(mem_stage(mem, mem_id), sid)]
-    pert = config.perturbations
-    feat_todo = [(sid, uri) for sid, uri in shards if pert.features and sid not in todo_ids
-                 and not out.is_complete(FEATURE_STAGE, sid)]
     ids = lambda pairs: [sid for sid, _ in pairs]  # noqa: E731
     stage_todo = {STAGE: ids(todo)}
-    for m in model_ids:
-        stage_todo[embed_stage(m)] = ids(todo) + [s for s in ids(embed_todo) if not out.is_complete(embed_stage(m), s)]
-    if mem.enabled:
-        stage_todo[mem_stage(mem, mem_id)] = ids(todo) + ids(mem_todo)
-    if pert.features:
-        stage_todo[FEATURE_STAGE] = ids(todo) + ids(feat_todo)
+    for st in stages:
+        stage_todo[st.id] = ids(todo) + [sid for sid, _ in shards if sid not in todo_ids and not out.is_complete(st.id, sid)]
+    pending = {sid for st in stages for sid in stage_todo[st.id]}
+    later = [(sid, uri) for sid, uri in shards if sid not in todo_ids and sid in pending]
+    mem, pert = config.memorization, config.perturbations
+    mem_stages = [st.id for st in stages if isinstance(st, MemorizationStage)]
+    mem_id = next((st.model_id for st in stages if isinstance(st, MemorizationStage)), "")
+    mem_todo = [s for s in later if any(s[0] in stage_todo[i] for i in mem_stages)]
+    feat_todo = [s for s in later if pert.features and s[0] in stage_todo[FEATURE_STAGE]]
+    embed_todo = [s for s in later if any(s[0] in stage_todo[st.id] for st in stages if isinstance(st, EmbedStage))]
     # the corpus steps read files the per-shard pipeline does not write: decided before it runs
-    embed_stages = [embed_stage(m) for m in model_ids]
-    markers = {st: out.markers(st) for st in [STAGE, FEATURE_STAGE] + embed_stages
-               + ([mem_stage(mem, mem_id)] if mem.enabled else [])}
+    embed_stages = [st.id for st in stages if isinstance(st, EmbedStage)]
+    markers = {st: out.markers(st) for st in [STAGE, FEATURE_STAGE] + embed_stages + mem_stages}
     dedup_new = _completed_since(markers, [STAGE] + embed_stages, _last_run(out, "decisions")) if config.dedup.enabled else set()
-    mem_stale = mem.enabled and _completed_since(markers, [STAGE, mem_stage(mem, mem_id)], _last_run(out, "memorization_runs"))
+    mem_stale = mem.enabled and _completed_since(markers, [STAGE] + mem_stages, _last_run(out, "memorization_runs"))
     tested = out.root / SANITIZER_FILE  # written last by the perturbation tests
     tested_run = json.loads(tested.read_text()).get("run_id", "") if tested.exists() else ""
     pert_stale = pert.tests and _completed_since(markers, [STAGE, FEATURE_STAGE] + embed_stages, tested_run)
@@ -124,5 +130,4 @@ def plan_run(input_pattern: str, out: OutputDir, config: JobConfig) -> RunPlan:
         "memorization flags": bool(mem.enabled and (todo or mem_todo or mem_stale or needs_flagging(out, mem, mem_id))),
         "perturbation tests": bool(pert.tests and (todo or feat_todo or embed_todo or pert_stale or needs_testing(out, pert))),
     }
-    return RunPlan(shards, todo, embed_todo, mem_todo, feat_todo, specs, notes, model_ids, mem_id,
-                   stage_todo, corpus_steps, dedup_new)
+    return RunPlan(shards, todo, later, stages, specs, notes, model_ids, mem_id, stage_todo, corpus_steps, dedup_new)

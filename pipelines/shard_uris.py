@@ -24,6 +24,11 @@ from audit.output_dir import shard_file_stem
 from audit.user_errors import UsageError
 
 
+def open_uri(uri: str):
+    """A binary file of `uri` through Beam's filesystems (local paths, gs://, s3://, ...)."""
+    return FileSystems.open(uri)
+
+
 def shard_id(uri: str) -> str:
     name = uri.rstrip("/").rsplit("/", 1)[-1]
     return name[: -len(".tar")] if name.endswith(".tar") else name

@@ -20,7 +20,7 @@ from audit.user_errors import UsageError
 from pipelines.clean import run_clean
 from pipelines.cli.status_commands import print_clean_plan
 from pipelines.config import load_config, with_overrides
-from pipelines.ingest import open_uri
+from pipelines.shard_uris import open_uri
 from pipelines.scheduled_run import clean_lines
 from schemas import CONTAMINATION, TABLES
 

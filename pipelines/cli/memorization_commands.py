@@ -30,7 +30,7 @@ from audit.score_calibration import calibrate
 from audit.trigger_tokens import token_influence
 from audit.user_errors import UsageError
 from pipelines.cli.query_output import format_table
-from pipelines.ingest import open_uri
+from pipelines.shard_uris import open_uri
 from schemas import REPLICATION, REPLICATION_SUMMARY, TABLES
 
 

@@ -21,7 +21,7 @@ from audit.sql_literals import string_literal
 from audit.store import query
 from audit.user_errors import UsageError
 from pipelines.cli.query_output import visible, write_rows
-from pipelines.ingest import open_uri
+from pipelines.shard_uris import open_uri
 from schemas import TABLES
 
 EXAMPLES_SQL = """examples:

@@ -20,6 +20,7 @@ from pathlib import Path
 from audit import run_status
 from audit.folder_ownership import check_claimable
 from audit.output_dir import OutputDir
+from audit.stage_timings import stage_totals
 from audit.user_errors import UsageError
 from pipelines.clean import check_folders, plan_clean
 from pipelines.cli.query_output import format_table, visible
@@ -66,7 +67,8 @@ def status_report(out: str, n_runs: int = 5) -> dict:
                      f"not read by any view or step: {', '.join(strays[:10])}{' ...' if len(strays) > 10 else ''}")
     return {"out": str(Path(out).resolve()), "input_pattern": pattern, "running": running,
             "stages": run_status.stage_totals(rows), "shards": rows,
-            "runs": run_status.recent_runs(out, n_runs), "stray_files": strays, "notes": notes}
+            "runs": run_status.recent_runs(out, n_runs), "timings": stage_totals(OutputDir(out)),
+            "stray_files": strays, "notes": notes}
 
 
 def cmd_status(args) -> int:
@@ -88,6 +90,11 @@ def cmd_status(args) -> int:
     print("\nlast runs:")
     rcols = ["run_id", "job", "status", "started_at", "wall_seconds", "n_shards_processed", "n_inputs", "n_failed"]
     print(format_table(rcols, [tuple(r[c] for c in rcols) for r in rep["runs"]]))
+    if rep["timings"]:
+        print(f"\nstage timings of run {rep['timings'][0]['run_id']}:")
+        mcols = ["kind", "stage", "shards", "seconds", "samples", "samples_per_s"]
+        print(format_table(mcols, [tuple(round(t[c], 2) if isinstance(t[c], float) else t[c] for c in mcols)
+                                   for t in rep["timings"]]))
     for note in rep["notes"]:
         print(f"note: {visible(note)}")
     return 0

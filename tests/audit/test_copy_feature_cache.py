@@ -163,7 +163,7 @@ def test_incremental_run_takes_accepted_images_from_the_cache(shards, tmp_path):
     All three give the same clusters."""
     from audit.incremental_dedup import incremental_duplicates
     from audit.duplicate_clusters import DedupConfig
-    from pipelines.ingest import open_uri
+    from pipelines.shard_uris import open_uri
     from pipelines.job import run_ingest
     root, _ = shards
     (tmp_path / "in").mkdir()

@@ -14,11 +14,11 @@ from audit.perturbation_audit import PerturbationConfig
 from audit.shard_ingest import STAGE
 from pipelines.config import JobConfig
 from pipelines.dedup import DedupCorpus
-from pipelines.embed import EmbedShards, stage as embed_stage
-from pipelines.ingest import IngestShards
+from audit.embed_stage import embed_stages, stage_id as embed_stage
+from audit.perturbation_feature_stage import FEATURE_STAGE, FeatureStage
 from pipelines.job import run_ingest
 from pipelines import perturbations
-from pipelines.perturbations import FEATURE_STAGE, PerturbationFeatures
+from pipelines.shard_stages import ShardStages
 from pipelines.progress import COUNTERS, NAMESPACE, SHARD_COUNTS, SHARD_STAGES
 from audit.duplicate_clusters import DedupConfig
 from audit.sample_validation import IngestLimits
@@ -46,10 +46,8 @@ def test_counters_read_back_by_name_match_the_markers(broken_dir, tmp_path):
     embed = EmbedConfig(sscd="sscd_distilled", captions=False)
     specs, _ = plan_embedders(embed)
     p = beam.Pipeline()
-    ingested = (p | beam.Create(shards) | IngestShards(str(tmp_path), "r1", IngestLimits())
-                | beam.Map(lambda s: (s["shard"], s["uri"])))
-    _ = ingested | EmbedShards(str(tmp_path), "r1", specs, embed)
-    _ = ingested | PerturbationFeatures(str(tmp_path), "r1")
+    _ = (p | beam.Create(shards)
+         | ShardStages(str(tmp_path), "r1", embed_stages(specs, embed) + [FeatureStage()], IngestLimits()))
     result = p.run()
     result.wait_until_finish()
     stages = {"ingest": STAGE, "embed": embed_stage(specs[0].model_ids[0]), "perturbation_features": FEATURE_STAGE}
@@ -87,7 +85,8 @@ def test_the_job_logs_the_final_counter_values(broken_dir, tmp_path, caplog):
 def test_memorization_counters_match_its_markers(broken_dir, tmp_path):
     from audit.memorization_shard import MemorizationConfig
     from audit.shard_ingest import ingest_and_record
-    from pipelines.memorization import FlagMemorization, ScoreMemorization, model_id_of, stage as mem_stage
+    from audit.memorization_stage import MemorizationStage, model_id_of, stage_id as mem_stage
+    from pipelines.memorization import FlagMemorization
     from tests.diffusion_checkpoints import random_checkpoint
 
     out = OutputDir(tmp_path / "out")
@@ -96,7 +95,7 @@ def test_memorization_counters_match_its_markers(broken_dir, tmp_path):
     mid = model_id_of(cfg)
     p = beam.Pipeline()
     _ = (p | beam.Create([("bad_mixed", str(broken_dir / "bad_mixed.tar"))])
-         | ScoreMemorization(str(out.root), "r1", cfg, mid))
+         | ShardStages(str(out.root), "r1", [MemorizationStage(cfg, mid)], IngestLimits(), ingest=False))
     result = p.run()
     result.wait_until_finish()
     expected = _totals(out.markers(mem_stage(cfg, mid)))

@@ -224,7 +224,7 @@ def test_a_run_killed_between_its_shards_and_its_corpus_steps_leaves_them_to_the
     assert [d.parent.name for d in decisions] == [f"run={first.run_id}"], "killed too late: dedup had run"
     plan = plan_run(str(small_input), OutputDir(out), config)
     # nothing per-shard is left and the test config did not change: only the markers tell
-    assert not (plan.todo or plan.embed_todo or plan.feat_todo) and not needs_testing(OutputDir(out), config.perturbations)
+    assert not (plan.todo or plan.later) and not needs_testing(OutputDir(out), config.perturbations)
     assert plan.corpus_steps["dedup"] and plan.corpus_steps["perturbation tests"] and plan.dedup_new == {"00001"}
     rc, log = finish(start_run(small_input, out))
     assert rc == 0, log

@@ -17,8 +17,9 @@ from audit.sscd_models import SscdOnnx
 from audit.store import query
 from pipelines.cli import main
 from pipelines.config import JobConfig
-from pipelines.embed import EmbedShards, stage as embed_stage
+from audit.embed_stage import EmbedStage, stage_id as embed_stage
 from pipelines.job import run_ingest
+from pipelines.shard_stages import ShardStages
 from tests.flaky_filesystem import PREFIX, FaultPlan, FlakyFileSystem
 
 pytestmark = pytest.mark.beam  # runs Beam jobs (tests/conftest.py)
@@ -67,7 +68,8 @@ def test_flaky_reads_give_the_tables_of_a_clean_run(broken_dir, flaky, tmp_path,
     assert recorded["bad_mixed"] >= 2 and recorded["bad_truncated"] > 0
     [counters] = [r.getMessage() for r in caplog.records
                   if r.name == "shardguard.counters" and "ingest/embed pipeline counters" in r.getMessage()][-1:]
-    assert f"ingest_read_retries={sum(recorded.values())}," in counters and "embed_read_retries=" in counters
+    # one read per shard: every retry is ingest's (the stages take their images from that read)
+    assert f"ingest_read_retries={sum(recorded.values())}" in counters and "store_read_retries=" not in counters
 
 
 def test_a_shard_that_never_reads_becomes_errors_rows_and_the_run_goes_on(broken_dir, flaky, tmp_path):
@@ -137,7 +139,8 @@ def test_a_model_failing_on_one_batch_sends_that_batch_to_errors(broken_dir, tmp
     cfg = replace(SSCD_ONLY, batch_size=2)
     with beam.Pipeline() as p:
         _ = (p | beam.Create([("bad_mixed", str(broken_dir / "bad_mixed.tar"))])
-               | EmbedShards(str(out), "embed-run", [spec], cfg))
+               | ShardStages(str(out), "embed-run", [EmbedStage(spec, model_id, cfg)], IngestLimits(), ingest=False,
+                             batch_size=cfg.batch_size))
     _, errors = query(out, "SELECT stage, key, error_type, message FROM errors WHERE run_id = 'embed-run' ORDER BY key")
     second_batch = sorted(k for (k,) in ok[2:4])
     assert [e[1] for e in errors] == second_batch

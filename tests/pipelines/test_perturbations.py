@@ -12,7 +12,14 @@ from audit.perturbation_audit import PerturbationConfig
 from audit.store import query
 from pipelines.config import JobConfig
 from pipelines.job import run_ingest
-from pipelines.perturbations import SANITIZER_FILE, shard_features
+from audit.perturbation_feature_stage import FEATURE_STAGE, FeatureStage
+from audit.shard_runner import stage_rows
+from pipelines.perturbations import SANITIZER_FILE
+
+
+def shard_features(shard, uri, rows, run_id, batch=64):
+    got = stage_rows([FeatureStage()], shard, uri, rows, run_id, batch_size=batch)[FEATURE_STAGE]
+    return got.rows, got.errors
 
 NO_EMBED = EmbedConfig(enabled=False)
 
@@ -138,7 +145,7 @@ def test_native_features_convert_only_the_central_crop_and_match_the_whole_image
 
     from audit.image_decode import decode_rgb
     from audit.perturbation_features import sample_features
-    from pipelines.perturbations import native_features
+    from audit.perturbation_feature_stage import native_features
     rng = np.random.default_rng(0)
     arr = (rng.integers(100, 140, (900, 1300), dtype=np.uint8))
     for r, c in ((450, 650), (300, 500), (600, 800)):

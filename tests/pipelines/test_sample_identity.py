@@ -37,7 +37,7 @@ from audit.output_dir import OutputDir
 from audit.store import query
 from pipelines.clean import run_clean
 from pipelines.config import load_config
-from pipelines.ingest import open_uri
+from pipelines.shard_uris import open_uri
 from pipelines.job import run_ingest
 from tests.diffusion_checkpoints import random_checkpoint
 from tests.job_outputs import read_samples, write_tar
