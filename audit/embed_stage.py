@@ -74,7 +74,7 @@ class EmbedStage(ShardStage):
         self.spec, self.model_id, self.cfg = spec, model_id, cfg
         slug = model_slug(model_id)
         self.id, self.outputs, self.error_part = stage_id(model_id), (f"embeddings/{slug}",), f"embed-{slug}"
-        self.message_prefix = model_id
+        self.message_prefix, self.batch_size = model_id, cfg.batch_size
         self.accelerator = cfg.accelerator
         self.resources = "gpu" if cfg.accelerator else "cpu"  # gpu: its own Beam step when split (resource hint)
         self.replicas: list = []

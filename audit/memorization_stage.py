@@ -47,6 +47,7 @@ class MemorizationStage(ShardStage):
         self.id, self.outputs = stage_id(cfg, model_id), (f"memorization_scores/{slug(cfg, model_id)}",)
         self.error_part, self.message_prefix = f"memorize-{model_slug(model_id)}", model_id
         self.needs_image = cfg.mode == "pair"
+        self.batch_size = cfg.pairs_per_batch
         self.accelerator = cfg.accelerator
         self.resources = "gpu" if cfg.accelerator else "cpu"
 
@@ -58,20 +59,15 @@ class MemorizationStage(ShardStage):
         return reduced_rgb(image, self.model.resolution)
 
     def process(self, shard: str, run_id: str, batch: list[Sample]) -> StageRows:
-        result, size = StageRows(), self.cfg.pairs_per_batch
-        for i in range(0, len(batch), size):
-            chunk = batch[i:i + size]
-            captions = [s.row.get("caption") or "" for s in chunk]
-            images = [s.views[self.id] for s in chunk] if self.needs_image else None
-            try:
-                per_step = score_rows(self.model, self.cfg, captions, images)
-            except Exception as e:  # the model failing on one batch: that batch's samples become rows
-                result.errors.extend(self.error_row(run_id, shard, s.key, "MemorizationFailed", f"{type(e).__name__}: {e}")
-                                     for s in chunk)
-                continue
-            result.rows.extend({"key": s.key, "score": float(sum(steps) / len(steps)),
-                                "step_scores": [float(v) for v in steps]} for s, steps in zip(chunk, per_step))
-        return result
+        captions = [s.row.get("caption") or "" for s in batch]  # the runner batches at pairs_per_batch
+        images = [s.views[self.id] for s in batch] if self.needs_image else None
+        try:
+            per_step = score_rows(self.model, self.cfg, captions, images)
+        except Exception as e:  # the model failing on one batch: that batch's samples become rows
+            return StageRows(errors=[self.error_row(run_id, shard, s.key, "MemorizationFailed", f"{type(e).__name__}: {e}")
+                                     for s in batch])
+        return StageRows([{"key": s.key, "score": float(sum(steps) / len(steps)),
+                           "step_scores": [float(v) for v in steps]} for s, steps in zip(batch, per_step)])
 
     def write(self, out, run_id: str, shard: str, rows: list) -> dict:
         extra = {"run_id": run_id, "shard": shard, "model_id": self.model_id,

@@ -9,7 +9,7 @@ Two sources, one per shard:
   - ingested by an earlier run (a model added to the config, a stage that was off): the ok rows
     come from the samples table and the images from the tar by offset, one handle per shard,
     one batch read ahead (audit.sample_store), decoded once under ingest's guards.
-Batches of `batch_size` samples go to each stage's `process` in turn.
+Each stage's `process` gets batches of its own `batch_size` (default: the runner's `batch_size`).
 Output: `ShardRun` (the ingest record, if this call ingested, and one marker record per stage
 done). Side effects, in this order: ingest's tables and marker; then per stage its tables, its
 errors file and its marker (written last; it holds n_inputs, n_ok, n_failed and `seconds`, the
@@ -22,6 +22,7 @@ AssertionError: that would be a bug in a stage.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -33,6 +34,9 @@ from audit.sample_validation import IngestLimits
 from audit.shard_ingest import SHARD_TABLES, STAGE as INGEST_STAGE, ingest_shard, open_binary, record_ingest
 from audit.shard_stages import Sample, ShardStage, StageRows
 from schemas import ERRORS
+
+log = logging.getLogger("shardguard.stages")
+PROGRESS_SECONDS = 30.0  # a long shard logs how far it got this often (markers tell the driver only at its end)
 
 
 @dataclass
@@ -51,12 +55,19 @@ class _Feeder:
         self.rows = {st.id: StageRows() for st in stages}
         self.seconds = {st.id: 0.0 for st in stages}
         self.fed = {st.id: 0 for st in stages}
-        self.pending: list[Sample] = []
+        self.taken, self.next_log = 0, time.monotonic() + PROGRESS_SECONDS
+        self.pending: dict[str, list[Sample]] = {st.id: [] for st in stages}  # each stage batches at its own size
+        self.sizes = {st.id: st.batch_size or batch_size for st in stages}
 
     def take(self, row: dict, data: bytes | None, image, failure: tuple[str | None, str] | None) -> None:
         """One ok sample. failure = (error_type or None for each stage's own, message) when its
         image could not be read or decoded."""
         s = Sample(row, data if self.keep_bytes else None)
+        self.taken += 1
+        if time.monotonic() >= self.next_log:
+            self.next_log = time.monotonic() + PROGRESS_SECONDS
+            log.info("shard %s: %d ok samples read so far (%s)", self.shard, self.taken,
+                     ", ".join(f"{k} {v:.0f}s" for k, v in self.seconds.items()))
         for st in self.stages:
             if not (st.needs_image or st.needs_bytes):
                 continue
@@ -71,23 +82,27 @@ class _Feeder:
             except Exception as e:  # one sample's pixels never end the shard: that stage's row
                 s.failed[st.id] = (st.unreadable_type, f"{type(e).__name__}: {str(e)[:300]}")
             self.seconds[st.id] += time.perf_counter() - t
-        self.pending.append(s)
-        if len(self.pending) >= self.batch_size:
-            self.flush()
+        for st in self.stages:
+            self.pending[st.id].append(s)
+            if len(self.pending[st.id]) >= self.sizes[st.id]:
+                self._process(st)
 
     def flush(self) -> None:
-        batch, self.pending = self.pending, []
+        for st in self.stages:
+            self._process(st)
+
+    def _process(self, st: ShardStage) -> None:
+        batch, self.pending[st.id] = self.pending[st.id], []
         if not batch:
             return
-        for st in self.stages:
-            t = time.perf_counter()
-            ok = [s for s in batch if st.id not in s.failed]
-            out = st.process(self.shard, self.run_id, ok) if ok else StageRows()
-            out.errors.extend(st.error_row(self.run_id, self.shard, s.key, *s.failed[st.id])
-                              for s in batch if st.id in s.failed)
-            self.rows[st.id].extend(out)
-            self.fed[st.id] += len(batch)
-            self.seconds[st.id] += time.perf_counter() - t
+        t = time.perf_counter()
+        ok = [s for s in batch if st.id not in s.failed]
+        out = st.process(self.shard, self.run_id, ok) if ok else StageRows()
+        out.errors.extend(st.error_row(self.run_id, self.shard, s.key, *s.failed[st.id])
+                          for s in batch if st.id in s.failed)
+        self.rows[st.id].extend(out)
+        self.fed[st.id] += len(batch)
+        self.seconds[st.id] += time.perf_counter() - t
 
 
 def _from_store(rows: list[dict], uri: str, feeder: _Feeder, opener: Callable, limits: IngestLimits,

@@ -8,6 +8,7 @@ turns a shard's ok samples into the rows of its own tables. It declares:
   needs_image   whether `prepare` is given the sample's decoded image (False: caption or bytes only)
   needs_bytes   whether the sample's image bytes travel with it (e.g. nvJPEG decodes on the GPU)
   resources     'cpu' or 'gpu' (gpu stages run as their own Beam step when split, with `accelerator`)
+  batch_size    samples per `process` call (None: the runner's)
 and implements
   setup(models)                   load models once per worker (`ModelPool` shares them between threads)
   prepare(image, row) -> view     per sample, right after the one decode: the size or crop it needs
@@ -79,6 +80,7 @@ class ShardStage(ABC):
     needs_bytes: bool = False
     resources: str = "cpu"
     accelerator: str = ""
+    batch_size: int | None = None  # samples per process() call (None: the runner's)
 
     @property
     def label(self) -> str:

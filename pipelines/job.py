@@ -27,32 +27,24 @@ propagates: the runs row says 'failed' and `error` names the step and the except
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import datetime, timezone
 
 import apache_beam as beam
-import duckdb
-import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import StandardOptions
 
 from audit import folder_ownership, run_status, store
 from audit.failure_threshold import over_threshold, tally_run
 from audit.output_dir import OutputDir
-from audit.run_diff import record_changes
 from audit.run_ids import new_run_id
 from audit.embed_stage import stage_id as embed_stage
 from audit.run_report import write_report
 from audit.stage_timings import write_timings
 from audit.shard_ingest import STAGE, retry_unreadable
-from audit.sql_literals import file_pattern
 from pipelines.beam_options import pipeline_options, private_tempdir
 from pipelines.config import JobConfig
-from pipelines.dedup import DedupCorpus
-from pipelines.dedup_scaleout import PartitionedDedup
-from pipelines.memorization import FlagMemorization, flags_skipped
-from pipelines.perturbations import SANITIZER_FILE, TestPerturbations
+from pipelines.corpus_steps import CORPUS_STEPS, FINDING_STEPS, RunContext
 from pipelines.shard_stages import ShardStages
 from pipelines.shard_uris import open_uri
 from pipelines.progress import ProgressMonitor, StageCounter, finish_and_log
@@ -62,41 +54,6 @@ from pipelines.scheduled_run import clean_after_audit
 from schemas import TABLES
 
 log = logging.getLogger("shardguard.job")
-
-
-def _dedup_summary(out: OutputDir, run_id: str) -> dict:
-    """Counts read back from the tables the dedup stage wrote (runner-independent)."""
-    run_file = lambda table: [file_pattern(out.table_dir(table) / f"run={run_id}" / "run.parquet")]  # noqa: E731
-    con = duckdb.connect()
-    try:
-        kept, dropped = con.execute(
-            "SELECT count(*) FILTER (keep), count(*) FILTER (NOT keep) FROM read_parquet(?)",
-            [run_file("decisions")]).fetchone()
-        kinds = con.execute(
-            "SELECT kind, count(*), count(DISTINCT cluster) FROM read_parquet(?) GROUP BY kind ORDER BY kind",
-            [run_file("duplicates")]).fetchall()
-    finally:
-        con.close()
-    return {"kept": kept, "dropped": dropped,
-            "kinds": {k: {"samples": n, "clusters": c} for k, n, c in kinds}}
-
-
-def _memorization_summary(out: OutputDir, run_id: str) -> dict:
-    """The memorization_runs row this run wrote (runner-independent)."""
-    path = out.table_dir("memorization_runs") / f"run={run_id}" / "run.parquet"
-    if not path.exists():
-        raise RuntimeError(f"run {run_id}: the memorization pipeline finished without writing {path}")
-    row = pq.read_table(path).to_pylist()[0]
-    return {k: row[k] for k in ("model_id", "n_scored", "n_flagged", "threshold", "method", "level", "reference")}
-
-
-def _perturbation_summary(out: OutputDir, run_id: str) -> dict:
-    """What the perturbation step recorded for this run (runner-independent)."""
-    path = out.root / SANITIZER_FILE
-    record = json.loads(path.read_text()) if path.exists() else {}
-    if record.get("run_id") != run_id:
-        raise RuntimeError(f"run {run_id}: the perturbation pipeline finished without writing {path}")
-    return {k: v for k, v in record.items() if k not in ("run_id", "config")}
 
 
 def run_ingest(input_pattern: str, out_root: str, config: JobConfig | None = None,
@@ -119,7 +76,6 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
     retried = retry_unreadable(out) if config.ingest.retry_unreadable else []  # storage was down last time
     plan = plan_run(input_pattern, out, config)
     shards, todo, stages, notes, model_ids = plan.shards, plan.todo, plan.stages, plan.notes, plan.model_ids
-    mem, pert, mem_id = config.memorization, config.perturbations, plan.mem_id
     todo_ids = {sid for sid, _ in todo}
     run_id = new_run_id()
     out.adopt_legacy_files()  # a folder of an older version: record its table files once (audit.output_dir)
@@ -160,47 +116,15 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
         if stop:  # the finished shards stay complete; no corpus step runs on a failing input
             log.error("%s", stop)
             summary.notes.append(str(stop))
-            plan.corpus_steps = dict.fromkeys(plan.corpus_steps, False)
-        track["step"], clock = "dedup", time.perf_counter()
-        if plan.corpus_steps["dedup"]:
-            # the dedup pipeline needs every shard's embeddings: it runs after the first pipeline
-            with private_tempdir(out.root):
-                p = beam.Pipeline(options=opts)
-                if config.dedup.mode == "partitioned":
-                    done = [sid for sid, _ in shards if out.is_complete(STAGE, sid)]
-                    _ = p | "Dedup" >> PartitionedDedup(str(out.root), run_id, config.dedup, done)
-                else:
-                    _ = p | "Dedup" >> DedupCorpus(str(out.root), run_id, config.dedup, todo_ids | plan.dedup_new)
-                finish_and_log(p.run(), "dedup")
-            written = out.table_dir("decisions") / f"run={run_id}" / "run.parquet"
-            if not written.exists():
-                raise RuntimeError(f"run {run_id}: the dedup pipeline finished without writing {written}")
-            summary.dedup = _dedup_summary(out, run_id)
-            corpus_seconds["dedup"] = time.perf_counter() - clock
-        track["step"], clock = "memorization flags", time.perf_counter()
-        skip_flags = plan.corpus_steps["memorization flags"] and flags_skipped(out, mem, mem_id)
-        if skip_flags:  # nothing to calibrate on (e.g. empty shards): a note, not a failed run
-            summary.notes.append(skip_flags)
-        elif plan.corpus_steps["memorization flags"]:
-            # calibration needs every shard's scores: a third pipeline, after dedup wrote decisions
-            with private_tempdir(out.root):
-                p = beam.Pipeline(options=opts)
-                _ = p | "Memorization" >> FlagMemorization(str(out.root), run_id, mem, mem_id)
-                finish_and_log(p.run(), "memorization flags")
-            summary.memorization = _memorization_summary(out, run_id)
-            corpus_seconds["memorization flags"] = time.perf_counter() - clock
-        track["step"], clock = "perturbation tests", time.perf_counter()
-        if plan.corpus_steps["perturbation tests"]:
-            # the dataset tests need every shard's labels, features and embeddings: a fourth pipeline
-            with private_tempdir(out.root):
-                p = beam.Pipeline(options=opts)
-                _ = p | "Perturbations" >> TestPerturbations(str(out.root), run_id, pert)
-                finish_and_log(p.run(), "perturbation tests")
-            summary.perturbations = _perturbation_summary(out, run_id)
-            corpus_seconds["perturbation tests"] = time.perf_counter() - clock
-        track["step"], clock = "run changes", time.perf_counter()
-        summary.changes = record_changes(out, run_id)  # after the last corpus step, before the runs row
-        corpus_seconds["run changes"] = time.perf_counter() - clock
+        ctx = RunContext(out, run_id, config, plan, opts, todo_ids)
+        for step in CORPUS_STEPS:  # pipelines.corpus_steps: each reads what the earlier ones wrote
+            track["step"], clock = step.name, time.perf_counter()
+            why = not (stop and step.name in FINDING_STEPS) and step.needs_run(ctx)
+            if isinstance(why, str):  # skipped with a note (e.g. nothing to calibrate on)
+                summary.notes.append(why)
+            elif why:
+                setattr(summary, step.summary_field, step.run(ctx))
+                corpus_seconds[step.name] = time.perf_counter() - clock
         track["step"] = "stage timings"
         write_timings(out, run_id, [STAGE] + [st.id for st in stages], corpus_seconds)
         for m in model_ids:
