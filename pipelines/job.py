@@ -4,8 +4,9 @@ Stages: shards not yet ingested are ingested, embedded and (with memorization.mo
 scored for memorization in one Beam pipeline (shards ingested earlier but missing a configured
 model are embedded or scored too); then, when the corpus changed, a second Beam pipeline finds
 duplicates over the whole output folder (it needs every shard's embeddings), and a third
-calibrates the memorization scores and flags (it needs every shard's scores). Each stage skips
-work its completion markers say is done.
+calibrates the memorization scores and flags (it needs every shard's scores); when either wrote
+findings, the decisions are computed once from them (audit.decisions), before the perturbation
+tests (which read them). Each stage skips work its completion markers say is done.
 
 Input: an --input pattern, an output folder, a JobConfig and Beam pipeline flags (passed
 through unchanged: --runner, --direct_num_workers, --direct_running_mode, ...).
@@ -38,6 +39,7 @@ import pyarrow.parquet as pq
 from apache_beam.options.pipeline_options import StandardOptions
 
 from audit import folder_ownership, run_status, store
+from audit.decisions import decisions_stale, write_decisions
 from audit.failure_threshold import over_threshold, tally_run
 from audit.output_dir import OutputDir
 from audit.run_diff import record_changes
@@ -184,21 +186,25 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
                 else:
                     _ = p | "Dedup" >> DedupCorpus(str(out.root), run_id, config.dedup, todo_ids | plan.dedup_new)
                 finish_and_log(p.run(), "dedup")
-            written = out.table_dir("decisions") / f"run={run_id}" / "run.parquet"
+            written = out.table_dir("duplicates") / f"run={run_id}" / "run.parquet"
             if not written.exists():
                 raise RuntimeError(f"run {run_id}: the dedup pipeline finished without writing {written}")
-            summary.dedup = _dedup_summary(out, run_id)
         track["step"] = "memorization flags"
         skip_flags = plan.corpus_steps["memorization flags"] and flags_skipped(out, mem, mem_id)
         if skip_flags:  # nothing to calibrate on (e.g. empty shards): a note, not a failed run
             summary.notes.append(skip_flags)
         elif plan.corpus_steps["memorization flags"]:
-            # calibration needs every shard's scores: a third pipeline, after dedup wrote decisions
+            # calibration needs every shard's scores: a third pipeline, after dedup
             with private_tempdir(out.root):
                 p = beam.Pipeline(options=opts)
                 _ = p | "Memorization" >> FlagMemorization(str(out.root), run_id, mem, mem_id)
                 finish_and_log(p.run(), "memorization flags")
             summary.memorization = _memorization_summary(out, run_id)
+        track["step"] = "decisions"
+        if not stop and decisions_stale(out):  # dedup or flags wrote findings: join them once (audit.decisions)
+            write_decisions(out, run_id)
+        if plan.corpus_steps["dedup"]:
+            summary.dedup = _dedup_summary(out, run_id)
         track["step"] = "perturbation tests"
         if plan.corpus_steps["perturbation tests"]:
             # the dataset tests need every shard's labels, features and embeddings: a fourth pipeline

@@ -9,7 +9,8 @@ settings skips the shard). The diffusion model loads once per worker in `setup`.
 
 FlagMemorization. Input: the output folder (one element). Output: a summary dict. Calibrates on
 the reference scores, flags, computes trigger tokens for the highest flagged captions, and
-writes memorization, memorization_runs, decisions (merged) and exports/memorized_samples.jsonl.
+writes memorization, memorization_runs and exports/memorized_samples.jsonl (the job then computes
+the decisions from them, audit.decisions).
 """
 
 from __future__ import annotations
@@ -23,8 +24,7 @@ import apache_beam as beam
 from audit.diffusion_models import DiffusionModel, checkpoint_id, image_pixels
 from audit.embedder_specs import model_slug, visible_devices
 from audit.finding_pages import memorization_page, read_training_images
-from audit.memorization_flags import (calibrate_scores, current_decisions, export_keys, flag_reasons, flag_rows,
-                                      merge_flags, run_row, summary, to_explain)
+from audit.memorization_flags import calibrate_scores, export_keys, flag_rows, run_row, summary, to_explain
 from audit.memorization_shard import MemorizationConfig, score_shard
 from audit import sql_literals
 from audit.output_dir import OutputDir
@@ -34,7 +34,7 @@ from pipelines.embed import ok_rows
 from audit.retrying_reads import ReadRetry, retrying_opener
 from pipelines.ingest import open_uri
 from pipelines.progress import ShardCounters, counter
-from schemas import DECISIONS, ERRORS, MEMORIZATION, MEMORIZATION_RUNS, MEMORIZATION_SCORES
+from schemas import ERRORS, MEMORIZATION, MEMORIZATION_RUNS, MEMORIZATION_SCORES
 
 log = logging.getLogger("shardguard.memorization")
 
@@ -152,8 +152,6 @@ def flag_and_record(out: OutputDir, run_id: str, cfg: MemorizationConfig, model_
         explain(model, cfg, out, targets)  # fills trigger_tokens of these rows
     timesteps = list(cfg.score.timesteps) if cfg.mode == "pair" else []
     out.write_run_table(MEMORIZATION, run_id, MEMORIZATION.from_rows(rows))
-    flags = flag_reasons(rows) if cfg.action == "drop" else {}
-    out.write_run_table(DECISIONS, run_id, merge_flags(current_decisions(out, run_id), flags, run_id))
     keys_file = export_keys(out, rows)
     run = run_row(run_id, model_id, cfg, cal, rows, timesteps)
     page = memorization_page(out, run, rows, open_uri)
