@@ -109,3 +109,22 @@ def test_every_permutation_of_one_sample_s_reasons_sorts_alike():
                for p in itertools.permutations(reasons)}
     assert results == {("ingest_failed:E", "exact_duplicate_of:s/r", "near_duplicate_of:s/r",
                         "semantic_duplicate_of:s/r", "caption_duplicate_of:s/r", "memorized:m:d=1>=0")}
+
+
+def test_a_folder_of_an_older_version_keeps_its_duplicate_reasons(tmp_path):
+    """Duplicates rows written before they carried the keep outcome (drops null): the next
+    decisions take it from the decisions that dedup run wrote, not keep every sample."""
+    from schemas import DECISIONS
+    out = OutputDir(tmp_path)
+    out.write_shard_table(SAMPLES, "R1", "s", SAMPLES.from_rows(
+        [{"run_id": "R1", "shard": "s", "key": k, "status": "ok"} for k in ("a", "r")]))
+    out.write_run_table(DUPLICATES, "R1", DUPLICATES.from_rows(
+        [{"run_id": "R1", "shard": "s", "key": k, "kind": "exact", "cluster": 0} for k in ("a", "r")]))
+    out.write_run_table(DECISIONS, "R1", DECISIONS.from_rows([
+        {"run_id": "R1", "shard": "s", "key": "a", "keep": False, "reasons": ["exact_duplicate_of:s/r"],
+         "image_cluster": 0, "representative": "s/r"},
+        {"run_id": "R1", "shard": "s", "key": "r", "keep": True, "reasons": [], "image_cluster": 0,
+         "representative": "s/r"}]))
+    rows = pq.read_table(write_decisions(out, "R2")).to_pylist()
+    assert [(r["key"], r["keep"], r["reasons"], r["representative"]) for r in rows] == [
+        ("a", False, ["exact_duplicate_of:s/r"], "s/r"), ("r", True, [], "s/r")]
