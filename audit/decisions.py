@@ -23,6 +23,7 @@ Failure: a duplicates or memorization row for a sample that is not in `samples` 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 from audit import sql_literals
 from audit.memorization_flags import latest_flags
@@ -34,7 +35,6 @@ DUPLICATE_KINDS = ("exact", "near", "semantic", "caption")  # the duplicate reas
 REASON_ORDER = ("ingest_failed", *(f"{k}_duplicate_of" for k in DUPLICATE_KINDS), "memorized")
 FINDING_TABLES = ("duplicates", "memorization_runs")  # corpus findings; samples change only with them
 SAMPLE_COLUMNS = "shard, key, status, error"
-DUPLICATE_COLUMNS = "shard, key, kind, image_cluster, representative, drops"
 
 
 def ingest_reason(error: str | None) -> str:
@@ -128,7 +128,7 @@ def decisions_stale(out: OutputDir) -> bool:
     return any(last_run(out, t) > latest for t in FINDING_TABLES)
 
 
-def write_decisions(out: OutputDir, run_id: str):
+def write_decisions(out: OutputDir, run_id: str) -> Path:
     """Compute the decisions of run `run_id` from OUT's latest findings and write them to
     OUT/decisions/run=<run_id>/run.parquet (atomic). Returns the path."""
     samples, duplicates, memorized = findings(out)
