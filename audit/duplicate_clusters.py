@@ -3,8 +3,9 @@
 Input: a `Corpus` (audit.dedup_corpus: every sample with its hashes, caption and size, and
 the embedding matrices) and a `DedupConfig`.
 Output: `DedupResult` with the duplicates rows (one per sample and kind it has a duplicate
-of) and the decisions rows (one per input sample, failed ones included), matching
-schemas.DUPLICATES / schemas.DECISIONS.
+of, with the keep policy's outcome: image cluster, its representative, whether this kind drops
+the sample), matching schemas.DUPLICATES, and dedup's own decisions (audit.decisions.decide
+over them and the samples' status, no memorization; not written: the job writes the decisions).
 Kinds: exact (same byte hash or same pixel hash), near (audit.copy_detection's rule: SSCD
 pairs at cosine >= near_threshold, those under near_verify_below vetoed by a failed geometric
 check, plus each sample's near_candidates nearest neighbours down to near_candidate_threshold
@@ -33,6 +34,7 @@ import numpy as np
 from audit.cluster_accumulator import ClusterAccumulator, EdgeSummary
 from audit.copy_detection import CopyDetection, NearEdges, copy_edges, knn_candidates
 from audit.copy_verification import CopyRule, PairVerifier
+from audit.decisions import decide
 from audit.dedup_corpus import Corpus
 from audit.vector_index import Edges, IndexConfig, iter_self_edges
 
@@ -131,7 +133,8 @@ def choose_representatives(corpus: Corpus, labels: np.ndarray, policy: str,
 @dataclass
 class DedupResult:
     duplicates: list[dict]
-    decisions: list[dict]
+    decisions: list[dict]  # dedup's own (audit.decisions.decide without memorization): not written, the
+    # accepted index and the counters use them; the job writes the decisions table (audit.decisions)
     kinds: dict[str, dict]  # per kind: threshold, model, edges, clusters, samples
 
 
@@ -206,7 +209,6 @@ def find_duplicates(corpus: Corpus, cfg: DedupConfig, run_id: str,
     is_rep[list(reps.values())] = True
 
     duplicates, kinds = [], {}
-    dup_of: dict[int, list[str]] = {}
     for kind, (acc, model, threshold) in kind_state.items():
         labels = acc.labels()
         near_idx, near_sim = acc.nearest()
@@ -222,31 +224,21 @@ def find_duplicates(corpus: Corpus, cfg: DedupConfig, run_id: str,
                        "clusters": len(captions), "samples": len(members)}
         kinds[kind].update(extra.get(kind, {}))
         for i in members:
-            lab = int(labels[i])
+            lab, img = int(labels[i]), int(image_labels[i])
             image_kind = kind in IMAGE_KINDS
             rep = is_rep[i] if image_kind else first_of[lab] == i
             distinct = len(captions[lab])
+            kept = reps[img] if img >= 0 else None
             duplicates.append({
                 "run_id": run_id, "shard": corpus.shard[i], "key": corpus.key[i], "kind": kind, "cluster": lab,
                 "cluster_size": int(sizes[lab]), "nearest_shard": corpus.shard[near_idx[i]],
                 "nearest_key": corpus.key[near_idx[i]], "similarity": float(near_sim[i]),
                 "is_representative": bool(rep), "distinct_captions": distinct,
                 "repeat_type": ("same_caption" if distinct == 1 else "different_captions") if image_kind else None,
-                "model": model, "threshold": threshold})
-            if kind in cfg.drop_kinds and image_labels[i] >= 0 and not is_rep[i]:
-                r = reps[int(image_labels[i])]
-                dup_of.setdefault(int(i), []).append(f"{kind}_duplicate_of:{corpus.shard[r]}/{corpus.key[r]}")
-
-    decisions = []
-    for i in range(n):
-        lab = int(image_labels[i])
-        rep = reps.get(lab) if lab >= 0 else None
-        if not ok[i]:
-            reasons = [f"ingest_failed:{(corpus.error[i] or 'Error').split(':')[0]}"]
-        else:
-            reasons = dup_of.get(i, [])
-        decisions.append({
-            "run_id": run_id, "shard": corpus.shard[i], "key": corpus.key[i], "keep": not reasons,
-            "reasons": reasons, "image_cluster": lab if lab >= 0 else None,
-            "representative": f"{corpus.shard[rep]}/{corpus.key[rep]}" if rep is not None else None})
-    return DedupResult(duplicates, decisions, kinds)
+                "model": model, "threshold": threshold,
+                "image_cluster": img if img >= 0 else None,
+                "representative": f"{corpus.shard[kept]}/{corpus.key[kept]}" if kept is not None else None,
+                "drops": bool(kind in cfg.drop_kinds and img >= 0 and not is_rep[i])})
+    samples = [{"shard": corpus.shard[i], "key": corpus.key[i], "status": corpus.status[i], "error": corpus.error[i]}
+               for i in range(n)]
+    return DedupResult(duplicates, decide(samples, duplicates, {}, run_id), kinds)

@@ -14,8 +14,10 @@ neighbours among the new and (through the saved index) the accepted samples are 
 candidates; every pair is given as (earlier row, later row) in corpus order, the direction
 a full run checks it in. Accepted samples are pinned (they stay kept: they may already
 be in a published training set); new samples that copy one are dropped with the accepted
-sample as the reason. Earlier decisions and duplicates rows carry over; new samples'
-clusters get new cluster ids. The index then grows by the newly kept vectors. The check's prepared images are read from
+sample as the reason. Earlier duplicates rows (with their keep outcome, so their samples'
+decisions) carry over; new samples' clusters get new cluster ids. The previous decisions
+(written by the job, audit.decisions) tell new samples from accepted ones; a run stopped
+between its dedup and its decisions makes the next one a full run. The index then grows by the newly kept vectors. The check's prepared images are read from
 and added to OUT/features/copy_check/ (audit.copy_feature_cache): an accepted sample checked
 again is not decoded and described again.
 Cost grows with the new batch, not with the corpus: no accepted vector is read except
@@ -38,6 +40,7 @@ from audit.copy_detection import CopyDetection, NearEdges, knn_candidates
 from audit.copy_feature_cache import feature_cache, saving_features
 from audit.copy_verification import PairVerifier
 from audit.stored_images import stored_image_fetcher
+from audit.decisions import decide, last_run, with_outcome
 from audit.dedup_corpus import Corpus, load_corpus
 from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, DedupResult, find_duplicates
 from audit.embedder_specs import model_slug
@@ -169,6 +172,8 @@ def incremental_duplicates(out: OutputDir, cfg: DedupConfig, run_id: str, new_sh
                            opener=None) -> DedupResult | None:
     """None when there is nothing to build on (no earlier decisions or index): run the full dedup.
     `opener(uri)` lets near pairs be verified geometrically (cfg.near_verify) from the stored images."""
+    if last_run(out, "duplicates") > last_run(out, "decisions"):
+        return None  # a run stopped between its dedup and its decisions: the index may hold its samples
     prev_dec = {(d["shard"], d["key"]): d for d in previous(out, "decisions")}
     corpus = load_corpus(out, vector_shards=new_shards)
     sscd = corpus.matrix("sscd:", "image")
@@ -206,21 +211,19 @@ def incremental_duplicates(out: OutputDir, cfg: DedupConfig, run_id: str, new_sh
     with saving_features(verifier):
         result = find_duplicates(sub, cfg, run_id, vector_edges, pinned=accepted[mask], verifier=verifier)
     new_keys = {k for k, n in zip(keys, is_new) if n}
-    prev_dups = previous(out, "duplicates")
+    # rows of an older version lack the keep policy's outcome: the previous decisions hold it
+    prev_dups = with_outcome(previous(out, "duplicates"), prev_dec.values())
     offsets = {}
     for row in prev_dups:
         offsets[row["kind"]] = max(offsets.get(row["kind"], -1), row["cluster"])
+    # earlier samples keep their earlier rows, so their earlier decision: accepted ones stay kept
+    # even when a new sample links two of them into one cluster, dropped twins stay dropped
     duplicates = [dict(r, run_id=run_id) for r in prev_dups]
     for r in result.duplicates:
         if (r["shard"], r["key"]) in new_keys:
             duplicates.append(dict(r, cluster=r["cluster"] + offsets.get(r["kind"], -1) + 1))
-    decided = {(d["shard"], d["key"]) for d in result.decisions}
-    # earlier samples keep their earlier decision: accepted ones stay kept even when a new sample
-    # links two of them into one cluster, dropped twins stay dropped
-    decisions = [d if (d["shard"], d["key"]) in new_keys
-                 else dict(prev_dec[(d["shard"], d["key"])], run_id=run_id) for d in result.decisions]
-    decisions += [dict(d, run_id=run_id) for k, d in prev_dec.items() if k not in decided]
-    result = DedupResult(duplicates, decisions, result.kinds)
     save_from_result(out, sub.subset(np.array([k in new_keys for k in zip(sub.shard, sub.key)])),
                      result, cfg, base)
-    return result
+    samples = [{"shard": s, "key": k, "status": st, "error": e}
+               for s, k, st, e in zip(corpus.shard, corpus.key, corpus.status, corpus.error)]
+    return DedupResult(duplicates, decide(samples, duplicates, {}, run_id), result.kinds)

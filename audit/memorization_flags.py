@@ -2,8 +2,9 @@
 
 Input: every shard's raw scores (memorization_scores rows) and a MemorizationConfig.
 Output: memorization rows (score, threshold, flagged, trigger tokens), the memorization_runs
-row that stores the calibration with the run, decisions with 'memorized:...' reasons merged in,
-and the exported sample list OUT/exports/memorized_samples.jsonl (one flagged sample per line,
+row that stores the calibration with the run, the 'memorized:...' decision reason of each flagged
+sample of the latest run (`latest_flags`: audit.decisions joins them into the decisions), and
+the exported sample list OUT/exports/memorized_samples.jsonl (one flagged sample per line,
 {"shard": ..., "key": ...}, sorted: keys repeat across shards, so a key alone names no sample).
 Failure: no reference scores (e.g. reference_shards names shards that were never scored) is
 a ValueError, never a default threshold.
@@ -16,7 +17,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from audit import atomic_files, sql_literals
+from audit import atomic_files
 from audit.memorization_config import MemorizationConfig
 from audit.output_dir import OutputDir
 from audit.score_calibration import Calibration, calibrate
@@ -67,10 +68,6 @@ def reason(model_id: str, score: float, threshold: float) -> str:
     return f"{REASON_PREFIX}{model_id}:d={score:.4g}>={threshold:.4g}"
 
 
-def flag_reasons(rows: list[dict]) -> dict[tuple[str, str], str]:
-    return {(r["shard"], r["key"]): reason(r["model_id"], r["score"], r["threshold"]) for r in rows if r["flagged"]}
-
-
 def latest_flagged(out: OutputDir) -> tuple[list[tuple], str]:
     """(flagged (shard, key, model_id, score, threshold) rows, action) of the latest memorization run."""
     if not any(out.table_dir("memorization_runs").glob("run=*/*.parquet")):
@@ -88,32 +85,6 @@ def latest_flags(out: OutputDir) -> dict[tuple[str, str], str]:
     if action != "drop":
         return {}
     return {(s, k): reason(m, sc, th) for s, k, m, sc, th in rows}
-
-
-def merge_flags(decisions: list[dict], flags: dict[tuple[str, str], str], run_id: str) -> list[dict]:
-    """Decisions with memorization reasons replaced by `flags` (keep = no reason left)."""
-    merged = []
-    for d in decisions:
-        reasons = [r for r in (d.get("reasons") or []) if not r.startswith(REASON_PREFIX)]
-        if (d["shard"], d["key"]) in flags:
-            reasons.append(flags[(d["shard"], d["key"])])
-        merged.append({**d, "run_id": run_id, "reasons": reasons, "keep": not reasons})
-    return merged
-
-
-def current_decisions(out: OutputDir, run_id: str) -> list[dict]:
-    """This run's decisions if dedup wrote them, else the latest run's, else one per sample from
-    the samples table (ok = keep, failed = 'ingest_failed:<ErrorType>')."""
-    mine = out.table_dir("decisions") / f"run={run_id}" / "run.parquet"
-    if mine.exists():
-        return scan(f"SELECT * FROM {sql_literals.read_parquet([mine])}")
-    if any(out.table_dir("decisions").glob("run=*/*.parquet")):
-        src = out.read_sql("decisions")
-        return scan(f"SELECT * FROM {src} WHERE run_id = (SELECT max(run_id) FROM {src})")
-    rows = scan(f"SELECT shard, key, status, error FROM {out.read_sql('samples')} ORDER BY shard, key")
-    return [{"run_id": run_id, "shard": r["shard"], "key": r["key"], "keep": r["status"] == "ok",
-             "reasons": [] if r["status"] == "ok" else [f"ingest_failed:{(r['error'] or 'Error').split(':')[0]}"],
-             "image_cluster": None, "representative": None} for r in rows]
 
 
 def export_keys(out: OutputDir, rows: list[dict]) -> str:

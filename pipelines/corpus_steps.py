@@ -1,8 +1,8 @@
 """Corpus steps of `shardguard run`: the steps over the whole output folder, after the per-shard step.
 
 Each step is one small class with one protocol: `name` (its name in the runs row's error, the
-progress log and the stage_timings table), `summary_field` (the RunSummary field its result
-fills), `needs_run(ctx) -> bool | str` (False: up to date or disabled; a string: skipped, with
+progress log and the stage_timings table), `summary_field` (the RunSummary dict its result is
+merged into), `needs_run(ctx) -> bool | str` (False: up to date or disabled; a string: skipped, with
 that note) and `run(ctx) -> dict` (its summary, read back from the tables it wrote, so it is the
 same on every runner). `CORPUS_STEPS` is the order the job runs them in: a step may read what an
 earlier one wrote. Adding a corpus step: a class here (or in its own module) and one line in
@@ -21,6 +21,7 @@ import apache_beam as beam
 import duckdb
 import pyarrow.parquet as pq
 
+from audit.decisions import decisions_stale, write_decisions
 from audit.output_dir import OutputDir
 from audit.run_diff import record_changes
 from audit.shard_ingest import STAGE
@@ -69,21 +70,13 @@ class Dedup:
         else:
             step = DedupCorpus(str(out.root), ctx.run_id, cfg, ctx.ingested | ctx.plan.dedup_new)
         ctx.pipeline("dedup", lambda p: p | "Dedup" >> step)
-        written = out.table_dir("decisions") / f"run={ctx.run_id}" / "run.parquet"
+        written = out.table_dir("duplicates") / f"run={ctx.run_id}" / "run.parquet"
         if not written.exists():
             raise RuntimeError(f"run {ctx.run_id}: the dedup pipeline finished without writing {written}")
-        con = duckdb.connect()
-        try:
-            kept, dropped = con.execute(
-                "SELECT count(*) FILTER (keep), count(*) FILTER (NOT keep) FROM read_parquet(?)",
-                [[ctx.run_file("decisions")]]).fetchone()
-            kinds = con.execute(
-                "SELECT kind, count(*), count(DISTINCT cluster) FROM read_parquet(?) GROUP BY kind ORDER BY kind",
-                [[ctx.run_file("duplicates")]]).fetchall()
-        finally:
-            con.close()
-        return {"kept": kept, "dropped": dropped,
-                "kinds": {k: {"samples": n, "clusters": c} for k, n, c in kinds}}
+        kinds = duckdb.connect().execute(
+            "SELECT kind, count(*), count(DISTINCT cluster) FROM read_parquet(?) GROUP BY kind ORDER BY kind",
+            [[ctx.run_file("duplicates")]]).fetchall()
+        return {"kinds": {k: {"samples": n, "clusters": c} for k, n, c in kinds}}
 
 
 class MemorizationFlags:
@@ -105,6 +98,24 @@ class MemorizationFlags:
             raise RuntimeError(f"run {ctx.run_id}: the memorization pipeline finished without writing {path}")
         row = pq.read_table(path).to_pylist()[0]
         return {k: row[k] for k in ("model_id", "n_scored", "n_flagged", "threshold", "method", "level", "reference")}
+
+
+class Decisions:
+    """The training filter list, joined once from the findings (audit.decisions) when dedup or the
+    memorization flags wrote newer ones; before the perturbation tests, which read it."""
+    name, summary_field = "decisions", "dedup"
+
+    def needs_run(self, ctx: RunContext) -> bool:
+        return decisions_stale(ctx.out)
+
+    def run(self, ctx: RunContext) -> dict:
+        write_decisions(ctx.out, ctx.run_id)
+        if not ctx.plan.corpus_steps["dedup"]:
+            return {}  # the run's summary reports kept/dropped with its duplicates
+        kept, dropped = duckdb.connect().execute(
+            "SELECT count(*) FILTER (keep), count(*) FILTER (NOT keep) FROM read_parquet(?)",
+            [[ctx.run_file("decisions")]]).fetchone()
+        return {"kept": kept, "dropped": dropped}
 
 
 class PerturbationTests:
@@ -135,5 +146,5 @@ class RunChanges:
         return record_changes(ctx.out, ctx.run_id)
 
 
-CORPUS_STEPS = [Dedup(), MemorizationFlags(), PerturbationTests(), RunChanges()]
-FINDING_STEPS = {"dedup", "memorization flags", "perturbation tests"}  # skipped when too many samples failed
+CORPUS_STEPS = [Dedup(), MemorizationFlags(), Decisions(), PerturbationTests(), RunChanges()]
+FINDING_STEPS = {"dedup", "memorization flags", "decisions", "perturbation tests"}  # skipped when too many samples failed

@@ -1,8 +1,9 @@
-"""Beam stage: corpus-wide duplicates and keep decisions.
+"""Beam stage: corpus-wide duplicates, with the keep policy's outcome.
 
 Input: the output folder after ingest and embedding (one element: dedup needs every shard).
-Output: one summary dict (per kind: edges, clusters, samples; dropped count). Side effects:
-OUT/duplicates/run=<run_id>/run.parquet and OUT/decisions/run=<run_id>/run.parquet, atomic,
+Output: one summary dict (per kind: edges, clusters, samples; samples dedup keeps and drops,
+ingest failures counted as drops). Side effects: OUT/duplicates/run=<run_id>/run.parquet, atomic
+(the job then computes the decisions from it, audit.decisions),
 the accepted-corpus index OUT/index/<model>/ (audit.incremental_dedup) for incremental runs,
 and the check's prepared images OUT/features/copy_check/ (audit.copy_feature_cache).
 The work is audit.dedup_corpus.load_corpus + audit.duplicate_clusters.find_duplicates.
@@ -20,11 +21,10 @@ from audit.stored_images import stored_image_fetcher
 from audit.dedup_corpus import load_corpus
 from audit.duplicate_clusters import DedupConfig, find_duplicates
 from audit.incremental_dedup import incremental_duplicates, save_from_result
-from audit.memorization_flags import latest_flags, merge_flags
 from audit.output_dir import OutputDir
 from pipelines.shard_uris import open_uri
 from pipelines.progress import counter
-from schemas import DECISIONS, DUPLICATES
+from schemas import DUPLICATES
 
 
 def dedup_counters() -> dict:
@@ -51,11 +51,9 @@ def dedup_and_record(out: OutputDir, run_id: str, cfg: DedupConfig, new_shards: 
             result = find_duplicates(corpus, cfg, run_id, verifier=verifier)
         save_from_result(out, corpus, result, cfg)
     out.write_run_table(DUPLICATES, run_id, result.duplicates)
-    decisions = merge_flags(result.decisions, latest_flags(out), run_id)  # keep memorization's verdicts
-    out.write_run_table(DECISIONS, run_id, decisions)
-    dropped = sum(not d["keep"] for d in decisions)
-    return {"kinds": result.kinds, "samples": len(decisions), "dropped": dropped,
-            "kept": len(decisions) - dropped}
+    dropped = sum(not d["keep"] for d in result.decisions)
+    return {"kinds": result.kinds, "samples": len(result.decisions), "dropped": dropped,
+            "kept": len(result.decisions) - dropped}
 
 
 def count_verification(counts: dict, kinds: dict) -> None:

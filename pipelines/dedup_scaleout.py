@@ -7,9 +7,9 @@ keyed (model, centroid), with its centroid ids -> GroupByKey -> `GroupEdgesFn` s
 group exactly at the model's threshold, streaming its edges into a union-find, and emits one
 `EdgeSummary` per group (O(members): component links, each member's best edge, the number of
 pairs this group counts, a pair in two groups counted once) -> one final element clusters the
-summaries with the samples' metadata (no vectors needed) and writes duplicates and
-decisions, as the global mode does.
-Output: the same tables and summary dict as pipelines.dedup. No worker holds more than one
+summaries with the samples' metadata (no vectors needed) and writes duplicates, as the
+global mode does.
+Output: the same table and summary dict as pipelines.dedup. No worker holds more than one
 group's vectors, and no place holds the edges: what meets in one place grows with the
 samples (about top_centroids records each), not with the pairs.
 """
@@ -26,13 +26,12 @@ from audit.stored_images import stored_image_fetcher
 from audit.dedup_corpus import load_corpus, model_dirs, shard_vectors
 from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, find_duplicates
 from audit.incremental_dedup import save_accepted_index
-from audit.memorization_flags import latest_flags, merge_flags
 from audit.output_dir import OutputDir
 from audit.partitioned_dedup import assign, group_summary, n_centroids_for, train_centroids
 from audit.vector_index import Edges
 from pipelines.dedup import count_decisions, dedup_counters
 from pipelines.shard_uris import open_uri
-from schemas import DECISIONS, DUPLICATES
+from schemas import DUPLICATES
 
 
 def kind_of(model_id: str, modality: str) -> str | None:
@@ -145,10 +144,8 @@ class FinalizeFn(beam.DoFn):
             vector_edges.setdefault(kind, (Edges.empty(), model))
         result = find_duplicates(corpus, self.cfg, self.run_id, vector_edges)
         out.write_run_table(DUPLICATES, self.run_id, result.duplicates)
-        decisions = merge_flags(result.decisions, latest_flags(out), self.run_id)  # keep memorization's verdicts
-        out.write_run_table(DECISIONS, self.run_id, decisions)
         save_kept_index(out, result.decisions, self.cfg)
-        count_decisions(self.counts, len(decisions), sum(not d["keep"] for d in decisions))
+        count_decisions(self.counts, len(result.decisions), sum(not d["keep"] for d in result.decisions))
         yield {"kinds": result.kinds, "samples": len(result.decisions)}
 
 

@@ -4,8 +4,9 @@ Stages: shards not yet ingested are ingested, embedded and (with memorization.mo
 scored for memorization in one Beam pipeline (shards ingested earlier but missing a configured
 model are embedded or scored too); then, when the corpus changed, a second Beam pipeline finds
 duplicates over the whole output folder (it needs every shard's embeddings), and a third
-calibrates the memorization scores and flags (it needs every shard's scores). Each stage skips
-work its completion markers say is done.
+calibrates the memorization scores and flags (it needs every shard's scores); when either wrote
+findings, the decisions are computed once from them (audit.decisions), before the perturbation
+tests (which read them). Each stage skips work its completion markers say is done.
 
 Input: an --input pattern, an output folder, a JobConfig and Beam pipeline flags (passed
 through unchanged: --runner, --direct_num_workers, --direct_running_mode, ...).
@@ -123,7 +124,7 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
             if isinstance(why, str):  # skipped with a note (e.g. nothing to calibrate on)
                 summary.notes.append(why)
             elif why:
-                setattr(summary, step.summary_field, step.run(ctx))
+                setattr(summary, step.summary_field, {**getattr(summary, step.summary_field), **step.run(ctx)})
                 corpus_seconds[step.name] = time.perf_counter() - clock
         track["step"] = "stage timings"
         write_timings(out, run_id, [STAGE] + [st.id for st in stages], corpus_seconds)

@@ -3,7 +3,8 @@ one-read per-shard step: audit.memorization_stage, run by pipelines.shard_stages
 
 FlagMemorization. Input: the output folder (one element). Output: a summary dict. Calibrates on
 the reference scores, flags, computes trigger tokens for the highest flagged captions, and
-writes memorization, memorization_runs, decisions (merged) and exports/memorized_samples.jsonl.
+writes memorization, memorization_runs and exports/memorized_samples.jsonl (the job then computes
+the decisions from them, audit.decisions).
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import apache_beam as beam
 
 from audit.diffusion_models import DiffusionModel, image_pixels
 from audit.finding_pages import memorization_page, read_training_images
-from audit.memorization_flags import (calibrate_scores, current_decisions, export_keys, flag_reasons, flag_rows,
-                                      merge_flags, run_row, summary, to_explain)
+from audit.memorization_flags import calibrate_scores, export_keys, flag_rows, run_row, summary, to_explain
 from audit.memorization_shard import MemorizationConfig
 from audit.memorization_stage import load_model, slug, stage_id as stage
 from audit import sql_literals
@@ -26,7 +26,7 @@ from audit.store import scan
 from audit.trigger_tokens import token_influence
 from pipelines.shard_uris import open_uri
 from pipelines.progress import counter
-from schemas import DECISIONS, MEMORIZATION, MEMORIZATION_RUNS
+from schemas import MEMORIZATION, MEMORIZATION_RUNS
 
 log = logging.getLogger("shardguard.memorization")
 
@@ -83,8 +83,6 @@ def flag_and_record(out: OutputDir, run_id: str, cfg: MemorizationConfig, model_
         explain(model, cfg, out, targets)  # fills trigger_tokens of these rows
     timesteps = list(cfg.score.timesteps) if cfg.mode == "pair" else []
     out.write_run_table(MEMORIZATION, run_id, MEMORIZATION.from_rows(rows))
-    flags = flag_reasons(rows) if cfg.action == "drop" else {}
-    out.write_run_table(DECISIONS, run_id, merge_flags(current_decisions(out, run_id), flags, run_id))
     keys_file = export_keys(out, rows)
     run = run_row(run_id, model_id, cfg, cal, rows, timesteps)
     page = memorization_page(out, run, rows, open_uri)

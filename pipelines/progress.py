@@ -38,7 +38,7 @@ COUNTERS: dict[str, str] = {
     "perturbation_features_shards": "shards through the perturbation features",
     "perturbation_features_samples": "ok samples analysed", "perturbation_features_ok": "feature rows written",
     "perturbation_features_failed": "samples whose features failed",
-    "dedup_samples": "decisions rows written", "dedup_kept": "samples kept", "dedup_dropped": "samples dropped",
+    "dedup_samples": "samples deduplicated", "dedup_kept": "samples dedup keeps", "dedup_dropped": "samples dedup drops (ingest failures too)",
     "dedup_near_checked": "near pairs given to the geometric check (global and incremental modes)",
     "dedup_near_rejected": "near pairs the geometric check found to be two different pictures",
     "dedup_near_prepared": "images the geometric check decoded and described (not in the feature cache)",

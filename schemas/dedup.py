@@ -1,5 +1,8 @@
 """Duplicates and keep decisions: corpus-level results, recomputed over all shards each run.
 
+The dedup step writes duplicates (with the keep policy's outcome); decisions are computed once
+at the end of a run from the findings (audit.decisions), never written by a step.
+
 Written once per run to OUT/<table>/run=<run_id>/corpus.parquet. The DuckDB view shows the
 latest run (a rerun supersedes it); `<table>_history` keeps every run for run-to-run diffs.
 """
@@ -9,7 +12,7 @@ import pyarrow as pa
 from schemas.declare import column, table
 
 DUPLICATES = table(
-    "duplicates", "One row per (sample, kind) for samples that have at least one duplicate of that kind.", 1,
+    "duplicates", "One row per (sample, kind) for samples that have at least one duplicate of that kind.", 2,
     column("run_id", pa.string(), "Run that computed the clusters.", False),
     column("shard", pa.string(), "Shard of the sample.", False),
     column("key", pa.string(), "Sample key.", False),
@@ -26,20 +29,29 @@ DUPLICATES = table(
                                        "pattern that drives memorization) or 'different_captions'."),
     column("model", pa.string(), "Embedding model of the edges (null for exact and identical-caption edges)."),
     column("threshold", pa.float32(), "Similarity threshold of this kind in the run's config."),
+    column("image_cluster", pa.int64(), "Cluster over the kinds that drop samples (config dedup.drop_kinds) "
+                                        "this sample is in (the same on each of its rows), null when in none."),
+    column("representative", pa.string(), "'<shard>/<key>' the keep policy keeps in that image cluster."),
+    column("drops", pa.bool_(), "True: this kind drops the sample (a drop kind, and the sample is not the "
+                                "representative); decisions give the reason '<kind>_duplicate_of:<representative>'. "
+                                "Null in rows written before version 2 (their run's decisions say it)."),
     latest_only=True,
 )
 
 DECISIONS = table(
-    "decisions", "One row per input sample: keep it for training or not, and why. The training filter list.", 1,
+    "decisions", "One row per input sample: keep it for training or not, and why. The training filter list, "
+    "computed once per run from the latest findings (samples, duplicates, memorization; audit.decisions).", 1,
     column("run_id", pa.string(), "Run that decided.", False),
     column("shard", pa.string(), "Shard of the sample.", False),
     column("key", pa.string(), "Sample key.", False),
     column("keep", pa.bool_(), "True: train on it.", False),
-    column("reasons", pa.list_(pa.string()), "Why not kept: 'ingest_failed:<ErrorType>', "
-                                             "'<kind>_duplicate_of:<shard>/<key>', "
-                                             "'memorized:<model_id>:d=<score>>=<threshold>'. Empty when kept."),
+    column("reasons", pa.list_(pa.string()), "Why not kept, every reason in this order: 'ingest_failed:<ErrorType>' "
+                                             "(samples.status 'failed'), '<kind>_duplicate_of:<shard>/<key>' (duplicates "
+                                             "rows that drop it, kinds in the order exact, near, semantic, caption), "
+                                             "'memorized:<model_id>:d=<score>>=<threshold>' (flagged in the latest "
+                                             "memorization run, action 'drop'). Empty when kept."),
     column("image_cluster", pa.int64(), "Cluster over the kinds that drop samples (config dedup.drop_kinds), "
-                                        "null for samples with no such duplicate."),
+                                        "null for samples with no such duplicate (from duplicates.image_cluster)."),
     column("representative", pa.string(), "'<shard>/<key>' kept for this sample's image cluster."),
     latest_only=True,
 )

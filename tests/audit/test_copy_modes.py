@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from audit.decisions import write_decisions
 from audit.dedup_corpus import load_corpus
 from audit.duplicate_clusters import DedupConfig
 from audit.embedder_specs import EmbedConfig
@@ -122,6 +123,7 @@ def test_partitioned_mode_gives_the_global_clusters(shards, global_run):
     cfg = DedupConfig(mode="partitioned", n_centroids=6)  # 6 groups, each vector in 2: about a third each
     with beam.Pipeline() as p:
         _ = p | PartitionedDedup(str(out), "partitioned", cfg, ["a0", "a1", "b0", "b1"])
+    write_decisions(OutputDir(out), "partitioned")  # what the job does after its corpus steps
     assert clusters(decisions(out, "partitioned")) == g
 
 

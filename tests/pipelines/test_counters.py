@@ -8,6 +8,7 @@ from apache_beam.metrics.metric import MetricsFilter
 import pyarrow.parquet as pq
 import pytest
 
+from audit.decisions import write_decisions
 from audit.embedder_specs import EmbedConfig, plan_embedders
 from audit.output_dir import OutputDir
 from audit.perturbation_audit import PerturbationConfig
@@ -61,6 +62,7 @@ def test_counters_read_back_by_name_match_the_markers(broken_dir, tmp_path):
     _ = p | "Tests" >> perturbations.TestPerturbations(str(tmp_path), "r2", PerturbationConfig())
     result = p.run()
     result.wait_until_finish()
+    write_decisions(out, "r2")  # what the job does after its corpus steps (no memorization here)
     decisions = pq.read_table(tmp_path / "decisions" / "run=r2" / "run.parquet").to_pylist()
     kept = sum(d["keep"] for d in decisions)
     assert [_query(result, f"dedup_{k}") for k in ("samples", "kept", "dropped")] == \
