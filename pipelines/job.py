@@ -13,7 +13,8 @@ through unchanged: --runner, --direct_num_workers, --direct_running_mode, ...).
 Output: `RunSummary`; side effects: the per-shard tables, the runs row, OUT/audit.duckdb,
 the run_changes table (audit.run_diff, after the corpus steps) and, with `clean.to` set, the
 new kept samples appended to that clean destination (pipelines.scheduled_run), and (config
-`report`, default on) the HTML report OUT/reports/index.html (audit.run_report).
+`report`, default on) the HTML report OUT/reports/index.html (audit.run_report; a rerun that found
+nothing new keeps the report it has: `shardguard report` redraws it).
 While it runs, OUT/_manifest/_running.json says what it is doing (audit.run_status: run id,
 pid, host, the to-do shards per stage); it is removed when the run ends.
 Failure: `OutputLocked` when another run holds OUT; `UsageError` (a ValueError) for an input
@@ -139,7 +140,11 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
         track["step"] = "views"
         store.refresh_views(out, TABLES)
         track["step"] = "report"
-        if config.report:  # OUT/reports/index.html over the whole folder (audit.run_report); a failed run too
+        report = out.root / "reports" / "index.html"
+        idle = not (todo or plan.later or set(corpus_seconds) - {"run changes"})  # nothing new: findings as before
+        if config.report and idle and report.exists():  # it shows every finding already: kept, not redrawn
+            summary.report = str(report)
+        elif config.report:  # OUT/reports/index.html over the whole folder (audit.run_report); a failed run too
             summary.report = write_report(out.root, opener=open_uri)
     except Exception as e:
         record_failure(out, summary, input_pattern, started, config, track, plan, e)
