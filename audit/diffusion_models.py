@@ -16,7 +16,6 @@ scheduler's prediction_type (epsilon, v_prediction or sample), in float32.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -26,43 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from audit.user_errors import UsageError
-
-COMPONENTS = ("unet", "text_encoder", "tokenizer", "scheduler")
-
-
-def _require_safetensors(folder: Path) -> None:
-    if not any(folder.glob("*.safetensors")):
-        raise UsageError(f"{folder} has no .safetensors weights; ShardGuard never unpickles "
-                         "weights (convert the .bin files to safetensors first)")
-
-
-def checkpoint_id(path: str | os.PathLike) -> str:
-    """'<folder name>-<digest>': a digest of the UNet and scheduler configs and the head of the weights."""
-    p = check_folder(path)
-    h = hashlib.sha256((p / "unet" / "config.json").read_bytes() + (p / "scheduler" / "scheduler_config.json").read_bytes())
-    for w in sorted((p / "unet").glob("*.safetensors")):
-        with open(w, "rb") as f:
-            h.update(f.read(1 << 20))
-        h.update(str(w.stat().st_size).encode())
-    return f"{p.resolve().name}-{h.hexdigest()[:10]}"
-
-
-def check_folder(path: str | os.PathLike) -> Path:
-    p = Path(path)
-    if p.is_file():
-        raise UsageError(f"diffusion model {str(p)!r} is a file; pass a diffusers checkpoint folder with "
-                         "safetensors weights (single .ckpt/.pt files are pickles and are never loaded)")
-    if not p.is_dir():
-        raise UsageError(f"diffusion checkpoint folder {str(p)!r} does not exist")
-    missing = [c for c in COMPONENTS if not (p / c).is_dir()]
-    if missing:
-        raise UsageError(f"diffusion checkpoint {str(p)!r} lacks {', '.join(missing)}/ "
-                                f"(needs {', '.join(COMPONENTS)}/, and vae/ for latent models)")
-    for c in ("unet", "text_encoder") + (("vae",) if (p / "vae").is_dir() else ()):
-        _require_safetensors(p / c)
-    return p
-
+from audit.memorization_config import check_folder, checkpoint_id  # noqa: F401 (re-exported)
 
 def image_pixels(images: list, size: int) -> torch.Tensor:
     """PIL images -> (n, 3, size, size) float32 in [-1, 1]: shorter side resized to `size`

@@ -27,14 +27,15 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from audit.cluster_accumulator import ClusterAccumulator, EdgeSummary
-from audit.copy_detection import CopyDetection, NearEdges, copy_edges, knn_candidates
-from audit.copy_verification import CopyRule, PairVerifier
+from audit.copy_detection import NearEdges, copy_edges, knn_candidates
+from audit.copy_verification import PairVerifier
 from audit.decisions import decide
+from audit.dedup_config import DedupConfig  # noqa: F401 (the config's home; re-exported for callers)
 from audit.dedup_corpus import Corpus
 from audit.vector_index import Edges, IndexConfig, iter_self_edges
 
@@ -42,37 +43,6 @@ IMAGE_KINDS = ("exact", "near", "semantic")
 # vector kinds: (model id prefix, modality of the vectors)
 EdgeSource = Edges | EdgeSummary | Iterable[Edges | EdgeSummary]
 VECTOR_KINDS = {"near": ("sscd:", "image"), "semantic": ("clip:", "image"), "caption": ("minilm:", "text")}
-
-
-@dataclass(frozen=True)
-class DedupConfig:
-    enabled: bool = True
-    near_threshold: float = 0.75  # SSCD: a copy at 90% precision on DISC2021 (Pizzi et al. 2022)
-    semantic_threshold: float = 0.95  # CLIP image cosine (SemDeDup-style semantic duplicates)
-    caption_threshold: float = 0.95  # MiniLM cosine: the same caption up to punctuation and word order
-    drop_kinds: tuple[str, ...] = ("exact", "near")  # kinds whose non-representatives are dropped
-    keep_policy: str = "largest"  # 'largest' (pixels, then bytes), 'clip_score', 'earliest'
-    mode: str = "global"  # 'global' (all vectors on one worker) or 'partitioned' (SemDeDup-style, Beam)
-    n_centroids: int = 0  # partitioned mode: k-means centroids (0 = about 50k vectors per group)
-    top_centroids: int = 2  # partitioned mode: groups each vector joins
-    incremental: bool = False  # search only new samples, against the saved index of the accepted corpus
-    near_verify: bool = True  # geometric check (audit.copy_verification) of close calls, every mode and contamination
-    near_verify_below: float = 0.97  # SSCD cosine from which a near pair is taken without the check
-    near_verify_overlap: float = 0.9  # aligned pairs whose ink overlap is under this are different pictures
-    near_candidate_threshold: float = 0.3  # candidates under near_threshold: added only when the check confirms them
-    near_candidates: int = 3  # nearest neighbours per sample tried as candidates (0 = none)
-    near_feature_cache: bool = True  # keep the check's prepared images in OUT/features (audit.copy_feature_cache)
-    index: IndexConfig = field(default_factory=IndexConfig)
-
-    def copy_detection(self) -> CopyDetection:
-        """The near kind's rule (audit.copy_detection), the same in every mode."""
-        return CopyDetection(self.near_threshold, self.near_verify, self.near_verify_below,
-                             self.near_candidate_threshold, self.near_candidates,
-                             CopyRule(min_overlap=self.near_verify_overlap))
-
-    def threshold(self, kind: str) -> float:
-        return {"near": self.near_threshold, "semantic": self.semantic_threshold,
-                "caption": self.caption_threshold}[kind]
 
 
 def normalize_caption(text: str | None) -> str:

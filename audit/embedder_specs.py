@@ -14,13 +14,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
-import torch
-
-from audit.caption_models import MiniLmCaptions
-from audit.clip_models import OpenClip, weights_tag
 from audit.embed_config import EmbedConfig
 from audit.embedders import Embedder
-from audit.sscd_models import SscdOnnx, SscdTorchScript
 
 
 @dataclass(frozen=True)
@@ -29,16 +24,21 @@ class EmbedderSpec:
     model_ids: tuple[str, ...]  # one per embedder this spec loads (CLIP: image and text)
     options: tuple[tuple[str, object], ...] = field(default=())
 
-    def load(self, device: torch.device) -> list[Embedder]:
+    def load(self, device) -> list[Embedder]:
+        """The embedders on `device` (a torch.device); the model modules load here, on first use."""
         o = dict(self.options)
         if self.kind == "sscd_onnx":
+            from audit.sscd_models import SscdOnnx
             return [SscdOnnx(o["variant"], o["size"])]
         if self.kind == "sscd_torchscript":
+            from audit.sscd_models import SscdTorchScript
             return [SscdTorchScript(o["path"], device, o["size"])]
         if self.kind == "clip":
+            from audit.clip_models import OpenClip
             c = OpenClip(o["model"], o["checkpoint"] or None, o["pretrained"] or None, o["random_init"], device)
             return [c.image, c.text]
         if self.kind == "minilm":
+            from audit.caption_models import MiniLmCaptions
             return [MiniLmCaptions(device=device)]
         raise ValueError(f"unknown embedder kind {self.kind!r}")
 
@@ -61,6 +61,7 @@ def plan_embedders(cfg: EmbedConfig) -> tuple[list[EmbedderSpec], list[str]]:
         specs.append(EmbedderSpec("sscd_onnx", (f"sscd:{cfg.sscd}:onnx:{cfg.sscd_size}",),
                                   (("variant", cfg.sscd), ("size", cfg.sscd_size))))
     if cfg.clip_checkpoint or cfg.clip_pretrained or cfg.clip_random_init:
+        from audit.clip_models import weights_tag  # open_clip and torch: only when CLIP is configured
         _, tag = weights_tag(cfg.clip_checkpoint or None, cfg.clip_pretrained or None, cfg.clip_random_init)
         base = f"clip:{cfg.clip_model}:{tag}"
         specs.append(EmbedderSpec("clip", (base + ":image", base + ":text"), (
@@ -75,8 +76,9 @@ def plan_embedders(cfg: EmbedConfig) -> tuple[list[EmbedderSpec], list[str]]:
     return specs, notes
 
 
-def visible_devices(setting: str = "auto") -> list[torch.device]:
-    """'auto': one device per visible CUDA GPU, else the CPU; or an explicit 'cuda:1' / 'cpu'."""
+def visible_devices(setting: str = "auto") -> list:
+    """'auto': one torch.device per visible CUDA GPU, else the CPU; or an explicit 'cuda:1' / 'cpu'."""
+    import torch
     if setting != "auto":
         return [torch.device(setting)]
     if torch.cuda.is_available():

@@ -101,3 +101,13 @@ def summary(rows: list[dict], cal: Calibration) -> dict:
     return {"scored": len(rows), "flagged": int(sum(r["flagged"] for r in rows)),
             "threshold": cal.threshold, "method": cal.method, "level": cal.level,
             "median_score": float(np.median(scores)) if len(scores) else None}
+
+
+def needs_flagging(out: OutputDir, cfg: MemorizationConfig, model_id: str) -> bool:
+    """True unless the latest memorization run used this model, score config and calibration."""
+    d = out.table_dir("memorization_runs")
+    if not any(d.glob("run=*/*.parquet")):
+        return True
+    src = out.read_sql("memorization_runs")
+    last = scan(f"SELECT model_id, config, settings_json FROM {src} ORDER BY run_id DESC LIMIT 1")[0]
+    return tuple(last.values()) != (model_id, cfg.digest(), json.dumps(asdict(cfg), sort_keys=True))

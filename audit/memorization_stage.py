@@ -14,11 +14,9 @@ for an image that no longer decodes, 'ReadFailed' for images the tar could not g
 
 from __future__ import annotations
 
-from audit.diffusion_models import DiffusionModel, checkpoint_id
 from audit.embedder_specs import model_slug, visible_devices
 from audit.image_decode import reduced_rgb
-from audit.memorization_config import MemorizationConfig
-from audit.memorization_shard import score_rows
+from audit.memorization_config import MemorizationConfig, checkpoint_id
 from audit.shard_stages import ModelPool, Sample, ShardStage, StageRows
 from schemas import MEMORIZATION_SCORES
 
@@ -35,7 +33,9 @@ def stage_id(cfg: MemorizationConfig, model_id: str) -> str:
     return f"memorization/{slug(cfg, model_id)}"
 
 
-def load_model(cfg: MemorizationConfig) -> DiffusionModel:
+def load_model(cfg: MemorizationConfig):
+    """The configured audit.diffusion_models.DiffusionModel (torch and diffusers load here)."""
+    from audit.diffusion_models import DiffusionModel
     return DiffusionModel.load(cfg.model, visible_devices(cfg.device)[0], cfg.dtype or None)
 
 
@@ -59,6 +59,7 @@ class MemorizationStage(ShardStage):
         return reduced_rgb(image, self.model.resolution)
 
     def process(self, shard: str, run_id: str, batch: list[Sample]) -> StageRows:
+        from audit.memorization_shard import score_rows  # torch
         captions = [s.row.get("caption") or "" for s in batch]  # the runner batches at pairs_per_batch
         images = [s.views[self.id] for s in batch] if self.needs_image else None
         try:

@@ -5,7 +5,10 @@ pipelines.perturbations (the features pass and the corpus step)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
+
+SANITIZER_FILE = "exports/perturbation_sanitizer.json"  # written last by the perturbation tests (config and run id in it)
 
 
 @dataclass(frozen=True)
@@ -29,3 +32,15 @@ class PerturbationConfig:
     max_sanitizers: int = 4
     device: str = "auto"               # learning-speed CNN: 'auto' = cuda when present
     seed: int = 0
+
+
+def needs_testing(out, cfg: PerturbationConfig) -> bool:
+    """True unless the latest perturbation_tests/flags run used this config (see runs)."""
+    path = out.root / SANITIZER_FILE
+    if not path.exists():
+        return True
+    return json.loads(path.read_text()).get("config") != config_json(cfg)
+
+
+def config_json(cfg: PerturbationConfig) -> str:
+    return json.dumps(asdict(cfg), sort_keys=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 
 from audit.image_decode import decode_oriented, to_rgb
-from audit.perturbation_features import MAX_SIDE, crop_offsets, sample_features
 from audit.shard_stages import Sample, ShardStage, StageRows
 from schemas import PERTURBATION_SAMPLES
 
@@ -25,6 +24,7 @@ FEATURE_STAGE = "perturbations/features"
 def image_features(img) -> dict:
     """sample_features of a decoded (upright) image at its native resolution; only the central
     crop the features look at is converted to RGB (no full-size RGB copy)."""
+    from audit.perturbation_features import MAX_SIDE, crop_offsets, sample_features  # OpenCV
     r0, c0 = crop_offsets(img.height, img.width, MAX_SIDE)
     crop = to_rgb(img.crop((c0, r0, min(img.width, c0 + MAX_SIDE), min(img.height, r0 + MAX_SIDE))))
     return sample_features(np.asarray(crop), MAX_SIDE, offset=(r0, c0))

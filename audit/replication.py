@@ -25,7 +25,6 @@ import numpy as np
 from audit.dedup_corpus import model_dirs, shard_vectors
 from audit.image_decode import ImageLimits
 from audit.output_dir import OutputDir
-from audit.sscd_models import SscdOnnx, SscdTorchScript
 from audit.tar_samples import TarSamples
 from audit.vector_index import top1
 
@@ -111,6 +110,7 @@ def sscd_index(out: OutputDir) -> TrainIndex:
 
 def sscd_embedder(model_id: str, torchscript: str | None = None):
     """An embedder that computes the same SSCD descriptors as the training run did."""
+    from audit.sscd_models import SscdOnnx, SscdTorchScript  # torch, onnxruntime
     parts = model_id.split(":")
     if parts[:1] == ["sscd"] and len(parts) == 4 and parts[2] == "onnx":
         return SscdOnnx(parts[1], int(parts[3]))

@@ -21,7 +21,7 @@ from typing import Callable
 
 import pyarrow as pa
 
-from audit import report_charts, report_sections as sections, sql_literals
+from audit import report_sections as sections, sql_literals
 from audit.finding_pages import decode_or_none, read_training_images
 from audit.folder_ownership import claim
 from audit.html_pages import write_page
@@ -144,14 +144,15 @@ def perturbations(data: ReportData) -> str:
     cols = ", ".join(f'"{c}"' for c in FEATURES)
     feats = data.rows("perturbation_samples", f"SELECT shard, {cols} FROM t USING SAMPLE reservoir({HISTOGRAM_SAMPLE} "
                                               f"ROWS) REPEATABLE (0)", latest=False)
+    from audit.report_charts import feature_histograms, probe_accuracy_chart  # matplotlib: when a report is drawn
     hist = None
     if feats:
         tested = {c: [r[c] for r in feats if r["shard"] not in reference] for c in FEATURES}
         ref = {c: [r[c] for r in feats if r["shard"] in reference] for c in FEATURES} if reference else None
-        hist = report_charts.feature_histograms(tested, ref)
+        hist = feature_histograms(tested, ref)
     probes = [t for t in tests if t["scope"] == "dataset" and "probe" in t["test"]]
     return sections.perturbations_section(tests, flags[0]["n"] if flags else None, hist,
-                                          report_charts.probe_accuracy_chart(probes), reference)
+                                          probe_accuracy_chart(probes), reference)
 
 
 def replication(data: ReportData, top: int) -> str:

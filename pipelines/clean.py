@@ -32,19 +32,16 @@ import duckdb
 from audit import store
 from audit.caption_strategies import apply, minilm_vocab
 from audit.clean_destination import check_destination
-from audit.clean_encoders import sanitizing_encoder
 from audit.clean_ledger import load_ledger, plan_append, settings_id, unwritten_shards, write_batch
 from audit.clean_shards import CleanConfig, SampleRef, write_clean_shard
 from audit.folder_ownership import check_claimable, claim, require_existing
-from audit.image_sanitizers import IMAGE_LEVEL
 from audit.memorization_flags import latest_flagged
 from audit.output_dir import OutputDir
-from audit.perturbation_audit import SANITIZER_PARAMS
+from audit.perturbation_config import SANITIZER_FILE
 from audit.run_ids import new_run_id
 from audit.user_errors import UsageError
 from pipelines.beam_options import pipeline_options, private_tempdir
 from pipelines.shard_uris import open_uri
-from pipelines.perturbations import SANITIZER_FILE
 from schemas import CAPTION_VARIANTS, ERRORS, TABLES
 
 STAGE = "clean"
@@ -107,6 +104,8 @@ def chosen_sanitizer(out: OutputDir, cfg: CleanConfig) -> tuple[dict | None, str
     is not applied to full images: the note says so)."""
     if cfg.sanitize == "none":
         return None, "sanitize: none"
+    from audit.image_sanitizers import IMAGE_LEVEL  # torch, OpenCV: only when a sanitizer may apply
+    from audit.perturbation_audit import SANITIZER_PARAMS
     if cfg.sanitize != "auto":
         if cfg.sanitize not in IMAGE_LEVEL:
             raise ValueError(f"clean.sanitize must be 'auto', 'none' or one of {IMAGE_LEVEL}, not {cfg.sanitize!r}")
@@ -138,6 +137,7 @@ class WriteCleanShardFn(beam.DoFn):
 
     def setup(self):
         self.vocab = minilm_vocab() if self.cfg.caption.strategy in ("rc", "rt") else []
+        from audit.clean_encoders import sanitizing_encoder  # torch, OpenCV
         self.image_fn = sanitizing_encoder(**self.sanitizer) if self.sanitizer else None
 
     def process(self, element):

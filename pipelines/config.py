@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from audit.clean_shards import CleanConfig
-from audit.duplicate_clusters import DedupConfig
+from audit.dedup_config import DedupConfig
 from audit.embed_config import EmbedConfig
 from audit.image_decode import ImageLimits
 from audit.memorization_config import MemorizationConfig

@@ -10,6 +10,8 @@ CORPUS_STEPS.
 Input: a `RunContext` (output folder, run id, config, the run's plan, Beam options, the shards
 this run ingested). Failure: a step that finishes without writing its record raises
 RuntimeError; the job records any exception as the run's failure (pipelines.run_record).
+The step modules (dedup, memorization, perturbations: OpenCV, torch, diffusers) are imported by
+the step that runs them, so a run with nothing to do never loads them.
 """
 
 from __future__ import annotations
@@ -23,15 +25,12 @@ import pyarrow.parquet as pq
 
 from audit.decisions import decisions_stale, write_decisions
 from audit.output_dir import OutputDir
+from audit.perturbation_config import SANITIZER_FILE
 from audit.run_diff import record_changes
 from audit.shard_ingest import STAGE
 from audit.sql_literals import file_pattern
 from pipelines.beam_options import private_tempdir
 from pipelines.config import JobConfig
-from pipelines.dedup import DedupCorpus
-from pipelines.dedup_scaleout import PartitionedDedup
-from pipelines.memorization import FlagMemorization, flags_skipped
-from pipelines.perturbations import SANITIZER_FILE, TestPerturbations
 from pipelines.progress import finish_and_log
 from pipelines.run_plan import RunPlan
 
@@ -63,6 +62,8 @@ class Dedup:
         return ctx.plan.corpus_steps["dedup"]
 
     def run(self, ctx: RunContext) -> dict:
+        from pipelines.dedup import DedupCorpus  # OpenCV and torch: loaded when a step runs, not by the plan
+        from pipelines.dedup_scaleout import PartitionedDedup
         cfg, out = ctx.config.dedup, ctx.out
         if cfg.mode == "partitioned":
             done = [sid for sid, _ in ctx.plan.shards if out.is_complete(STAGE, sid)]
@@ -85,10 +86,12 @@ class MemorizationFlags:
     def needs_run(self, ctx: RunContext) -> bool | str:
         if not ctx.plan.corpus_steps["memorization flags"]:
             return False
+        from pipelines.memorization import flags_skipped
         # nothing to calibrate on (e.g. empty shards): a note, not a failed run
         return flags_skipped(ctx.out, ctx.config.memorization, ctx.plan.mem_id) or True
 
     def run(self, ctx: RunContext) -> dict:
+        from pipelines.memorization import FlagMemorization
         mem, mem_id = ctx.config.memorization, ctx.plan.mem_id
         # calibration needs every shard's scores: after dedup wrote decisions
         ctx.pipeline("memorization flags",
@@ -125,6 +128,7 @@ class PerturbationTests:
         return ctx.plan.corpus_steps["perturbation tests"]
 
     def run(self, ctx: RunContext) -> dict:
+        from pipelines.perturbations import TestPerturbations  # torch
         # the dataset tests need every shard's labels, features and embeddings
         ctx.pipeline("perturbation tests", lambda p: p | "Perturbations" >> TestPerturbations(
             str(ctx.out.root), ctx.run_id, ctx.config.perturbations))

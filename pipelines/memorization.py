@@ -9,9 +9,7 @@ the decisions from them, audit.decisions).
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict
 
 import apache_beam as beam
 
@@ -110,13 +108,3 @@ class FlagMemorization(beam.PTransform):
 
     def expand(self, pbegin):
         return pbegin | "Corpus" >> beam.Create([self.out_root]) | "Flag" >> beam.ParDo(self.fn)
-
-
-def needs_flagging(out: OutputDir, cfg: MemorizationConfig, model_id: str) -> bool:
-    """True unless the latest memorization run used this model, score config and calibration."""
-    d = out.table_dir("memorization_runs")
-    if not any(d.glob("run=*/*.parquet")):
-        return True
-    src = out.read_sql("memorization_runs")
-    last = scan(f"SELECT model_id, config, settings_json FROM {src} ORDER BY run_id DESC LIMIT 1")[0]
-    return tuple(last.values()) != (model_id, cfg.digest(), json.dumps(asdict(cfg), sort_keys=True))

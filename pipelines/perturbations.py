@@ -12,9 +12,7 @@ perturbation_flags and OUT/exports/perturbation_sanitizer.json (read by the clea
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict
 
 import apache_beam as beam
 import numpy as np
@@ -22,6 +20,7 @@ import numpy as np
 from audit import atomic_files
 from audit.output_dir import OutputDir
 from audit.perturbation_audit import AuditOutcome, PerturbationConfig, audit
+from audit.perturbation_config import SANITIZER_FILE, config_json
 from audit.perturbation_corpus import NoLabels, feature_table, image_set, labelled_corpus, split
 from audit.perturbation_features import FEATURE_COLUMNS
 from audit.perturbation_probes import MIN_PER_CLASS, usable
@@ -32,7 +31,6 @@ from schemas import PERTURBATION_FLAGS, PERTURBATION_TESTS
 
 log = logging.getLogger("shardguard.perturbations")
 
-SANITIZER_FILE = "exports/perturbation_sanitizer.json"
 MIN_FEATURE_REFERENCE = 10  # reference samples the per-sample feature cuts need; fewer: the data's own robust cuts
 
 
@@ -180,13 +178,3 @@ class TestPerturbations(beam.PTransform):
         return pbegin | "Corpus" >> beam.Create([self.out_root]) | "Test" >> beam.ParDo(self.fn)
 
 
-def needs_testing(out: OutputDir, cfg: PerturbationConfig) -> bool:
-    """True unless the latest perturbation_tests/flags run used this config (see runs)."""
-    path = out.root / SANITIZER_FILE
-    if not path.exists():
-        return True
-    return json.loads(path.read_text()).get("config") != config_json(cfg)
-
-
-def config_json(cfg: PerturbationConfig) -> str:
-    return json.dumps(asdict(cfg), sort_keys=True)

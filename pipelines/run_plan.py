@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 
 from audit.embed_stage import EmbedStage
 from audit.embedder_specs import plan_embedders
+from audit.memorization_flags import needs_flagging
 from audit.memorization_stage import MemorizationStage
 from audit.output_dir import OutputDir
+from audit.perturbation_config import SANITIZER_FILE, needs_testing
 from audit.perturbation_feature_stage import FEATURE_STAGE
 from audit.shard_ingest import STAGE
 from audit.shard_stages import ShardStage
 from pipelines.config import JobConfig
-from pipelines.memorization import needs_flagging
-from pipelines.perturbations import SANITIZER_FILE, needs_testing
 from pipelines.shard_uris import expand_input
 from pipelines.stage_registry import shard_stages
 

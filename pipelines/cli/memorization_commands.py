@@ -18,16 +18,14 @@ import json
 from pathlib import Path
 
 from audit import store
-from audit.diffusion_models import DiffusionModel
 from audit.embedder_specs import visible_devices
 from audit.finding_pages import replication_page
 from audit.folder_ownership import require_existing
-from audit.memorization import ScoreConfig, score_prompts
+from audit.memorization_config import ScoreConfig
 from audit.output_dir import OutputDir
 from audit.replication import match_generated, read_generated, sscd_embedder, sscd_index, stats, train_vs_train
 from audit.run_ids import new_run_id
 from audit.score_calibration import calibrate
-from audit.trigger_tokens import token_influence
 from audit.user_errors import UsageError
 from pipelines.cli.query_output import format_table
 from pipelines.shard_uris import open_uri
@@ -69,6 +67,9 @@ def _lines(path: str) -> list[str]:
 
 
 def cmd_prompts(args) -> int:
+    from audit.diffusion_models import DiffusionModel  # torch, diffusers
+    from audit.memorization import score_prompts
+    from audit.trigger_tokens import token_influence
     prompts = _lines(args.prompts)
     if not prompts:
         raise UsageError(f"{args.prompts} has no prompts; put one prompt per line")
