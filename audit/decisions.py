@@ -22,11 +22,11 @@ Failure: a duplicates or memorization row for a sample that is not in `samples` 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
 from audit import sql_literals
-from audit.memorization_flags import latest_flags
 from audit.output_dir import OutputDir
 from audit.store import scan
 from schemas import DECISIONS
@@ -108,6 +108,32 @@ def run_rows(out: OutputDir, table: str, run_id: str, columns: str = "*") -> lis
     if not run_id or path not in out.written_files(table):
         return []
     return scan(f"SELECT {columns} FROM {sql_literals.read_parquet([path])}")
+
+
+MEMORIZED_PREFIX = "memorized:"  # decisions reason of a memorized pair (audit.memorization_flags flags it)
+
+
+def reason(model_id: str, score: float, threshold: float) -> str:
+    return f"{MEMORIZED_PREFIX}{model_id}:d={score:.4g}>={threshold:.4g}"
+
+
+def latest_flagged(out: OutputDir) -> tuple[list[tuple], str]:
+    """(flagged (shard, key, model_id, score, threshold) rows, action) of the latest memorization run."""
+    if not any(out.table_dir("memorization_runs").glob("run=*/*.parquet")):
+        return [], "drop"
+    runs, src = out.read_sql("memorization_runs"), out.read_sql("memorization")
+    last = scan(f"SELECT run_id, settings_json FROM {runs} ORDER BY run_id DESC LIMIT 1")[0]
+    rows = scan(f"SELECT shard, key, model_id, score, threshold FROM {src} WHERE run_id = ? AND flagged", [last["run_id"]])
+    return [tuple(r.values()) for r in rows], json.loads(last["settings_json"]).get("action", "drop")
+
+
+def latest_flags(out: OutputDir) -> dict[tuple[str, str], str]:
+    """(shard, key) -> decision reason from the latest memorization run, when its action is
+    'drop' (empty when there is none, or when flagged pairs are kept)."""
+    rows, action = latest_flagged(out)
+    if action != "drop":
+        return {}
+    return {(s, k): reason(m, sc, th) for s, k, m, sc, th in rows}
 
 
 def findings(out: OutputDir) -> tuple[list[dict], list[dict], dict[tuple[str, str], str]]:

@@ -2,9 +2,8 @@
 
 Input: every shard's raw scores (memorization_scores rows) and a MemorizationConfig.
 Output: memorization rows (score, threshold, flagged, trigger tokens), the memorization_runs
-row that stores the calibration with the run, the 'memorized:...' decision reason of each flagged
-sample of the latest run (`latest_flags`: audit.decisions joins them into the decisions), and
-the exported sample list OUT/exports/memorized_samples.jsonl (one flagged sample per line,
+row that stores the calibration with the run (audit.decisions reads the latest run's flags back
+as 'memorized:...' reasons and joins them into the decisions), and the exported sample list OUT/exports/memorized_samples.jsonl (one flagged sample per line,
 {"shard": ..., "key": ...}, sorted: keys repeat across shards, so a key alone names no sample).
 Failure: no reference scores (e.g. reference_shards names shards that were never scored) is
 a ValueError, never a default threshold.
@@ -24,7 +23,6 @@ from audit.score_calibration import Calibration, calibrate
 from audit.store import scan
 
 EXPORT = "exports/memorized_samples.jsonl"
-REASON_PREFIX = "memorized:"
 
 
 def calibrate_scores(rows: list[dict], cfg: MemorizationConfig) -> Calibration:
@@ -62,29 +60,6 @@ def to_explain(rows: list[dict], limit: int) -> list[dict]:
     """Flagged rows whose trigger tokens are computed: the highest scores first."""
     flagged = [r for r in rows if r["flagged"]]
     return sorted(flagged, key=lambda r: -r["score"])[:limit]
-
-
-def reason(model_id: str, score: float, threshold: float) -> str:
-    return f"{REASON_PREFIX}{model_id}:d={score:.4g}>={threshold:.4g}"
-
-
-def latest_flagged(out: OutputDir) -> tuple[list[tuple], str]:
-    """(flagged (shard, key, model_id, score, threshold) rows, action) of the latest memorization run."""
-    if not any(out.table_dir("memorization_runs").glob("run=*/*.parquet")):
-        return [], "drop"
-    runs, src = out.read_sql("memorization_runs"), out.read_sql("memorization")
-    last = scan(f"SELECT run_id, settings_json FROM {runs} ORDER BY run_id DESC LIMIT 1")[0]
-    rows = scan(f"SELECT shard, key, model_id, score, threshold FROM {src} WHERE run_id = ? AND flagged", [last["run_id"]])
-    return [tuple(r.values()) for r in rows], json.loads(last["settings_json"]).get("action", "drop")
-
-
-def latest_flags(out: OutputDir) -> dict[tuple[str, str], str]:
-    """(shard, key) -> decision reason from the latest memorization run, when its action is
-    'drop' (empty when there is none, or when flagged pairs are kept)."""
-    rows, action = latest_flagged(out)
-    if action != "drop":
-        return {}
-    return {(s, k): reason(m, sc, th) for s, k, m, sc, th in rows}
 
 
 def export_keys(out: OutputDir, rows: list[dict]) -> str:

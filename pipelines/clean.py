@@ -35,7 +35,7 @@ from audit.clean_destination import check_destination
 from audit.clean_ledger import load_ledger, plan_append, settings_id, unwritten_shards, write_batch
 from audit.clean_shards import CleanConfig, SampleRef, write_clean_shard
 from audit.folder_ownership import check_claimable, claim, require_existing
-from audit.memorization_flags import latest_flagged
+from audit.decisions import latest_flagged
 from audit.output_dir import OutputDir
 from audit.perturbation_config import SANITIZER_FILE
 from audit.run_ids import new_run_id
