@@ -78,7 +78,7 @@ def plain_loop_rate(inp: Path, ingested: Path, embedders: list, batch: int) -> f
     already loaded: what Beam and model loading add shows against the end-to-end row."""
     from audit.output_dir import OutputDir
     from audit.shard_embed import embed_shard
-    from pipelines.embed import ok_rows
+    from audit.sample_store import ok_rows
     out = OutputDir(ingested)
     t0, n = time.perf_counter(), 0
     for tar in sorted(inp.glob("*.tar")):

@@ -117,7 +117,7 @@ def test_clean_applies_a_configured_sanitizer_to_every_image(audited, tmp_path):
 
 def test_auto_sanitize_follows_only_a_reference_backed_perturbed_verdict(audited, tmp_path):
     from pipelines.clean import chosen_sanitizer
-    from pipelines.perturbations import SANITIZER_FILE
+    from audit.perturbation_config import SANITIZER_FILE
     from audit.output_dir import OutputDir
 
     _, out = audited
@@ -149,7 +149,7 @@ def test_auto_class_deconvolution_deconvolves_each_image_by_its_class_kernel(aud
     from audit.image_decode import pil_rgb
     from audit.output_dir import OutputDir
     from pipelines.clean import chosen_sanitizer
-    from pipelines.perturbations import SANITIZER_FILE
+    from audit.perturbation_config import SANITIZER_FILE
 
     sample, out = audited
     copy = tmp_path / "out"

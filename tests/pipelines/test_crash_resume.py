@@ -23,7 +23,7 @@ from audit.output_dir import OutputDir
 from audit.run_status import RUNNING_FILE, lock_held
 from pipelines.config import load_config
 from pipelines.job import plan_run, run_ingest
-from pipelines.perturbations import needs_testing
+from audit.perturbation_config import needs_testing
 from tests.job_outputs import table_rows
 
 REPO = Path(__file__).resolve().parents[2]

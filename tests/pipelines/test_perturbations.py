@@ -14,7 +14,7 @@ from pipelines.config import JobConfig
 from pipelines.job import run_ingest
 from audit.perturbation_feature_stage import FEATURE_STAGE, FeatureStage
 from audit.shard_runner import stage_rows
-from pipelines.perturbations import SANITIZER_FILE
+from audit.perturbation_config import SANITIZER_FILE
 
 
 def shard_features(shard, uri, rows, run_id, batch=64):
