@@ -148,10 +148,9 @@ class StoredImages:
         with self._lock:
             f = self._handles.get(uri)
             if f is None:
-                f = self.opener(uri)
-                self._handles[uri] = f
-                while len(self._handles) > self.max_open:
+                while len(self._handles) >= self.max_open:  # closed before the next one opens
                     self._handles.popitem(last=False)[1].close()
+                f = self._handles[uri] = self.opener(uri)
             else:
                 self._handles.move_to_end(uri)
             try:
