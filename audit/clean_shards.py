@@ -1,7 +1,8 @@
 """Training-ready shards in img2dataset's format, with the audit's decisions applied.
 
 Input: the kept samples (from the decisions and samples tables, in (shard, key) order), the
-source shard URIs, an opener, and a caption function `(shard, key, caption, meta) -> [(new, strategy,
+source shard URIs, an opener (read through audit.sample_store.StoredImages by location, one
+open handle per source tar), and a caption function `(shard, key, caption, meta) -> [(new, strategy,
 changed) per epoch]`.
 Output, per output shard NNNNN (atomic: temp files, then rename; the completion marker last):
   NNNNN.tar          key.jpg (the source image bytes, copied byte for byte by offset; or,
@@ -42,6 +43,7 @@ import pyarrow.parquet as pq
 
 from audit import atomic_files
 from audit.caption_strategies import CaptionPolicy
+from audit.sample_store import StoredImages
 
 # (shard, key, caption, meta) -> one (new caption, strategy, changed) per epoch; epoch 0 goes in .txt
 CaptionFn = Callable[[str, str, str, dict], list[tuple[str, str, bool]]]
@@ -107,14 +109,11 @@ def write_clean_shard(dest: Path, out_shard: str, samples: list[SampleRef], open
     t0 = time.perf_counter()
     key_digits = max(4, len(str(len(samples) - 1)))
     rows, variants, failed = [], [], []
-    handles: dict[str, object] = {}
-    try:
+    with StoredImages(None, opener) as sources:  # one open handle per source tar
         with atomic_files.writing(dest / f"{out_shard}.tar") as raw, \
                 tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tf:
             for i, s in enumerate(samples):
-                f = handles.get(s.uri) or handles.setdefault(s.uri, opener(s.uri))
-                f.seek(s.image_offset)
-                image = f.read(s.image_bytes)
+                image = sources.read(s.uri, s.image_offset, s.image_bytes)
                 key = f"{out_shard}{i:0{key_digits}d}"
                 changed_source = source_change(s, image)
                 if changed_source:  # not the audited bytes: never written, one failed row
@@ -149,9 +148,6 @@ def write_clean_shard(dest: Path, out_shard: str, samples: list[SampleRef], open
                 variants.extend({"run_id": run_id, "shard": s.shard, "key": s.key, "clean_key": key, "epoch": ep,
                                  "strategy": st, "original": s.caption, "new": nc}
                                 for ep, (nc, st, ch) in enumerate(epochs) if ch)
-    finally:
-        for f in handles.values():
-            f.close()
     table = pa.Table.from_pylist(rows) if rows else pa.table({"key": pa.array([], pa.string())})
     pq_buf = io.BytesIO()
     pq.write_table(table, pq_buf)

@@ -1,8 +1,11 @@
 """HTML pages for memorization and replication findings (OUT/reports/*.html).
 
 Input: the rows just written to the memorization or replication tables, the output folder
-(training images are read back from their tars by offset) and an opener for shard URIs.
+(training images are read back from their tars by offset, audit.sample_store.StoredImages) and
+an opener for shard URIs.
 Output: a self-contained page; every caption, prompt, key and token is escaped.
+Failure: `read_training_images` raises OSError when a shard's tar cannot be read (the report
+notes it and shows "(no image)"); an image that no longer decodes is "(no image)".
 """
 
 from __future__ import annotations
@@ -14,28 +17,26 @@ from audit.image_decode import pil_rgb
 
 THUMB_SIDE = 128  # images are decoded under ingest's guards and reduced to about 2x this right away
 from audit.output_dir import OutputDir
-from audit.sample_store import read_images
-from audit.shard_ingest import STAGE as INGEST_STAGE
-from audit.store import scan
+from audit.sample_store import StoredImages
 
 
 def read_training_images(out: OutputDir, keys: list[tuple[str, str]], opener: Callable) -> dict:
-    """(shard, key) -> PIL image, read from the ingested tars by (image_offset, image_bytes)."""
+    """(shard, key) -> PIL image, read from the ingested tars by (image_offset, image_bytes)
+    (audit.sample_store.StoredImages). A sample without a stored location, or whose bytes no
+    longer decode, is left out. Failure: OSError naming the shards whose tars could not be read
+    (or that have no ingest marker), so the caller can say why its images are missing."""
     if not keys:
         return {}
-    wanted = sorted({f"{s}/{k}" for s, k in keys})
-    rows = scan(f"SELECT shard, key, image_offset, image_bytes FROM {out.read_sql('samples')} "
-                f"WHERE status = 'ok' AND shard || '/' || key IN (SELECT unnest(?::VARCHAR[]))", [wanted])
-    uris = {m["shard"]: m["uri"] for m in out.markers(INGEST_STAGE)}
+    with StoredImages(out, opener) as store:
+        stored = store.many(keys)
+    if store.failed:
+        raise OSError("; ".join(f"{shard}: {why}" for shard, why in sorted(store.failed.items())))
     images = {}
-    for shard in sorted({r["shard"] for r in rows}):
-        mine = sorted((r for r in rows if r["shard"] == shard), key=lambda r: r["image_offset"])
-        with opener(uris[shard]) as f:
-            for r, data in zip(mine, read_images(f, mine)):
-                try:
-                    images[(shard, r["key"])] = pil_rgb(data, THUMB_SIDE)
-                except Exception:  # shown as "(no image)"; the tables already hold the verdicts
-                    pass
+    for sk, data in stored.items():
+        try:
+            images[sk] = pil_rgb(data, THUMB_SIDE)
+        except Exception:  # shown as "(no image)"; the tables already hold the verdicts
+            pass
     return images
 
 
