@@ -55,11 +55,11 @@ def main() -> None:
     ap.add_argument("--strategy", default="rt", choices=["none", "mc", "rc", "rt", "cwr", "rna"])
     ap.add_argument("--sample", type=Path, default=REPO / "infra" / "demo" / "sample")
     args = ap.parse_args()
-    from audit.caption_strategies import CaptionPolicy
-    from audit.clean_shards import CleanConfig
-    from audit.duplicate_clusters import DedupConfig
-    from audit.embedder_specs import EmbedConfig
-    from audit.output_dir import OutputDir
+    from audit.captions.strategies import CaptionPolicy
+    from audit.clean.shards import CleanConfig
+    from audit.dedup.duplicate_clusters import DedupConfig
+    from audit.embeddings.embedder_specs import EmbedConfig
+    from audit.io.output_dir import OutputDir
     from pipelines.clean import kept_samples, run_clean
     from pipelines.config import JobConfig
     from pipelines.job import run_ingest

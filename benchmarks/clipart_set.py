@@ -24,7 +24,7 @@ import io
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
-from audit.image_decode import ImageRejected, decode_image, to_rgb
+from audit.ingest.image_decode import ImageRejected, decode_image, to_rgb
 from benchmarks.photo_set import CopySet
 from tests.demo_images import demo_images
 

@@ -58,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from audit.image_decode import to_rgb  # noqa: E402
+from audit.ingest.image_decode import to_rgb  # noqa: E402
 
 HASH_THRESHOLD = 10
 IMMACULATE = Path(sys.executable).parent / "immaculate"

@@ -15,10 +15,10 @@ Data (see each module's docstring):
 - clipart: benchmarks/clipart_set.py, 200 openclipart images from the demo sample, 17 transforms.
 
 Methods, each at fixed settings:
-- shardguard: the dedup job's near rule as the job runs it (audit.copy_detection with the
+- shardguard: the dedup job's near rule as the job runs it (audit.dedup.copy_detection with the
   default DedupConfig: SSCD distilled vectors, pairs >= 0.75 checked under 0.97, each image's 3
   nearest candidates down to 0.3 added when the check confirms them: keypoints
-  (audit.copy_verification) or, without keypoint evidence, audit.copy_inside), plus
+  (audit.copy_check.verification) or, without keypoint evidence, audit.copy_check.inside), plus
   exact duplicates by pixel hash, as the job's drop kinds.
 - sscd_0.75: the same vectors, every pair at cosine >= 0.75, no check (SSCD used plainly).
 - peers (benchmarks/copy_peers.py): immaculate 0.3.0 CLI (sscd_distilled, pdq), imagededup
@@ -68,7 +68,7 @@ def load_set(name: str, seed: int) -> tuple[CopySet, list[str], list[str], list[
 
 def sscd_vectors(datas: list[bytes], variant: str = "sscd_distilled", batch: int = 64):
     """(vectors of the readable images, their indices) with the job's embedder."""
-    from audit.sscd_models import SscdOnnx
+    from audit.embeddings.sscd_models import SscdOnnx
     model = SscdOnnx(variant)
     vecs, where = [], []
     for start in range(0, len(datas), batch):
@@ -78,12 +78,12 @@ def sscd_vectors(datas: list[bytes], variant: str = "sscd_distilled", batch: int
 
 
 def shardguard_pairs(datas: list[bytes], x: np.ndarray, where: np.ndarray, checked: bool = True) -> np.ndarray:
-    """The dedup job's drop-kind edges: exact (pixel hash) and near (audit.copy_detection)."""
-    from audit.copy_detection import NearEdges, copy_edges, knn_candidates
-    from audit.copy_verification import PairVerifier
-    from audit.duplicate_clusters import DedupConfig, group_edges
-    from audit.image_decode import ImageRejected, decode_image
-    from audit.vector_index import iter_self_edges
+    """The dedup job's drop-kind edges: exact (pixel hash) and near (audit.dedup.copy_detection)."""
+    from audit.dedup.copy_detection import NearEdges, copy_edges, knn_candidates
+    from audit.copy_check.verification import PairVerifier
+    from audit.dedup.duplicate_clusters import DedupConfig, group_edges
+    from audit.ingest.image_decode import ImageRejected, decode_image
+    from audit.dedup.vector_index import iter_self_edges
     det = DedupConfig().copy_detection()
     hashes = []
     for d in datas:
@@ -105,8 +105,8 @@ def shardguard_pairs(datas: list[bytes], x: np.ndarray, where: np.ndarray, check
 
 def cluster_labels(n: int, pairs: np.ndarray) -> np.ndarray:
     """Connected components of the predicted pairs: the job's own union-find."""
-    from audit.cluster_accumulator import ClusterAccumulator
-    from audit.vector_index import Edges
+    from audit.dedup.cluster_accumulator import ClusterAccumulator
+    from audit.dedup.vector_index import Edges
     acc = ClusterAccumulator(n, with_nearest=False)
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     acc.add(Edges(pairs[:, 0], pairs[:, 1], np.ones(len(pairs), np.float32)))

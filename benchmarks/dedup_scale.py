@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/dedup_scale.py --device cuda            # GPU: 100k and 1M
     .venv/bin/python benchmarks/dedup_scale.py --sizes 20000,40000 --paths exact-torch,ivf-flat,ivf-pq
 
-What it measures: `audit.vector_index.self_edges` (every pair i < j with cosine >= --threshold)
+What it measures: `audit.dedup.vector_index.self_edges` (every pair i < j with cosine >= --threshold)
 on n synthetic vectors, for each size and each path (--paths, default exact-torch,ivf-flat):
   exact-torch  IndexConfig(backend="torch", device=--device): blocked matmul, upper triangle
                (fp32 on CPU; fp16 inputs, fp32 accumulation on CUDA).
@@ -12,10 +12,10 @@ on n synthetic vectors, for each size and each path (--paths, default exact-torc
   ivf-flat     IndexConfig(backend="faiss", exact_max=0, factory="IVF{nlist},Flat", nprobe=--nprobe),
                nlist = 4*sqrt(n); CPU faiss (faiss GPU indexes have no range search).
   ivf-pq       the same with "IVF{nlist},PQ64" (approximate codes: similarities are estimates;
-               audit.vector_index.build_index turns off faiss's polysemous training, which range
+               audit.dedup.vector_index.build_index turns off faiss's polysemous training, which range
                search never uses: 109 s -> 5 s of build at 20k on this CPU).
   scaleout     hook for the SemDeDup-style partitioned mode:
-               audit.partitioned_dedup.partitioned_self_edges(x, thr, n_centroids, top, cfg), exact torch
+               audit.dedup.partitioned.partitioned_self_edges(x, thr, n_centroids, top, cfg), exact torch
                inside each partition; n_centroids = --centroids, default the module's n_centroids_for(n)
                (else sqrt(n)); prints "scaleout: not available" when the module cannot be imported.
 Seconds = build + search (for exact-torch the self_edges call, host<->device copies included;
@@ -51,7 +51,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from audit.vector_index import (Edges, IndexConfig, build_index, faiss_range_search,  # noqa: E402
+from audit.dedup.vector_index import (Edges, IndexConfig, build_index, faiss_range_search,  # noqa: E402
                                 nlist_for, self_edges)
 
 PATHS = ("exact-torch", "faiss-exact", "ivf-flat", "ivf-pq", "scaleout")
@@ -122,7 +122,7 @@ def run_path(path: str, x: np.ndarray, args) -> tuple[Edges, float | None, str]:
     """(edges, seconds of index build/train or None, note). Faiss paths run self_edges' two steps
     (build_index, faiss_range_search) separately so that build and search can be timed apart."""
     if path == "scaleout":
-        import audit.partitioned_dedup as pd  # ImportError handled by the caller
+        import audit.dedup.partitioned as pd  # ImportError handled by the caller
         k = args.centroids or (pd.n_centroids_for(len(x)) if hasattr(pd, "n_centroids_for")
                                else max(1, int(math.sqrt(len(x)))))
         cfg = IndexConfig(backend="torch", device=args.device, block=args.block)

@@ -1,4 +1,4 @@
-"""The dedup step alone (audit.duplicate_clusters.find_duplicates with the copy check), timed on
+"""The dedup step alone (audit.dedup.duplicate_clusters.find_duplicates with the copy check), timed on
 an output folder a job already ingested and embedded: wall and process CPU seconds and the
 check's counts, so two versions of the check can be compared on the same pairs.
 
@@ -20,11 +20,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from audit.copy_verification import PairVerifier  # noqa: E402
-from audit.dedup_corpus import load_corpus  # noqa: E402
-from audit.duplicate_clusters import DedupConfig, find_duplicates  # noqa: E402
-from audit.output_dir import OutputDir  # noqa: E402
-from audit.stored_images import stored_image_fetcher  # noqa: E402
+from audit.copy_check.verification import PairVerifier  # noqa: E402
+from audit.dedup.corpus import load_corpus  # noqa: E402
+from audit.dedup.duplicate_clusters import DedupConfig, find_duplicates  # noqa: E402
+from audit.io.output_dir import OutputDir  # noqa: E402
+from audit.ingest.stored_images import stored_image_fetcher  # noqa: E402
 from pipelines.shard_uris import open_uri  # noqa: E402
 
 

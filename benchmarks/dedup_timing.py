@@ -235,7 +235,7 @@ def run_shardguard(shards: Path, out: Path, config: Path, beam_args: str) -> Run
 
 def run_facts(out: Path, ts: TimingSet, per_shard: int) -> dict:
     """From the ShardGuard output: ingest worker seconds, duplicates per kind, exact copies found."""
-    from audit.store import query
+    from audit.io.store import query
     _, [(ingest_s, ok)] = query(out, "SELECT sum(seconds), sum(n_ok) FROM shards")
     _, kinds = query(out, "SELECT kind, count(*), count(DISTINCT cluster) FROM duplicates GROUP BY kind ORDER BY kind")
     _, exact = query(out, "SELECT shard, key, cluster FROM duplicates WHERE kind = 'exact'")

@@ -7,7 +7,7 @@ End to end = the `shardguard run` embed stage on already-ingested shards (Beam D
 read image bytes from the tars by offset, decode (nvJPEG on CUDA, Pillow on CPU), resize,
 run the model, write the embeddings Parquet and vector files. Model-only = the same model on
 an already decoded and resized batch in memory. Their ratio shows what decode and I/O cost.
-A third row runs the stage's per-shard code (audit.shard_embed.embed_shard) in a plain loop
+A third row runs the stage's per-shard code (audit.embeddings.shard.embed_shard) in a plain loop
 with the models already loaded. Inputs are the demo sample's shards (real img2dataset
 output), copied --shards times.
 
@@ -35,7 +35,7 @@ from benchmarks.ingest import make_input  # noqa: E402
 
 
 def decoded_batch(sample: Path, n: int, device: torch.device) -> list[torch.Tensor]:
-    from audit.image_tensors import decode_batch
+    from audit.embeddings.image_tensors import decode_batch
     from tests.demo_images import demo_images
     datas = [b for _, b, _, _ in demo_images(min(n, 900), sample)]
     datas = (datas * (n // len(datas) + 1))[:n]
@@ -44,7 +44,7 @@ def decoded_batch(sample: Path, n: int, device: torch.device) -> list[torch.Tens
 
 def model_only_rate(embedder, images: list[torch.Tensor], batch: int, kind: str, repeats: int = 3) -> float:
     """Images/s of the model alone on pre-decoded, pre-resized input."""
-    from audit.image_tensors import IMAGENET_MEAN, IMAGENET_STD, normalize, resize_center_crop, resize_square
+    from audit.embeddings.image_tensors import IMAGENET_MEAN, IMAGENET_STD, normalize, resize_center_crop, resize_square
     if kind == "onnx":
         x = resize_square(images[:batch], embedder.size, torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
         run = lambda: embedder.session.run(None, {embedder.input_name: x})  # noqa: E731
@@ -74,11 +74,11 @@ def model_only_rate(embedder, images: list[torch.Tensor], batch: int, kind: str,
 
 
 def plain_loop_rate(inp: Path, ingested: Path, embedders: list, batch: int) -> float:
-    """The Beam stage's per-shard work (audit.shard_embed.embed_shard) in a plain loop, models
+    """The Beam stage's per-shard work (audit.embeddings.shard.embed_shard) in a plain loop, models
     already loaded: what Beam and model loading add shows against the end-to-end row."""
-    from audit.output_dir import OutputDir
-    from audit.shard_embed import embed_shard
-    from audit.sample_store import ok_rows
+    from audit.io.output_dir import OutputDir
+    from audit.embeddings.shard import embed_shard
+    from audit.ingest.sample_store import ok_rows
     out = OutputDir(ingested)
     t0, n = time.perf_counter(), 0
     for tar in sorted(inp.glob("*.tar")):
@@ -106,9 +106,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=0, help="default 64 on CPU, 512 on GPU")
     ap.add_argument("--sample", type=Path, default=REPO / "infra" / "demo" / "sample")
     args = ap.parse_args()
-    from audit.clip_models import OpenClip
-    from audit.embedder_specs import EmbedConfig
-    from audit.sscd_models import SscdOnnx, SscdTorchScript, build_reference_sscd
+    from audit.embeddings.clip_models import OpenClip
+    from audit.embeddings.embedder_specs import EmbedConfig
+    from audit.embeddings.sscd_models import SscdOnnx, SscdTorchScript, build_reference_sscd
     from pipelines.config import JobConfig
     from pipelines.job import run_ingest
     dev = torch.device(args.device)

@@ -1,4 +1,4 @@
-"""Incremental dedup with and without the copy check's feature cache (audit.copy_feature_cache),
+"""Incremental dedup with and without the copy check's feature cache (audit.copy_check.feature_cache),
 and what writing the cache costs a global run (issue 20, item 4).
 
     .venv/bin/python benchmarks/feature_cache_timing.py [--images 1200] [--per-shard 200] [--seed 0] [--keep DIR]
@@ -62,11 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, help="keep the data and output folder here")
     args = ap.parse_args(argv)
-    from audit.duplicate_clusters import DedupConfig
-    from audit.embedder_specs import EmbedConfig
-    from audit.incremental_dedup import incremental_duplicates
-    from audit.output_dir import OutputDir
-    from audit.perturbation_audit import PerturbationConfig
+    from audit.dedup.duplicate_clusters import DedupConfig
+    from audit.embeddings.embedder_specs import EmbedConfig
+    from audit.dedup.incremental import incremental_duplicates
+    from audit.io.output_dir import OutputDir
+    from audit.perturbations.perturbation_audit import PerturbationConfig
     from pipelines.config import JobConfig
     from pipelines.dedup import dedup_and_record
     from pipelines.shard_uris import open_uri

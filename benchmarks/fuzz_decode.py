@@ -7,8 +7,8 @@ from them with EXIF, ICC and XMP) and the mutations of tests/image_mutations.py 
 insert/delete, truncation, EXIF/ICC/XMP segment and chunk payload edits, hostile EXIF IFDs,
 segment/chunk length edits), seeded: chunk i of 1000 mutants uses seed * 1000003 + i, so a
 count and a seed name the same mutants on any number of workers.
-Each mutant is one webdataset sample (image + caption) through `audit.sample_validation.
-validate_sample` (exactly what ingest runs per sample) and through `audit.image_decode.decode_rgb`
+Each mutant is one webdataset sample (image + caption) through `audit.ingest.sample_validation.
+validate_sample` (exactly what ingest runs per sample) and through `audit.ingest.image_decode.decode_rgb`
 with a model side of 144 (what embed, features, memorization and replication run).
 Output: one table per path: format, mutants, ok, failed (by error_type), escapes (an exception
 out of the function, or a row that breaks the one-samples-row / one-errors-row-when-failed
@@ -37,9 +37,9 @@ def run_chunk(args: tuple[int, int, int]) -> dict:
     """Mutants [start, start + n) of chunk `index`: per format, outcome counts and escapes."""
     import random
 
-    from audit.image_decode import ImageRejected, decode_rgb
-    from audit.sample_validation import IngestLimits, validate_sample
-    from audit.tar_samples import RawSample
+    from audit.ingest.image_decode import ImageRejected, decode_rgb
+    from audit.ingest.sample_validation import IngestLimits, validate_sample
+    from audit.ingest.tar_samples import RawSample
     from tests.image_mutations import EXT, FORMATS, mutate, seed_images
     warnings.simplefilter("ignore")
     seed, index, n = args

@@ -5,7 +5,7 @@
 Makes --shards shards by copying the demo sample's tars (real img2dataset output) into a temp
 folder, then times, on the same files:
   wds+pillow loop   webdataset + Pillow decode to RGB, one process (the baseline the issue names)
-  ingest loop       the same per-shard work as the Beam DoFn (audit.shard_ingest.ingest_and_record:
+  ingest loop       the same per-shard work as the Beam DoFn (audit.ingest.shard_ingest.ingest_and_record:
                     decode, validate, hash, write the tables, mark complete) in a plain loop / Pool
   beam ingest       the `shardguard run` pipeline on the DirectRunner
 with 1 worker and with 2 (multiprocessing Pool vs Beam multi_processing). Prints one table;
@@ -53,8 +53,8 @@ def wds_loop(paths: list[Path]) -> int:
 
 def _ingest_one(args: tuple[str, str]) -> int:
     """The same per-shard work as the Beam DoFn: read, validate, write tables, mark complete."""
-    from audit.output_dir import OutputDir
-    from audit.shard_ingest import ingest_and_record
+    from audit.io.output_dir import OutputDir
+    from audit.ingest.shard_ingest import ingest_and_record
     p, out = args
     return ingest_and_record(OutputDir(out), Path(p).stem, p, "bench")["n_inputs"]
 
@@ -68,7 +68,7 @@ def ingest_loop(paths: list[Path], workers: int, out: Path) -> int:
 
 
 def beam_run(inp: Path, out: Path, workers: int, mode: str = "multi_processing") -> int:
-    from audit.embedder_specs import EmbedConfig
+    from audit.embeddings.embedder_specs import EmbedConfig
     from pipelines.config import JobConfig
     from pipelines.job import run_ingest
     args = [] if workers == 1 else [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"]

@@ -6,7 +6,7 @@
         [--keep DIR] [--seed 0] [--large-images 8]
 
 Input: the committed demo sample (infra/demo/sample/*.tar: real img2dataset output, 1000
-samples, broken ones included), read with the real reader (audit.tar_samples).
+samples, broken ones included), read with the real reader (audit.ingest.tar_samples).
 Generated per size, in img2dataset's format (NNNNN.tar with key.jpg/.txt/.json, NNNNN.parquet,
 NNNNN_stats.json), N samples in N / --shards-per shards, each drawn (seeded) from the demo
 samples as either an exact byte copy (--copy-share of them; broken demo samples are always
@@ -23,7 +23,7 @@ Large images (--large-images N, 0 = off): the smallest size is run again with on
 N large images (half 8000x8000 palette PNGs with transparency, 64 M pixels each, half
 7000x7000 JPEGs, every other one with EXIF orientation 6): the row 'large' of the table. Its
 peak RSS must stay within 1.5x of the same run without them (memory must not depend on the
-sizes images declare: audit.image_decode's decode budget, banded RGB conversion, and every
+sizes images declare: audit.ingest.image_decode's decode budget, banded RGB conversion, and every
 later stage reducing an image right after its own decode).
 Output: one table (samples, shards, wall s, samples/s, peak RSS of the run's process and of
 its largest child process from getrusage, the peak summed RSS of its process tree sampled
@@ -60,7 +60,7 @@ SUFFIXES = [", high quality", ", stock image", " (copy)", ", 4k wallpaper", ", t
 
 def demo_samples(sample_dir: Path) -> list[dict]:
     """Every sample of the demo tars as {key, jpg, txt, json} (members may be missing)."""
-    from audit.tar_samples import TarSamples
+    from audit.ingest.tar_samples import TarSamples
     out = []
     for tar in sorted(sample_dir.glob("*.tar")):
         with open(tar, "rb") as f:
@@ -194,7 +194,7 @@ def generate(dest: Path, n_samples: int, per_shard: int, seed: int, copy_share: 
 
 def reconcile(out: Path, generated: list[int]) -> tuple[bool, dict]:
     """Per shard: inputs = generated = ok + failed = samples rows; failed = errors rows with a key."""
-    from audit.store import query
+    from audit.io.store import query
     _, rows = query(out, """
         SELECT sh.shard, sh.n_inputs, sh.n_ok, sh.n_failed,
                (SELECT count(*) FROM samples s WHERE s.shard = sh.shard),
@@ -249,8 +249,8 @@ def run_one(inp: Path, out: Path, args: argparse.Namespace, result_path: Path) -
 def stage_breakdown(out: Path, run_id: str) -> dict:
     """Seconds per stage of the run (the stage_timings table; {} from a version without it)."""
     try:
-        from audit.output_dir import OutputDir
-        from audit.stage_timings import stage_totals
+        from audit.io.output_dir import OutputDir
+        from audit.runs.stage_timings import stage_totals
     except ImportError:
         return {}
     return {f"{r['kind']}: {r['stage']}": {"seconds": r["seconds"], "shards": r["shards"]}

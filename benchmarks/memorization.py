@@ -34,9 +34,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import tiny_diffusion  # noqa: E402
-from audit.detection_metrics import roc_auc, tpr_at_fpr  # noqa: E402
-from audit.diffusion_models import DiffusionModel, image_pixels  # noqa: E402
-from audit.memorization import ScoreConfig, score_pairs, score_prompts  # noqa: E402
+from audit.memorization.detection_metrics import roc_auc, tpr_at_fpr  # noqa: E402
+from audit.memorization.diffusion_models import DiffusionModel, image_pixels  # noqa: E402
+from audit.memorization.scoring import ScoreConfig, score_pairs, score_prompts  # noqa: E402
 
 SETTINGS = [
     ("pair", "1 timestep, t=500 (mid noise)", ScoreConfig(timesteps=(500,), seeds=(0, 1))),

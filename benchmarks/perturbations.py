@@ -14,11 +14,11 @@ dropped, split 20% test / 40% reference / 40% pool.
 
 Per poison family (benchmarks/poison_generators.py, the papers' budgets) and seed: a random half of
 the pool is poisoned (100% of it, the papers' setting) and audited exactly as the pipeline
-does (audit.perturbation_audit.audit: probes, class templates, one-pixel, learning speed;
+does (audit.perturbations.perturbation_audit.audit: probes, class templates, one-pixel, learning speed;
 thresholds from a bootstrap of the clean reference). Clean runs (other seeds, unpoisoned
 halves of the pool) give the false-positive rate. 'detected' = the dataset verdict is
 'perturbed'; 'located' = share of the poisoned samples some test locates (on clean runs: share
-of clean samples wrongly located). Accuracy: the small CNN (audit/small_cnn.py, flips
+of clean samples wrongly located). Accuracy: the small CNN (audit/perturbations/small_cnn.py, flips
 and crops) trained on the whole pool clean / poisoned / poisoned-then-sanitized with the
 sanitizer the audit chose, evaluated on the clean test set; 'recovered' = share of the
 clean-minus-poisoned accuracy gap the sanitizer wins back (target >= 0.5). Each accuracy is
@@ -27,7 +27,7 @@ the mean of 3 trainings (seeds 0-2, 16 epochs, cosine learning-rate decay).
 Screening (--screening; issue 21): the same splits, no reference. Each clean run (a seeded half
 of the pool, --clean-seeds of them) and each poisoned run (--seeds per family, including the
 one-pixel shortcut with one random position and random colour per class) is audited exactly as
-the pipeline does without reference shards (audit.perturbation_audit.screening_audit), twice:
+the pipeline does without reference shards (audit.perturbations.perturbation_audit.screening_audit), twice:
 with the dataset's labels, and without (pseudo-labels: k-means, k = 10, on the kept view's
 pixels, standing in for the pipeline's k-means on image embeddings; the poison is keyed to the
 labels the audit is not given). 'flagged' = the screening verdict rejects at alpha 0.01
@@ -43,7 +43,7 @@ run with labels was flagged (the median erased the strokes): the kept view's str
 kept spectrum in the spectrum test's baseline were added after that. The symbolic icons and
 charts were added, and first screened, after those changes: their rows are the held-out result.
 
-Throughput: audit.perturbation_features.sample_features on 256x256 demo JPEGs (decoded
+Throughput: audit.perturbations.features.sample_features on 256x256 demo JPEGs (decoded
 before timing), one thread, images/s (target >= 200 per core).
 """
 
@@ -65,17 +65,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from audit import class_deconvolution, image_sanitizers, small_cnn  # noqa: E402
+from audit.perturbations import class_deconvolution, image_sanitizers, small_cnn  # noqa: E402
 from benchmarks import poison_generators  # noqa: E402
 from benchmarks.chart_set import charts  # noqa: E402
 from benchmarks.glyph_set import glyph_letters  # noqa: E402
 from benchmarks.icon_set import icon_categories  # noqa: E402
 from benchmarks.photo_crops import photo_crops  # noqa: E402
 from benchmarks.symbolic_icon_set import symbolic_icons  # noqa: E402
-from audit.perturbation_audit import (SANITIZER_PARAMS, ImageSet, PerturbationConfig, audit,  # noqa: E402
+from audit.perturbations.perturbation_audit import (SANITIZER_PARAMS, ImageSet, PerturbationConfig, audit,  # noqa: E402
                                      center_crop, subsample)
-from audit.perturbation_screening import kept_view  # noqa: E402
-from audit.perturbation_features import sample_features  # noqa: E402
+from audit.perturbations.screening import kept_view  # noqa: E402
+from audit.perturbations.features import sample_features  # noqa: E402
 
 FAMILIES = ["classwise_noise", "linear_separable_noise", "one_pixel_shortcut", "convolution_blur",
             "autoregressive_noise"]

@@ -1,7 +1,7 @@
 """The photo copy-detection benchmark set: real photographs from Debian packages, each with 17
 transformed copies, plus hard negatives, split by source package into a tuning half and a
 reporting half (benchmarks/dedup_quality.py; the tuning half is what thresholds and rules of
-audit/copy_detection.py were chosen on, the reporting half was not looked at while tuning).
+audit/dedup/copy_detection.py were chosen on, the reporting half was not looked at while tuning).
 
 Sources (freely licensed; fetched at run time with `apt-get download`, never committed):
 - tune: `opencv-doc` (OpenCV's sample photos, examples/data, examples/text, examples/hfs;

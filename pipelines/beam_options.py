@@ -17,7 +17,7 @@ from pathlib import Path
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from audit.output_dir import OutputDir
+from audit.io.output_dir import OutputDir
 
 DASK_RUNNER = "apache_beam.runners.dask.dask_runner.DaskRunner"  # not in Beam's short-name list
 

@@ -2,10 +2,10 @@
 
 Input: an audit output folder (OUT) with samples and, normally, decisions; a destination
 folder; the `clean:` config (shard size, caption policy, which samples it applies to, epochs).
-Output: img2dataset-format shards in the destination (audit.clean_shards), one completion
+Output: img2dataset-format shards in the destination (audit.clean.shards), one completion
 marker per output shard (DEST/_manifest/clean/), and the caption_variants table in OUT.
 Beam: one element per output shard (`WriteCleanShardFn`, caption vocabulary loaded once per
-worker in setup). Append-only (audit.clean_ledger): a rerun into the same destination plans
+worker in setup). Append-only (audit.clean.ledger): a rerun into the same destination plans
 only the kept samples no earlier run planned, into new output shards after the last one;
 earlier shards are never rewritten and no sample is written twice; a run killed mid-way is
 finished with the same plan. A destination built with other settings is refused, not mixed.
@@ -17,7 +17,7 @@ whose bytes no longer hash to the audited byte_hash is not written: it is a fail
 output shard (parquet, stats) and an errors row (stage 'clean') in OUT; the result counts it.
 Failure: `UsageError` (exit 2, nothing created) for a --from that is not an audit output
 folder or has no samples, and for a destination that is, contains or is inside an input shard
-folder or OUT, or holds a file no clean run of ours wrote (audit.clean_destination);
+folder or OUT, or holds a file no clean run of ours wrote (audit.clean.destination);
 `ValueError` for a destination built differently.
 """
 
@@ -29,17 +29,17 @@ import json
 import apache_beam as beam
 import duckdb
 
-from audit import store
-from audit.caption_strategies import apply, minilm_vocab
-from audit.clean_destination import check_destination
-from audit.clean_ledger import load_ledger, plan_append, settings_id, unwritten_shards, write_batch
-from audit.clean_shards import CleanConfig, SampleRef, write_clean_shard
-from audit.folder_ownership import check_claimable, claim, require_existing
-from audit.decisions import latest_flagged
-from audit.output_dir import OutputDir
-from audit.perturbation_config import SANITIZER_FILE
-from audit.run_ids import new_run_id
-from audit.user_errors import UsageError
+from audit.io import store
+from audit.captions.strategies import apply, minilm_vocab
+from audit.clean.destination import check_destination
+from audit.clean.ledger import load_ledger, plan_append, settings_id, unwritten_shards, write_batch
+from audit.clean.shards import CleanConfig, SampleRef, write_clean_shard
+from audit.io.folder_ownership import check_claimable, claim, require_existing
+from audit.dedup.decisions import latest_flagged
+from audit.io.output_dir import OutputDir
+from audit.perturbations.config import SANITIZER_FILE
+from audit.runs.ids import new_run_id
+from audit.io.user_errors import UsageError
 from pipelines.beam_options import pipeline_options, private_tempdir
 from pipelines.shard_uris import open_uri
 from schemas import CAPTION_VARIANTS, ERRORS, TABLES
@@ -104,8 +104,8 @@ def chosen_sanitizer(out: OutputDir, cfg: CleanConfig) -> tuple[dict | None, str
     is not applied to full images: the note says so)."""
     if cfg.sanitize == "none":
         return None, "sanitize: none"
-    from audit.image_sanitizers import IMAGE_LEVEL  # torch, OpenCV: only when a sanitizer may apply
-    from audit.perturbation_audit import SANITIZER_PARAMS
+    from audit.perturbations.image_sanitizers import IMAGE_LEVEL  # torch, OpenCV: only when a sanitizer may apply
+    from audit.perturbations.perturbation_audit import SANITIZER_PARAMS
     if cfg.sanitize != "auto":
         if cfg.sanitize not in IMAGE_LEVEL:
             raise ValueError(f"clean.sanitize must be 'auto', 'none' or one of {IMAGE_LEVEL}, not {cfg.sanitize!r}")
@@ -137,7 +137,7 @@ class WriteCleanShardFn(beam.DoFn):
 
     def setup(self):
         self.vocab = minilm_vocab() if self.cfg.caption.strategy in ("rc", "rt") else []
-        from audit.clean_encoders import sanitizing_encoder  # torch, OpenCV
+        from audit.clean.encoders import sanitizing_encoder  # torch, OpenCV
         self.image_fn = sanitizing_encoder(**self.sanitizer) if self.sanitizer else None
 
     def process(self, element):
@@ -172,7 +172,7 @@ class CleanPlan:
     sanitizer: dict | None
     why: str
     plan_id: str
-    ledger: object  # audit.clean_ledger.Ledger before this run
+    ledger: object  # audit.clean.ledger.Ledger before this run
     new_plan: list  # new output shards (appended batch)
     to_write: list  # (out_shard, samples): planned earlier and unwritten, then the new ones
 

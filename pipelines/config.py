@@ -25,14 +25,14 @@ from pathlib import Path
 
 import yaml
 
-from audit.clean_shards import CleanConfig
-from audit.dedup_config import DedupConfig
-from audit.embed_config import EmbedConfig
-from audit.image_decode import ImageLimits
-from audit.memorization_config import MemorizationConfig
-from audit.perturbation_config import PerturbationConfig
-from audit.sample_validation import IngestLimits
-from audit.user_errors import UsageError
+from audit.clean.shards import CleanConfig
+from audit.dedup.config import DedupConfig
+from audit.embeddings.config import EmbedConfig
+from audit.ingest.image_decode import ImageLimits
+from audit.memorization.config import MemorizationConfig
+from audit.perturbations.config import PerturbationConfig
+from audit.ingest.sample_validation import IngestLimits
+from audit.io.user_errors import UsageError
 
 # Every numeric config key and the values it may take: "[lo, hi]" closed, "(lo, hi)" open, "inf"
 # for no upper bound. A list key (timesteps, seeds) applies it to each element.
@@ -100,7 +100,7 @@ class JobConfig:
     progress_seconds: float = 5.0
     input: str = ""  # shard URI pattern of `shardguard run` (--input wins); lets a scheduler run one command
     out: str = ""  # output folder of `shardguard run` (--out wins)
-    report: bool = True  # write OUT/reports/index.html at the end of every run (audit.run_report)
+    report: bool = True  # write OUT/reports/index.html at the end of every run (audit.report.run_report)
     split_gpu_stages: bool = False  # GPU stages as their own Beam step (Dataflow/portable: keeps their resource hints)
 
     def to_json(self) -> str:

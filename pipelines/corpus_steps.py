@@ -23,12 +23,12 @@ import apache_beam as beam
 import duckdb
 import pyarrow.parquet as pq
 
-from audit.decisions import decisions_stale, write_decisions
-from audit.output_dir import OutputDir
-from audit.perturbation_config import SANITIZER_FILE
-from audit.run_diff import record_changes
-from audit.shard_ingest import STAGE
-from audit.sql_literals import file_pattern
+from audit.dedup.decisions import decisions_stale, write_decisions
+from audit.io.output_dir import OutputDir
+from audit.perturbations.config import SANITIZER_FILE
+from audit.runs.diff import record_changes
+from audit.ingest.shard_ingest import STAGE
+from audit.io.sql_literals import file_pattern
 from pipelines.beam_options import private_tempdir
 from pipelines.config import JobConfig
 from pipelines.progress import finish_and_log
@@ -104,7 +104,7 @@ class MemorizationFlags:
 
 
 class Decisions:
-    """The training filter list, joined once from the findings (audit.decisions) when dedup or the
+    """The training filter list, joined once from the findings (audit.dedup.decisions) when dedup or the
     memorization flags wrote newer ones; before the perturbation tests, which read it."""
     name, summary_field = "decisions", "dedup"
 

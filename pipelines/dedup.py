@@ -3,10 +3,10 @@
 Input: the output folder after ingest and embedding (one element: dedup needs every shard).
 Output: one summary dict (per kind: edges, clusters, samples; samples dedup keeps and drops,
 ingest failures counted as drops). Side effects: OUT/duplicates/run=<run_id>/run.parquet, atomic
-(the job then computes the decisions from it, audit.decisions),
-the accepted-corpus index OUT/index/<model>/ (audit.incremental_dedup) for incremental runs,
-and the check's prepared images OUT/features/copy_check/ (audit.copy_feature_cache).
-The work is audit.dedup_corpus.load_corpus + audit.duplicate_clusters.find_duplicates.
+(the job then computes the decisions from it, audit.dedup.decisions),
+the accepted-corpus index OUT/index/<model>/ (audit.dedup.incremental) for incremental runs,
+and the check's prepared images OUT/features/copy_check/ (audit.copy_check.feature_cache).
+The work is audit.dedup.corpus.load_corpus + audit.dedup.duplicate_clusters.find_duplicates.
 Failure: an empty corpus raises (nothing to dedup); a corpus without SSCD vectors still gets
 exact and caption duplicates, and the summary says near duplicates were not computed.
 """
@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import apache_beam as beam
 
-from audit.copy_feature_cache import feature_cache, saving_features
-from audit.copy_verification import PairVerifier
-from audit.stored_images import stored_image_fetcher
-from audit.dedup_corpus import load_corpus
-from audit.duplicate_clusters import DedupConfig, find_duplicates
-from audit.incremental_dedup import incremental_duplicates, save_from_result
-from audit.output_dir import OutputDir
+from audit.copy_check.feature_cache import feature_cache, saving_features
+from audit.copy_check.verification import PairVerifier
+from audit.ingest.stored_images import stored_image_fetcher
+from audit.dedup.corpus import load_corpus
+from audit.dedup.duplicate_clusters import DedupConfig, find_duplicates
+from audit.dedup.incremental import incremental_duplicates, save_from_result
+from audit.io.output_dir import OutputDir
 from pipelines.shard_uris import open_uri
 from pipelines.progress import counter
 from schemas import DUPLICATES

@@ -20,15 +20,15 @@ import apache_beam as beam
 import numpy as np
 import pyarrow.parquet as pq
 
-from audit.copy_detection import NearEdges, copy_edges, knn_candidates
-from audit.copy_verification import PairVerifier
-from audit.stored_images import stored_image_fetcher
-from audit.dedup_corpus import load_corpus, model_dirs, shard_vectors
-from audit.duplicate_clusters import VECTOR_KINDS, DedupConfig, find_duplicates
-from audit.incremental_dedup import save_accepted_index
-from audit.output_dir import OutputDir
-from audit.partitioned_dedup import assign, group_summary, n_centroids_for, train_centroids
-from audit.vector_index import Edges
+from audit.dedup.copy_detection import NearEdges, copy_edges, knn_candidates
+from audit.copy_check.verification import PairVerifier
+from audit.ingest.stored_images import stored_image_fetcher
+from audit.dedup.corpus import load_corpus, model_dirs, shard_vectors
+from audit.dedup.duplicate_clusters import VECTOR_KINDS, DedupConfig, find_duplicates
+from audit.dedup.incremental import save_accepted_index
+from audit.io.output_dir import OutputDir
+from audit.dedup.partitioned import assign, group_summary, n_centroids_for, train_centroids
+from audit.dedup.vector_index import Edges
 from pipelines.dedup import count_decisions, dedup_counters
 from pipelines.shard_uris import open_uri
 from schemas import DUPLICATES

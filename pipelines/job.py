@@ -5,24 +5,24 @@ scored for memorization in one Beam pipeline (shards ingested earlier but missin
 model are embedded or scored too); then, when the corpus changed, a second Beam pipeline finds
 duplicates over the whole output folder (it needs every shard's embeddings), and a third
 calibrates the memorization scores and flags (it needs every shard's scores); when either wrote
-findings, the decisions are computed once from them (audit.decisions), before the perturbation
+findings, the decisions are computed once from them (audit.dedup.decisions), before the perturbation
 tests (which read them). Each stage skips work its completion markers say is done.
 
 Input: an --input pattern, an output folder, a JobConfig and Beam pipeline flags (passed
 through unchanged: --runner, --direct_num_workers, --direct_running_mode, ...).
 Output: `RunSummary`; side effects: the per-shard tables, the runs row, OUT/audit.duckdb,
-the run_changes table (audit.run_diff, after the corpus steps) and, with `clean.to` set, the
+the run_changes table (audit.runs.diff, after the corpus steps) and, with `clean.to` set, the
 new kept samples appended to that clean destination (pipelines.scheduled_run), and (config
-`report`, default on) the HTML report OUT/reports/index.html (audit.run_report; a rerun that found
+`report`, default on) the HTML report OUT/reports/index.html (audit.report.run_report; a rerun that found
 nothing new keeps the report it has: `shardguard report` redraws it).
-While it runs, OUT/_manifest/_running.json says what it is doing (audit.run_status: run id,
+While it runs, OUT/_manifest/_running.json says what it is doing (audit.runs.status: run id,
 pid, host, the to-do shards per stage); it is removed when the run ends.
 Failure: `OutputLocked` when another run holds OUT; `UsageError` (a ValueError) for an input
 that matches no shard or has two shards with one id, and for an --out folder that is not empty
-and not ours (audit.folder_ownership: nothing in it is written or deleted). Bad samples never fail the job: they are rows (see pipelines.ingest), unless more
+and not ours (audit.io.folder_ownership: nothing in it is written or deleted). Bad samples never fail the job: they are rows (see pipelines.ingest), unless more
 than `ingest.max_failed_fraction` (or `max_failed_samples`) of the run's samples failed: then,
 after the per-shard pipeline, the corpus steps are skipped, the runs row says 'failed' and
-`audit.failure_threshold.TooManyFailures` is raised (CLI exit code 4). Any other exception in
+`audit.runs.failure_threshold.TooManyFailures` is raised (CLI exit code 4). Any other exception in
 a step of the run (a pipeline, a corpus step, the views, the report) is recorded before it
 propagates: the runs row says 'failed' and `error` names the step and the exception.
 """
@@ -36,14 +36,15 @@ from datetime import datetime, timezone
 import apache_beam as beam
 from apache_beam.options.pipeline_options import StandardOptions
 
-from audit import folder_ownership, run_status, store
-from audit.failure_threshold import over_threshold, tally_run
-from audit.output_dir import OutputDir
-from audit.run_ids import new_run_id
-from audit.embed_stage import stage_id as embed_stage
-from audit.run_report import write_report
-from audit.stage_timings import write_timings
-from audit.shard_ingest import STAGE, retry_unreadable
+from audit.io import folder_ownership, store
+from audit.runs import status as run_status
+from audit.runs.failure_threshold import over_threshold, tally_run
+from audit.io.output_dir import OutputDir
+from audit.runs.ids import new_run_id
+from audit.embeddings.stage import stage_id as embed_stage
+from audit.report.run_report import write_report
+from audit.runs.stage_timings import write_timings
+from audit.ingest.shard_ingest import STAGE, retry_unreadable
 from pipelines.beam_options import pipeline_options, private_tempdir
 from pipelines.config import JobConfig
 from pipelines.corpus_steps import CORPUS_STEPS, FINDING_STEPS, RunContext
@@ -80,7 +81,7 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
     shards, todo, stages, notes, model_ids = plan.shards, plan.todo, plan.stages, plan.notes, plan.model_ids
     todo_ids = {sid for sid, _ in todo}
     run_id = new_run_id()
-    out.adopt_legacy_files()  # a folder of an older version: record its table files once (audit.output_dir)
+    out.adopt_legacy_files()  # a folder of an older version: record its table files once (audit.io.output_dir)
     run_status.write_running(out.root, run_id, input_pattern, plan.stage_todo)
     summary = RunSummary(run_id, str(out.root), len(shards), len(shards) - len(todo), notes=notes)
     if retried:
@@ -144,7 +145,7 @@ def _run_locked(input_pattern: str, out: OutputDir, config: JobConfig, beam_args
         idle = not (todo or plan.later or set(corpus_seconds) - {"run changes"})  # nothing new: findings as before
         if config.report and idle and report.exists():  # it shows every finding already: kept, not redrawn
             summary.report = str(report)
-        elif config.report:  # OUT/reports/index.html over the whole folder (audit.run_report); a failed run too
+        elif config.report:  # OUT/reports/index.html over the whole folder (audit.report.run_report); a failed run too
             summary.report = write_report(out.root, opener=open_uri)
     except Exception as e:
         record_failure(out, summary, input_pattern, started, config, track, plan, e)

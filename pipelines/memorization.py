@@ -1,10 +1,10 @@
 """Beam corpus step: memorization calibration and flags. (The per-shard scores are a stage of the
-one-read per-shard step: audit.memorization_stage, run by pipelines.shard_stages.)
+one-read per-shard step: audit.memorization.stage, run by pipelines.shard_stages.)
 
 FlagMemorization. Input: the output folder (one element). Output: a summary dict. Calibrates on
 the reference scores, flags, computes trigger tokens for the highest flagged captions, and
 writes memorization, memorization_runs and exports/memorized_samples.jsonl (the job then computes
-the decisions from them, audit.decisions).
+the decisions from them, audit.dedup.decisions).
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ import logging
 
 import apache_beam as beam
 
-from audit.diffusion_models import DiffusionModel, image_pixels
-from audit.finding_pages import memorization_page, read_training_images
-from audit.memorization_flags import calibrate_scores, export_keys, flag_rows, run_row, summary, to_explain
-from audit.memorization_shard import MemorizationConfig
-from audit.memorization_stage import load_model, slug, stage_id as stage
-from audit import sql_literals
-from audit.output_dir import OutputDir
-from audit.store import scan
-from audit.trigger_tokens import token_influence
+from audit.memorization.diffusion_models import DiffusionModel, image_pixels
+from audit.report.finding_pages import memorization_page, read_training_images
+from audit.memorization.flags import calibrate_scores, export_keys, flag_rows, run_row, summary, to_explain
+from audit.memorization.shard import MemorizationConfig
+from audit.memorization.stage import load_model, slug, stage_id as stage
+from audit.io import sql_literals
+from audit.io.output_dir import OutputDir
+from audit.io.store import scan
+from audit.memorization.trigger_tokens import token_influence
 from pipelines.shard_uris import open_uri
 from pipelines.progress import counter
 from schemas import MEMORIZATION, MEMORIZATION_RUNS

@@ -1,6 +1,6 @@
 """Beam stages of the perturbation (unlearnable-data) audit.
 
-The per-shard features are a stage of the one-read per-shard step (audit.perturbation_feature_stage,
+The per-shard features are a stage of the one-read per-shard step (audit.perturbations.feature_stage,
 run by pipelines.shard_stages).
 
 TestPerturbations. Input: the output folder (one element). Output: a summary dict. Labels
@@ -17,14 +17,14 @@ import logging
 import apache_beam as beam
 import numpy as np
 
-from audit import atomic_files
-from audit.output_dir import OutputDir
-from audit.perturbation_audit import AuditOutcome, PerturbationConfig, audit
-from audit.perturbation_config import SANITIZER_FILE, config_json
-from audit.perturbation_corpus import NoLabels, feature_table, image_set, labelled_corpus, split
-from audit.perturbation_features import FEATURE_COLUMNS
-from audit.perturbation_probes import MIN_PER_CLASS, usable
-from audit.perturbation_verdicts import NO_VERDICT, feature_cuts, feature_outliers, robust_cuts, verdict_rows
+from audit.io import atomic_files
+from audit.io.output_dir import OutputDir
+from audit.perturbations.perturbation_audit import AuditOutcome, PerturbationConfig, audit
+from audit.perturbations.config import SANITIZER_FILE, config_json
+from audit.perturbations.corpus import NoLabels, feature_table, image_set, labelled_corpus, split
+from audit.perturbations.features import FEATURE_COLUMNS
+from audit.perturbations.probes import MIN_PER_CLASS, usable
+from audit.perturbations.verdicts import NO_VERDICT, feature_cuts, feature_outliers, robust_cuts, verdict_rows
 from pipelines.shard_uris import open_uri
 from pipelines.progress import counter
 from schemas import PERTURBATION_FLAGS, PERTURBATION_TESTS

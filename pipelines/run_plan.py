@@ -15,15 +15,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from audit.embed_stage import EmbedStage
-from audit.embedder_specs import plan_embedders
-from audit.memorization_flags import needs_flagging
-from audit.memorization_stage import MemorizationStage
-from audit.output_dir import OutputDir
-from audit.perturbation_config import SANITIZER_FILE, needs_testing
-from audit.perturbation_feature_stage import FEATURE_STAGE
-from audit.shard_ingest import STAGE
-from audit.shard_stages import ShardStage
+from audit.embeddings.stage import EmbedStage
+from audit.embeddings.embedder_specs import plan_embedders
+from audit.memorization.flags import needs_flagging
+from audit.memorization.stage import MemorizationStage
+from audit.io.output_dir import OutputDir
+from audit.perturbations.config import SANITIZER_FILE, needs_testing
+from audit.perturbations.feature_stage import FEATURE_STAGE
+from audit.ingest.shard_ingest import STAGE
+from audit.ingest.shard_stages import ShardStage
 from pipelines.config import JobConfig
 from pipelines.shard_uris import expand_input
 from pipelines.stage_registry import shard_stages
@@ -42,7 +42,7 @@ class RunSummary:
     memorization: dict = field(default_factory=dict)  # scored, flagged, threshold (empty: not run)
     perturbations: dict = field(default_factory=dict)  # label source, failed tests, sanitizer (empty: not run)
     notes: list[str] = field(default_factory=list)
-    changes: dict = field(default_factory=dict)  # run_changes summary against the previous run (audit.run_diff)
+    changes: dict = field(default_factory=dict)  # run_changes summary against the previous run (audit.runs.diff)
     clean: dict = field(default_factory=dict)  # clean.to set: what the append to the clean destination did
     report: str = ""  # path of the HTML report (config `report: false`: not written)
 

@@ -16,9 +16,9 @@ import time
 from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 
-from audit import store
-from audit.output_dir import OutputDir
-from audit.shard_ingest import STAGE
+from audit.io import store
+from audit.io.output_dir import OutputDir
+from audit.ingest.shard_ingest import STAGE
 from pipelines.config import JobConfig
 from pipelines.run_plan import RunPlan, RunSummary
 from schemas import RUNS, TABLES

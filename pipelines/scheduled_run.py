@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from audit.user_errors import UsageError
+from audit.io.user_errors import UsageError
 from pipelines.clean import run_clean
 from pipelines.config import JobConfig
 

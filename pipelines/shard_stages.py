@@ -5,9 +5,9 @@ cost is paid once per shard. Output: the same `(shard_id, uri)` once the shard i
 step, e.g. the GPU stages when split, takes it from there).
 The DoFn holds only paths, limits and the stages' plain settings; `setup` loads each stage's
 models once per worker process (apache_beam.utils.shared: threads of one worker share them).
-Per shard it calls audit.shard_runner.run_shard: one read and one decode per sample feed every
+Per shard it calls audit.ingest.shard_runner.run_shard: one read and one decode per sample feed every
 stage whose marker is missing (ingest first, when `ingest` is set); the runner writes the
-tables, errors rows and markers. Failure rows: see audit.shard_runner and each stage.
+tables, errors rows and markers. Failure rows: see audit.ingest.shard_runner and each stage.
 Metrics: `shardguard/ingest_{shards,samples,ok,failed}` and `<stage>_...` per stage family
 ('embed', 'memorization', 'perturbation_features'; names in pipelines.progress.COUNTERS), and
 `shardguard/ingest_read_retries` (ingest's read) and `store_read_retries` (stored samples read back).
@@ -20,12 +20,12 @@ import logging
 import apache_beam as beam
 from apache_beam.utils import shared
 
-from audit.output_dir import OutputDir
-from audit.retrying_reads import log_retry
-from audit.sample_validation import IngestLimits
-from audit.shard_ingest import STAGE as INGEST_STAGE
-from audit.shard_runner import run_shard
-from audit.shard_stages import ModelPool, ShardStage
+from audit.io.output_dir import OutputDir
+from audit.io.retrying_reads import log_retry
+from audit.ingest.sample_validation import IngestLimits
+from audit.ingest.shard_ingest import STAGE as INGEST_STAGE
+from audit.ingest.shard_runner import run_shard
+from audit.ingest.shard_stages import ModelPool, ShardStage
 from pipelines.shard_uris import open_uri
 from pipelines.progress import ShardCounters, counter
 

@@ -6,7 +6,7 @@ several patterns separated by commas.
 Output: sorted `(shard_id, uri)` pairs; shard_id = file name without '.tar'.
 Failure: `UsageError` (CLI exit 2) with the pattern when nothing matches; naming both files
 when two different files would get the same shard id, or ids that name the same output file
-(`.b.tar` and `b.tar`, `x\\y.tar` and `x_y.tar`: audit.output_dir.shard_file_stem), since shard
+(`.b.tar` and `b.tar`, `x\\y.tar` and `x_y.tar`: audit.io.output_dir.shard_file_stem), since shard
 ids name output files and completion markers; naming the path when a local match is not a
 regular file (a folder or FIFO named *.tar would be skipped or hang the reader).
 """
@@ -20,8 +20,8 @@ import stat
 from apache_beam.io.filesystems import FileSystems
 from braceexpand import braceexpand
 
-from audit.output_dir import shard_file_stem
-from audit.user_errors import UsageError
+from audit.io.output_dir import shard_file_stem
+from audit.io.user_errors import UsageError
 
 
 def open_uri(uri: str):

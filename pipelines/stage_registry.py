@@ -1,18 +1,18 @@
 """The per-shard stages a run has, from its config: one line per stage family.
 
 Adding a per-shard stage: write its module in audit/ (a ShardStage subclass: id, outputs,
-error_stage/error_part, prepare/process/write; see audit.shard_stages) and add one line to
+error_stage/error_part, prepare/process/write; see audit.ingest.shard_stages) and add one line to
 `FAMILIES` below that builds its instances from the JobConfig. The job (pipelines.job), the
 plan (`run --dry-run`) and the progress counters take it from here.
 """
 
 from __future__ import annotations
 
-from audit.embed_stage import embed_stages
-from audit.embedder_specs import plan_embedders
-from audit.memorization_stage import MemorizationStage, model_id_of
-from audit.perturbation_feature_stage import FeatureStage
-from audit.shard_stages import ShardStage
+from audit.embeddings.stage import embed_stages
+from audit.embeddings.embedder_specs import plan_embedders
+from audit.memorization.stage import MemorizationStage, model_id_of
+from audit.perturbations.feature_stage import FeatureStage
+from audit.ingest.shard_stages import ShardStage
 from pipelines.config import JobConfig
 
 FAMILIES = [

@@ -1,7 +1,7 @@
 """Duplicates and keep decisions: corpus-level results, recomputed over all shards each run.
 
 The dedup step writes duplicates (with the keep policy's outcome); decisions are computed once
-at the end of a run from the findings (audit.decisions), never written by a step.
+at the end of a run from the findings (audit.dedup.decisions), never written by a step.
 
 Written once per run to OUT/<table>/run=<run_id>/corpus.parquet. The DuckDB view shows the
 latest run (a rerun supersedes it); `<table>_history` keeps every run for run-to-run diffs.
@@ -40,7 +40,7 @@ DUPLICATES = table(
 
 DECISIONS = table(
     "decisions", "One row per input sample: keep it for training or not, and why. The training filter list, "
-    "computed once per run from the latest findings (samples, duplicates, memorization; audit.decisions).", 1,
+    "computed once per run from the latest findings (samples, duplicates, memorization; audit.dedup.decisions).", 1,
     column("run_id", pa.string(), "Run that decided.", False),
     column("shard", pa.string(), "Shard of the sample.", False),
     column("key", pa.string(), "Sample key.", False),

@@ -1,4 +1,4 @@
-"""Whole-list reference versions of the streaming cluster state (audit.cluster_accumulator):
+"""Whole-list reference versions of the streaming cluster state (audit.dedup.cluster_accumulator):
 component labels and nearest neighbours computed from one complete edge list, as the dedup
 step did before it streamed. Tests compare the streaming results against these."""
 
@@ -6,7 +6,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from audit.vector_index import Edges
+from audit.dedup.vector_index import Edges
 
 
 def components(n: int, edges: Edges) -> np.ndarray:

@@ -66,7 +66,7 @@ def _icc() -> bytes:
 
 def demo_jpegs(n: int, sample: Path = DEMO_SAMPLE) -> list[bytes]:
     """The first n distinct .jpg members of the demo sample that Pillow decodes."""
-    from audit.tar_samples import TarSamples
+    from audit.ingest.tar_samples import TarSamples
     out: list[bytes] = []
     for tar in sorted(sample.glob("*.tar")):
         with open(tar, "rb") as f:
@@ -301,7 +301,7 @@ def changed_since_ingest(folder: Path, n_good: int = 3) -> tuple[str, list[dict]
     """A shard whose samples rows say every sample is ok, while some images are now hostile (the
     bytes changed since ingest, or a stage decodes what ingest did not): (tar path, the ok samples
     rows a later stage gets, key -> the error_type its decoder must report). Good: n_good demo JPEGs."""
-    from audit.tar_samples import TarSamples
+    from audit.ingest.tar_samples import TarSamples
     from tests.hostile_tars import build_tar
     good = demo_jpegs(n_good)
     hostile = {"exif": (malformed_exif_jpeg(), "CorruptExif"),

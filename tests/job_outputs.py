@@ -19,7 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from audit.store import query
+from audit.io.store import query
 
 # Columns that legitimately differ between two runs over the same input.
 VOLATILE = {"run_id", "seconds", "wall_seconds", "started_at", "finished_at"}

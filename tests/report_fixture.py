@@ -1,4 +1,4 @@
-"""A small audited output folder for the report tests (tests/audit/test_run_report.py and
+"""A small audited output folder for the report tests (tests/audit/report/test_run_report.py and
 tests/pipelines/test_report_browser.py), built once per test session by the real job.
 
 Input shards: the first samples of demo shards 00000 (tested) and 00003 (the clean reference),
@@ -16,10 +16,10 @@ import io
 import tarfile
 from pathlib import Path
 
-from audit.embedder_specs import EmbedConfig
-from audit.memorization import ScoreConfig
-from audit.memorization_shard import MemorizationConfig
-from audit.perturbation_audit import PerturbationConfig
+from audit.embeddings.embedder_specs import EmbedConfig
+from audit.memorization.scoring import ScoreConfig
+from audit.memorization.shard import MemorizationConfig
+from audit.perturbations.perturbation_audit import PerturbationConfig
 from pipelines.config import JobConfig
 from pipelines.job import RunSummary, run_ingest
 from tests.conftest import DEMO_SAMPLE

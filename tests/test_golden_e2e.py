@@ -13,8 +13,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from audit.image_decode import ImageLimits
-from audit.store import query
+from audit.ingest.image_decode import ImageLimits
+from audit.io.store import query
 from pipelines.cli import main
 
 pytestmark = pytest.mark.beam  # runs Beam jobs (tests/conftest.py)

@@ -43,9 +43,9 @@ HEAVY_LIBS = {"torch", "torchvision", "open_clip", "diffusers", "transformers", 
 
 
 def installed_packages(root: Path = ROOT) -> list[str]:
-    """The top-level packages pyproject.toml installs."""
+    """The top-level packages pyproject.toml installs (its list also names every subpackage)."""
     with open(root / "pyproject.toml", "rb") as f:
-        return list(tomllib.load(f)["tool"]["setuptools"]["packages"])
+        return list(dict.fromkeys(p.split(".")[0] for p in tomllib.load(f)["tool"]["setuptools"]["packages"]))
 
 
 def project_modules(root: Path, packages: Iterable[str]) -> dict[str, Path]:
@@ -262,7 +262,7 @@ def test_the_cli_and_the_job_load_no_heavy_library():
     loaded = set(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                                 check=True).stdout.split())
     assert not loaded & HEAVY_LIBS, f"heavy libraries on the light path: {sorted(loaded & HEAVY_LIBS)}"
-    assert "audit.sscd_models" in heavy_modules() and "pipelines.job" not in heavy_modules()
+    assert "audit.embeddings.sscd_models" in heavy_modules() and "pipelines.job" not in heavy_modules()
 
 
 def test_local_import_finder(tmp_path):
@@ -273,7 +273,7 @@ def test_local_import_finder(tmp_path):
                     "class C:\n    def m(self):\n        from . import x\n")
     assert local_imports(path) == [(10, "torch"), (11, "audit"), (14, ".")]
     assert [heavy(n) for _, n in local_imports(path)] == [True, False, False]
-    assert heavy("audit.sscd_models", {"audit.sscd_models"}) and not heavy("audit.store", {"audit.sscd_models"})
+    assert heavy("audit.embeddings.sscd_models", {"audit.embeddings.sscd_models"}) and not heavy("audit.io.store", {"audit.embeddings.sscd_models"})
     assert heavy("scipy.stats") and heavy("apache_beam.runners.dask.dask_runner") and not heavy("apache_beam")
 
 
@@ -303,3 +303,20 @@ def test_every_import_form_is_an_edge(tmp_path):
     assert graph == {"pkg": set(), "pkg.a": {"pkg.b"}, "pkg.b": {"pkg.sub.c"}, "pkg.sub": {"pkg.sub.c"},
                      "pkg.sub.c": {"pkg.d"}, "pkg.d": {"pkg.e"}, "pkg.e": {"pkg.a"}}
     assert cycles(graph) == [["pkg.a", "pkg.b", "pkg.d", "pkg.e", "pkg.sub.c"]]
+
+
+AUDIT_PACKAGES = ("io", "runs", "ingest", "embeddings", "copy_check", "dedup", "captions",
+                  "memorization", "report", "perturbations", "clean")  # lowest first (ARCHITECTURE.md)
+
+
+def test_audit_subpackages_import_only_lower_ones():
+    """audit/'s subpackages are layers too: one imports only those before it in AUDIT_PACKAGES;
+    modules directly in audit/ (the old-path re-export shims) may import any subpackage."""
+    graph = import_graph()
+    pkgs = {m.split(".")[1] for m in graph if m.count(".") >= 2 and m.startswith("audit.")}
+    assert pkgs == set(AUDIT_PACKAGES), f"audit/ subpackages not in AUDIT_PACKAGES: {sorted(pkgs ^ set(AUDIT_PACKAGES))}"
+    rank = {p: i for i, p in enumerate(AUDIT_PACKAGES)}
+    sub = lambda m: m.split(".")[1] if m.startswith("audit.") and m.count(".") >= 2 else None  # noqa: E731
+    bad = sorted((a, b) for a, targets in graph.items() for b in targets
+                 if sub(a) and sub(b) and rank[sub(b)] > rank[sub(a)])
+    assert not bad, "audit/ subpackage imports a later one:\n" + "\n".join(f"{a} -> {b}" for a, b in bad)

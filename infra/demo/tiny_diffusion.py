@@ -32,9 +32,9 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from audit.diffusion_models import DiffusionModel, image_pixels  # noqa: E402
-from audit.image_decode import ImageRejected, decode_image  # noqa: E402
-from audit.tar_samples import TarSamples  # noqa: E402
+from audit.memorization.diffusion_models import DiffusionModel, image_pixels  # noqa: E402
+from audit.ingest.image_decode import ImageRejected, decode_image  # noqa: E402
+from audit.ingest.tar_samples import TarSamples  # noqa: E402
 
 COMMITTED = REPO / "infra" / "demo" / "tiny_diffusion"
 SAMPLE = REPO / "infra" / "demo" / "sample"
@@ -84,7 +84,7 @@ def choose_planted(pairs: list[dict], n: int, seed: int) -> list[dict]:
 
 
 def minilm_path() -> str:
-    from audit.caption_models import minilm_path as path
+    from audit.embeddings.caption_models import minilm_path as path
     return path()
 
 
@@ -203,7 +203,7 @@ def generate(model_dir: Path, out_dir: Path, per_prompt: int, others: int, seed:
     trained, non-planted pairs: the replication audit should find the first group copied."""
     from PIL import Image
 
-    from audit.diffusion_sampling import SamplerConfig, generate as sample
+    from audit.memorization.diffusion_sampling import SamplerConfig, generate as sample
     model = DiffusionModel.load(model_dir)
     info = json.loads((model_dir / "planted.json").read_text())
     planted = [p["caption"] for p in info["planted"]]

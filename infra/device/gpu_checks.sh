@@ -43,7 +43,7 @@ run_step() {  # name limit command...
 for step in $STEPS; do
   case $step in
     env) run_step env 60 bash -c "nvidia-smi; $PY -c 'import torch, sys; print(sys.version); print(torch.__version__, torch.cuda.get_device_name(), torch.version.cuda); import apache_beam, duckdb, faiss, open_clip, diffusers; print(\"beam\", apache_beam.__version__, \"duckdb\", duckdb.__version__, \"faiss\", faiss.__version__, \"open_clip\", open_clip.__version__, \"diffusers\", diffusers.__version__)'" ;;
-    gpu_tests) run_step gpu_tests 120 $PY -m pytest -m gpu -q -p no:cacheprovider tests/audit/test_gpu_paths.py ;;
+    gpu_tests) run_step gpu_tests 120 $PY -m pytest -m gpu -q -p no:cacheprovider tests/audit/embeddings/test_gpu_paths.py ;;
     dedup) run_step dedup 170 $PY benchmarks/dedup_scale.py --device cuda --sizes 100000,1000000 --paths exact-torch,scaleout
            run_step dedup_ivf 60 $PY benchmarks/dedup_scale.py --device cuda --sizes 100000 --paths ivf-flat ;;
     embed) run_step embed 200 $PY benchmarks/embed.py --device cuda --shards "${EMBED_SHARDS:-40}" ;;

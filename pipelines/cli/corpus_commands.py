@@ -1,6 +1,6 @@
 """`shardguard contamination` and `shardguard clean`: the commands that read a finished audit and
 act on its corpus (train-vs-eval copies into the eval audit's contamination table; training-ready
-shards with the decisions applied). Parsers and handlers; the work is audit.contamination and
+shards with the decisions applied). Parsers and handlers; the work is audit.dedup.contamination and
 pipelines.clean. Failure: a folder that is not an audit, or a destination that is not ours, is a
 UsageError (exit 2, pipelines.cli.dispatch)."""
 
@@ -10,12 +10,12 @@ import argparse
 import dataclasses
 import shlex
 
-from audit import store
-from audit.dedup_corpus import load_corpus
-from audit.folder_ownership import require_existing
-from audit.output_dir import OutputDir
-from audit.run_ids import new_run_id
-from audit.user_errors import UsageError
+from audit.io import store
+from audit.dedup.corpus import load_corpus
+from audit.io.folder_ownership import require_existing
+from audit.io.output_dir import OutputDir
+from audit.runs.ids import new_run_id
+from audit.io.user_errors import UsageError
 from pipelines.clean import run_clean
 from pipelines.cli.status_commands import print_clean_plan
 from pipelines.config import load_config, with_overrides
@@ -54,7 +54,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_contamination(args) -> int:
-    from audit.contamination import contamination_verifier, find_contamination  # OpenCV (the copy check)
+    from audit.dedup.contamination import contamination_verifier, find_contamination  # OpenCV (the copy check)
     train = OutputDir(require_existing(args.train, "audit"))
     ev = OutputDir(require_existing(args.eval, "audit", adopt=True))  # the table goes into it
     dedup = with_overrides(load_config(args.config), "dedup", near_threshold=args.threshold).dedup

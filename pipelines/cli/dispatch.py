@@ -12,9 +12,9 @@ import argparse
 import os
 import sys
 
-from audit.failure_threshold import TooManyFailures
-from audit.output_dir import OutputLocked
-from audit.user_errors import UsageError
+from audit.runs.failure_threshold import TooManyFailures
+from audit.io.output_dir import OutputLocked
+from audit.io.user_errors import UsageError
 from pipelines.cli import corpus_commands, log_setup, memorization_commands, output_commands, run_command, status_commands
 
 EPILOG_MAIN = """examples:

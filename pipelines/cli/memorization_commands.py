@@ -17,16 +17,16 @@ import argparse
 import json
 from pathlib import Path
 
-from audit import store
-from audit.embedder_specs import visible_devices
-from audit.finding_pages import replication_page
-from audit.folder_ownership import require_existing
-from audit.memorization_config import ScoreConfig
-from audit.output_dir import OutputDir
-from audit.replication import match_generated, read_generated, sscd_embedder, sscd_index, stats, train_vs_train
-from audit.run_ids import new_run_id
-from audit.score_calibration import calibrate
-from audit.user_errors import UsageError
+from audit.io import store
+from audit.embeddings.embedder_specs import visible_devices
+from audit.report.finding_pages import replication_page
+from audit.io.folder_ownership import require_existing
+from audit.memorization.config import ScoreConfig
+from audit.io.output_dir import OutputDir
+from audit.memorization.replication import match_generated, read_generated, sscd_embedder, sscd_index, stats, train_vs_train
+from audit.runs.ids import new_run_id
+from audit.memorization.score_calibration import calibrate
+from audit.io.user_errors import UsageError
 from pipelines.cli.query_output import format_table
 from pipelines.shard_uris import open_uri
 from schemas import REPLICATION, REPLICATION_SUMMARY, TABLES
@@ -67,9 +67,9 @@ def _lines(path: str) -> list[str]:
 
 
 def cmd_prompts(args) -> int:
-    from audit.diffusion_models import DiffusionModel  # torch, diffusers
-    from audit.memorization import score_prompts
-    from audit.trigger_tokens import token_influence
+    from audit.memorization.diffusion_models import DiffusionModel  # torch, diffusers
+    from audit.memorization.scoring import score_prompts
+    from audit.memorization.trigger_tokens import token_influence
     prompts = _lines(args.prompts)
     if not prompts:
         raise UsageError(f"{args.prompts} has no prompts; put one prompt per line")

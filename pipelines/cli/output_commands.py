@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 
-from audit.folder_ownership import require_existing
-from audit.run_report import write_report
-from audit.sql_literals import string_literal
-from audit.store import query
-from audit.user_errors import UsageError
+from audit.io.folder_ownership import require_existing
+from audit.report.run_report import write_report
+from audit.io.sql_literals import string_literal
+from audit.io.store import query
+from audit.io.user_errors import UsageError
 from pipelines.cli.query_output import visible, write_rows
 from pipelines.shard_uris import open_uri
 from schemas import TABLES

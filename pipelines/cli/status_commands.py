@@ -2,9 +2,9 @@
 
   shardguard status --out DIR [--format table|json] [--runs N]
 
-status: per shard and stage, done / failed / running / interrupted / pending (audit.run_status
+status: per shard and stage, done / failed / running / interrupted / pending (audit.runs.status
 has the rules and reads the folder), totals per stage, the running run if any, the last runs,
-and stray Parquet files in table folders that the job did not write (audit.output_dir; ignored).
+and stray Parquet files in table folders that the job did not write (audit.io.output_dir; ignored).
 Reads only; works while a run holds the lock. Exit 2 when DIR is not an output folder.
 dry-run: the job's own plan (pipelines.run_plan.plan_run: the same to-do computation the job runs),
 per stage the shards that would be processed and which corpus steps would run; `clean
@@ -17,11 +17,11 @@ import argparse
 import json
 from pathlib import Path
 
-from audit import run_status
-from audit.folder_ownership import check_claimable
-from audit.output_dir import OutputDir
-from audit.stage_timings import stage_totals
-from audit.user_errors import UsageError
+from audit.runs import status as run_status
+from audit.io.folder_ownership import check_claimable
+from audit.io.output_dir import OutputDir
+from audit.runs.stage_timings import stage_totals
+from audit.io.user_errors import UsageError
 from pipelines.clean import check_folders, plan_clean
 from pipelines.cli.query_output import format_table, visible
 from pipelines.run_plan import plan_run

@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from audit.caption_strategies import CaptionPolicy
-from audit.clean_shards import CleanConfig
-from audit.embedder_specs import EmbedConfig
-from audit.store import query
+from audit.captions.strategies import CaptionPolicy
+from audit.clean.shards import CleanConfig
+from audit.embeddings.embedder_specs import EmbedConfig
+from audit.io.store import query
 from pipelines.clean import run_clean
 from pipelines.config import JobConfig
 from pipelines.job import run_ingest
@@ -98,8 +98,8 @@ def test_clean_applies_a_configured_sanitizer_to_every_image(audited, tmp_path):
     import numpy as np
     from PIL import Image
 
-    from audit.image_sanitizers import sanitize_image
-    from audit.image_decode import pil_rgb
+    from audit.perturbations.image_sanitizers import sanitize_image
+    from audit.ingest.image_decode import pil_rgb
 
     sample, out = audited
     r = run_clean(str(out), str(tmp_path / "clean"), CleanConfig(shard_size=1000, sanitize="median_filter"))
@@ -117,8 +117,8 @@ def test_clean_applies_a_configured_sanitizer_to_every_image(audited, tmp_path):
 
 def test_auto_sanitize_follows_only_a_reference_backed_perturbed_verdict(audited, tmp_path):
     from pipelines.clean import chosen_sanitizer
-    from audit.perturbation_config import SANITIZER_FILE
-    from audit.output_dir import OutputDir
+    from audit.perturbations.config import SANITIZER_FILE
+    from audit.io.output_dir import OutputDir
 
     _, out = audited
     record = json.loads((out / SANITIZER_FILE).read_text())  # written by the audit run (pseudo-labels, no reference)
@@ -145,11 +145,11 @@ def test_auto_class_deconvolution_deconvolves_each_image_by_its_class_kernel(aud
     import numpy as np
     from PIL import Image
 
-    from audit.class_deconvolution import deconvolve_image
-    from audit.image_decode import pil_rgb
-    from audit.output_dir import OutputDir
+    from audit.perturbations.class_deconvolution import deconvolve_image
+    from audit.ingest.image_decode import pil_rgb
+    from audit.io.output_dir import OutputDir
     from pipelines.clean import chosen_sanitizer
-    from audit.perturbation_config import SANITIZER_FILE
+    from audit.perturbations.config import SANITIZER_FILE
 
     sample, out = audited
     copy = tmp_path / "out"

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 import pipelines.cli as cli
-from audit.output_dir import OutputDir
+from audit.io.output_dir import OutputDir
 from pipelines.cli import main
 from pipelines.cli.dispatch import _parser
 

@@ -9,8 +9,8 @@ import pytest
 from pipelines.config import JobConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
-SECTIONS = ["audit.sample_validation", "audit.image_decode", "audit.embed_config", "audit.clean_shards",
-            "audit.memorization_config", "audit.duplicate_clusters", "audit.perturbation_config"]  # what pipelines.config reads its sections from
+SECTIONS = ["audit.ingest.sample_validation", "audit.ingest.image_decode", "audit.embeddings.config", "audit.clean.shards",
+            "audit.memorization.config", "audit.dedup.config", "audit.perturbations.config"]  # what pipelines.config reads its sections from
 
 
 def imported_by(module: str) -> set[str]:
@@ -26,7 +26,7 @@ def test_the_config_sections_import_without_torch():
              for m in SECTIONS}
     assert heavy == {m: [] for m in SECTIONS}
     sections = {type(getattr(JobConfig(), f.name)).__module__ for f in dataclasses.fields(JobConfig)} - {"builtins"}
-    assert sections == set(SECTIONS) - {"audit.image_decode"}  # SECTIONS is the list
+    assert sections == set(SECTIONS) - {"audit.ingest.image_decode"}  # SECTIONS is the list
 
 
 def test_parsing_the_job_config_does_not_import_torch():
@@ -107,7 +107,7 @@ def _cases():
 
 @pytest.mark.parametrize("key,bad", _cases())
 def test_every_number_outside_its_range_or_not_finite_is_a_usage_error_naming_the_key(tmp_path, key, bad):
-    from audit.user_errors import UsageError
+    from audit.io.user_errors import UsageError
     from pipelines.config import JobConfig
     p = tmp_path / "job.yaml"
     cfg, value = JobConfig(), None
@@ -134,7 +134,7 @@ def test_every_number_outside_its_range_or_not_finite_is_a_usage_error_naming_th
     ("clean:\n  caption:\n    strategy: nope\n", "unknown caption strategy"),
 ])
 def test_bad_yaml_and_values_are_one_line_usage_errors(tmp_path, monkeypatch, text, msg):
-    from audit.user_errors import UsageError
+    from audit.io.user_errors import UsageError
     monkeypatch.chdir(tmp_path)
     p = tmp_path / "job.yaml"
     p.write_text(text)
@@ -145,7 +145,7 @@ def test_bad_yaml_and_values_are_one_line_usage_errors(tmp_path, monkeypatch, te
 
 
 def test_a_missing_or_binary_config_file_is_a_usage_error(tmp_path):
-    from audit.user_errors import UsageError
+    from audit.io.user_errors import UsageError
     with pytest.raises(UsageError, match="no such file"):
         load_config(tmp_path / "nope.yaml")
     (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00garbage")
@@ -154,7 +154,7 @@ def test_a_missing_or_binary_config_file_is_a_usage_error(tmp_path):
 
 
 def test_flags_get_the_same_range_checks():
-    from audit.user_errors import UsageError
+    from audit.io.user_errors import UsageError
     from pipelines.config import JobConfig, with_overrides
     with pytest.raises(UsageError, match="embed.batch_size: 0 is out of range"):
         with_overrides(JobConfig(), "embed", batch_size=0)

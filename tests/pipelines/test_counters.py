@@ -8,21 +8,21 @@ from apache_beam.metrics.metric import MetricsFilter
 import pyarrow.parquet as pq
 import pytest
 
-from audit.decisions import write_decisions
-from audit.embedder_specs import EmbedConfig, plan_embedders
-from audit.output_dir import OutputDir
-from audit.perturbation_audit import PerturbationConfig
-from audit.shard_ingest import STAGE
+from audit.dedup.decisions import write_decisions
+from audit.embeddings.embedder_specs import EmbedConfig, plan_embedders
+from audit.io.output_dir import OutputDir
+from audit.perturbations.perturbation_audit import PerturbationConfig
+from audit.ingest.shard_ingest import STAGE
 from pipelines.config import JobConfig
 from pipelines.dedup import DedupCorpus
-from audit.embed_stage import embed_stages, stage_id as embed_stage
-from audit.perturbation_feature_stage import FEATURE_STAGE, FeatureStage
+from audit.embeddings.stage import embed_stages, stage_id as embed_stage
+from audit.perturbations.feature_stage import FEATURE_STAGE, FeatureStage
 from pipelines.job import run_ingest
 from pipelines import perturbations
 from pipelines.shard_stages import ShardStages
 from pipelines.progress import COUNTERS, NAMESPACE, SHARD_COUNTS, SHARD_STAGES
-from audit.duplicate_clusters import DedupConfig
-from audit.sample_validation import IngestLimits
+from audit.dedup.duplicate_clusters import DedupConfig
+from audit.ingest.sample_validation import IngestLimits
 
 
 def _query(result, name: str) -> int:
@@ -85,9 +85,9 @@ def test_the_job_logs_the_final_counter_values(broken_dir, tmp_path, caplog):
 
 @pytest.mark.beam
 def test_memorization_counters_match_its_markers(broken_dir, tmp_path):
-    from audit.memorization_shard import MemorizationConfig
-    from audit.shard_ingest import ingest_and_record
-    from audit.memorization_stage import MemorizationStage, model_id_of, stage_id as mem_stage
+    from audit.memorization.shard import MemorizationConfig
+    from audit.ingest.shard_ingest import ingest_and_record
+    from audit.memorization.stage import MemorizationStage, model_id_of, stage_id as mem_stage
     from pipelines.memorization import FlagMemorization
     from tests.diffusion_checkpoints import random_checkpoint
 
@@ -115,7 +115,7 @@ def test_memorization_counters_match_its_markers(broken_dir, tmp_path):
 def test_dedup_counts_the_near_pairs_its_geometric_check_saw(demo_sample, tmp_path):
     """dedup_near_checked / dedup_near_rejected equal the check's own counts (the kinds summary
     of the same dedup run directly), and the check saw pairs on the demo sample;
-    dedup_near_prepared / dedup_near_cache_hits count its images (audit.copy_feature_cache)."""
+    dedup_near_prepared / dedup_near_cache_hits count its images (audit.copy_check.feature_cache)."""
     from pipelines.dedup import dedup_and_record
     cfg = JobConfig(progress_seconds=0, report=False, embed=EmbedConfig(captions=False),
                     dedup=DedupConfig(enabled=False), perturbations=PerturbationConfig(features=False, tests=False))

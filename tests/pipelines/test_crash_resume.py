@@ -18,12 +18,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from audit.folder_ownership import claim
-from audit.output_dir import OutputDir
-from audit.run_status import RUNNING_FILE, lock_held
+from audit.io.folder_ownership import claim
+from audit.io.output_dir import OutputDir
+from audit.runs.status import RUNNING_FILE, lock_held
 from pipelines.config import load_config
 from pipelines.job import plan_run, run_ingest
-from audit.perturbation_config import needs_testing
+from audit.perturbations.config import needs_testing
 from tests.job_outputs import table_rows
 
 REPO = Path(__file__).resolve().parents[2]

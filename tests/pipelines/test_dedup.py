@@ -3,9 +3,9 @@ import pytest
 
 import dataclasses
 
-from audit.duplicate_clusters import DedupConfig
-from audit.embedder_specs import EmbedConfig
-from audit.store import query
+from audit.dedup.duplicate_clusters import DedupConfig
+from audit.embeddings.embedder_specs import EmbedConfig
+from audit.io.store import query
 from pipelines.config import JobConfig
 from pipelines.job import run_ingest
 
@@ -30,8 +30,8 @@ def test_partitioned_mode_matches_global_mode_on_the_demo_sample(demo_sample, tm
     dec = "SELECT count(*) FILTER (keep), count(*) FROM decisions"
     assert query(tmp_path / "p", dec)[1][0][1] == query(tmp_path / "g", dec)[1][0][1]
     # the partitioned mode also saves the accepted-corpus index for incremental runs
-    from audit.incremental_dedup import load_accepted_index
-    from audit.output_dir import OutputDir
+    from audit.dedup.incremental import load_accepted_index
+    from audit.io.output_dir import OutputDir
     index, keys = load_accepted_index(OutputDir(tmp_path / "p"), "sscd:sscd_distilled:onnx:288")
     assert index.ntotal == len(keys) == query(tmp_path / "p", dec)[1][0][0]
 
@@ -51,8 +51,8 @@ def test_incremental_run_matches_new_shards_against_the_accepted_index(demo_samp
     accepted earlier may change."""
     import shutil
 
-    from audit.output_dir import OutputDir
-    from audit.incremental_dedup import load_accepted_index
+    from audit.io.output_dir import OutputDir
+    from audit.dedup.incremental import load_accepted_index
     inp = tmp_path / "in"
     inp.mkdir()
     shutil.copy(demo_sample / "00000.tar", inp / "00000.tar")
@@ -84,7 +84,7 @@ def test_global_dedup_verifies_near_pairs_from_the_stored_images(demo_sample, tm
     ~14% false, the checked rule's ~2%: benchmarks/dedup_quality.py)."""
     import duckdb
 
-    from audit.output_dir import OutputDir
+    from audit.io.output_dir import OutputDir
     from pipelines.dedup import dedup_and_record
     cfg = JobConfig(progress_seconds=0, embed=EmbedConfig(captions=False), dedup=DedupConfig(near_verify=False))
     run_ingest(f"{demo_sample}/0000{{0,1}}.tar", str(tmp_path), cfg)

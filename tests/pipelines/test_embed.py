@@ -4,8 +4,8 @@ import pytest
 import numpy as np
 import pyarrow.parquet as pq
 
-from audit.embedder_specs import EmbedConfig
-from audit.store import query
+from audit.embeddings.embedder_specs import EmbedConfig
+from audit.io.store import query
 from pipelines.config import JobConfig
 from pipelines.job import run_ingest
 

@@ -6,18 +6,18 @@ from dataclasses import dataclass, replace
 import apache_beam as beam
 import pytest
 
-from audit.duplicate_clusters import DedupConfig
-from audit.embedder_specs import EmbedConfig, EmbedderSpec
-from audit.failure_threshold import TooManyFailures
-from audit.output_dir import OutputDir
-from audit.perturbation_audit import PerturbationConfig
-from audit.retrying_reads import ReadRetry
-from audit.sample_validation import IngestLimits
-from audit.sscd_models import SscdOnnx
-from audit.store import query
+from audit.dedup.duplicate_clusters import DedupConfig
+from audit.embeddings.embedder_specs import EmbedConfig, EmbedderSpec
+from audit.runs.failure_threshold import TooManyFailures
+from audit.io.output_dir import OutputDir
+from audit.perturbations.perturbation_audit import PerturbationConfig
+from audit.io.retrying_reads import ReadRetry
+from audit.ingest.sample_validation import IngestLimits
+from audit.embeddings.sscd_models import SscdOnnx
+from audit.io.store import query
 from pipelines.cli import main
 from pipelines.config import JobConfig
-from audit.embed_stage import EmbedStage, stage_id as embed_stage
+from audit.embeddings.stage import EmbedStage, stage_id as embed_stage
 from pipelines.job import run_ingest
 from pipelines.shard_stages import ShardStages
 from tests.flaky_filesystem import PREFIX, FaultPlan, FlakyFileSystem

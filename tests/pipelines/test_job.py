@@ -5,8 +5,8 @@ import shutil
 import pyarrow.parquet as pq
 import pytest
 
-from audit.store import query
-from audit.embedder_specs import EmbedConfig
+from audit.io.store import query
+from audit.embeddings.embedder_specs import EmbedConfig
 from pipelines.config import JobConfig
 from pipelines.job import run_ingest
 from tests.data.make_broken_shards import EXPECTED
@@ -110,7 +110,7 @@ def test_a_malformed_exif_jpeg_fails_its_sample_not_the_run(tmp_path):
     """Issue 19: an ~800-byte JPEG whose EXIF makes exif_transpose raise TypeError crashed every
     run, and a good shard of the same run got no rows. Now: its errors row, every shard done,
     through ingest, SSCD embedding and the perturbation feature pass."""
-    from audit.perturbation_audit import PerturbationConfig
+    from audit.perturbations.perturbation_audit import PerturbationConfig
     from tests.hostile_tars import build_tar
     from tests.image_mutations import demo_jpegs, malformed_exif_jpeg
     inp = tmp_path / "in"
@@ -136,7 +136,7 @@ def test_the_runs_row_says_when_a_step_failed(broken_dir, tmp_path):
     leaves a runs row saying 'failed', with the step and the error, not 'succeeded' or nothing."""
     import dataclasses
 
-    from audit.folder_ownership import claim
+    from audit.io.folder_ownership import claim
     out = claim(tmp_path / "out", "audit")  # ours (empty, marked), so the job may write into it
     (out / "run_changes").write_text("not a folder")  # the diff step cannot write its table
     with pytest.raises(OSError):

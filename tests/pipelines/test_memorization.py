@@ -12,14 +12,14 @@ import shutil
 import numpy as np
 import pytest
 
-import audit.memorization_shard as memorization_shard
-from audit.detection_metrics import roc_auc
-from audit.diffusion_models import DiffusionModel, image_pixels
-from audit.embedder_specs import EmbedConfig
-from audit.memorization import ScoreConfig, score_pairs
-from audit.memorization_filter import MemorizationFilter, load_key_list
-from audit.memorization_shard import MemorizationConfig
-from audit.store import query
+import audit.memorization.shard as memorization_shard
+from audit.memorization.detection_metrics import roc_auc
+from audit.memorization.diffusion_models import DiffusionModel, image_pixels
+from audit.embeddings.embedder_specs import EmbedConfig
+from audit.memorization.scoring import ScoreConfig, score_pairs
+from audit.memorization.training_filter import MemorizationFilter, load_key_list
+from audit.memorization.shard import MemorizationConfig
+from audit.io.store import query
 from pipelines.cli import main
 from pipelines.config import JobConfig, load_config
 from pipelines.job import run_ingest
@@ -153,8 +153,8 @@ def test_demo_model_separates_planted_pairs(tmp_path):
 
 @pytest.mark.beam
 def test_action_keep_leaves_pairs_in_and_clean_randomizes_their_captions(two_shards, ckpt, tmp_path):
-    from audit.caption_strategies import CaptionPolicy
-    from audit.clean_shards import CleanConfig
+    from audit.captions.strategies import CaptionPolicy
+    from audit.clean.shards import CleanConfig
     from pipelines.clean import run_clean
     out = tmp_path / "out"
     cfg = mem_config(ckpt, action="keep")

@@ -7,14 +7,14 @@ import shutil
 
 import pytest
 
-from audit.embedder_specs import EmbedConfig
-from audit.perturbation_audit import PerturbationConfig
-from audit.store import query
+from audit.embeddings.embedder_specs import EmbedConfig
+from audit.perturbations.perturbation_audit import PerturbationConfig
+from audit.io.store import query
 from pipelines.config import JobConfig
 from pipelines.job import run_ingest
-from audit.perturbation_feature_stage import FEATURE_STAGE, FeatureStage
-from audit.shard_runner import stage_rows
-from audit.perturbation_config import SANITIZER_FILE
+from audit.perturbations.feature_stage import FEATURE_STAGE, FeatureStage
+from audit.ingest.shard_runner import stage_rows
+from audit.perturbations.config import SANITIZER_FILE
 
 
 def shard_features(shard, uri, rows, run_id, batch=64):
@@ -143,9 +143,9 @@ def test_native_features_convert_only_the_central_crop_and_match_the_whole_image
     import numpy as np
     from PIL import Image
 
-    from audit.image_decode import decode_rgb
-    from audit.perturbation_features import sample_features
-    from audit.perturbation_feature_stage import native_features
+    from audit.ingest.image_decode import decode_rgb
+    from audit.perturbations.features import sample_features
+    from audit.perturbations.feature_stage import native_features
     rng = np.random.default_rng(0)
     arr = (rng.integers(100, 140, (900, 1300), dtype=np.uint8))
     for r, c in ((450, 650), (300, 500), (600, 800)):

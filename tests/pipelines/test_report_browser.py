@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from audit.run_report import SECTIONS
+from audit.report.run_report import SECTIONS
 from tests.conftest import REPO
 from tests.report_fixture import XSS_CAPTION, audited_output
 

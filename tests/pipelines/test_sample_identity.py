@@ -25,16 +25,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from audit.caption_strategies import CaptionPolicy
-from audit.clean_shards import CleanConfig
-from audit.contamination import find_contamination
-from audit.dedup_corpus import load_corpus
-from audit.finding_pages import read_training_images
-from audit.memorization import ScoreConfig
-from audit.memorization_filter import load_key_list
-from audit.memorization_shard import MemorizationConfig
-from audit.output_dir import OutputDir
-from audit.store import query
+from audit.captions.strategies import CaptionPolicy
+from audit.clean.shards import CleanConfig
+from audit.dedup.contamination import find_contamination
+from audit.dedup.corpus import load_corpus
+from audit.report.finding_pages import read_training_images
+from audit.memorization.scoring import ScoreConfig
+from audit.memorization.training_filter import load_key_list
+from audit.memorization.shard import MemorizationConfig
+from audit.io.output_dir import OutputDir
+from audit.io.store import query
 from pipelines.clean import run_clean
 from pipelines.config import load_config
 from pipelines.shard_uris import open_uri

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from audit.store import query
+from audit.io.store import query
 from pipelines.cli import main
 from tests.job_outputs import read_samples, write_tar
 

@@ -5,11 +5,11 @@ from dataclasses import replace
 
 import pytest
 
-from audit.embedder_specs import EmbedConfig
-from audit.output_dir import OutputDir
-from audit.perturbation_audit import PerturbationConfig
-from audit.stage_timings import stage_totals
-from audit.store import query
+from audit.embeddings.embedder_specs import EmbedConfig
+from audit.io.output_dir import OutputDir
+from audit.perturbations.perturbation_audit import PerturbationConfig
+from audit.runs.stage_timings import stage_totals
+from audit.io.store import query
 from pipelines.config import JobConfig
 from pipelines.job import run_ingest
 

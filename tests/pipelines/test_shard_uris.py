@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from audit.user_errors import UsageError
+from audit.io.user_errors import UsageError
 from pipelines.shard_uris import expand_input, shard_id
 
 
@@ -31,7 +31,7 @@ def test_same_shard_name_in_two_folders_is_an_error(tmp_path):
                                    ("c.tar", "..c.tar")])
 def test_ids_that_share_output_files_are_an_error_naming_both_files(tmp_path, names):
     """Shard ids name output files and markers after leading dots and separators are dropped
-    (audit.output_dir.shard_file_stem): two ids with one file name would overwrite each other's
+    (audit.io.output_dir.shard_file_stem): two ids with one file name would overwrite each other's
     files and one shard would be skipped for ever."""
     for n in names:
         (tmp_path / n).write_bytes(b"")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from audit.sql_literals import file_pattern, string_literal
+from audit.io.sql_literals import file_pattern, string_literal
 from pipelines.cli import main
 from tests.job_outputs import demo_subset, read_samples, write_tar
 

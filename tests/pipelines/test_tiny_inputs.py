@@ -17,7 +17,7 @@ import json
 import pytest
 from PIL import Image
 
-from audit.store import query
+from audit.io.store import query
 from pipelines.cli import main
 from tests.diffusion_checkpoints import random_checkpoint
 from tests.job_outputs import read_samples, write_tar
