@@ -147,7 +147,7 @@ def key_of(k: int, per_shard: int) -> tuple[str, str]:
 
 def write_data(ts: TimingSet, root: Path, per_shard: int, seed: int) -> None:
     """root/shards (img2dataset format), root/flat (NNNNNN.jpg), root/plan.json."""
-    from benchmarks.load import write_samples
+    from benchmarks.load_shards import write_samples
     shards, flat = root / "shards", root / "flat"
     shards.mkdir(parents=True)
     flat.mkdir()
