@@ -8,7 +8,7 @@ no Beam, nothing written: the tar is read and every sample validated with one de
 (audit.ingest.shard_ingest, the images kept), then, in batches of embed.batch_size, each configured
 embedding model on the images reduced for it or on the captions (audit.embeddings.embedder_specs), the
 perturbation features (audit.perturbations.feature_stage.image_features) and the memorization
-scores (audit.memorization.shard.score_rows), as the config turns each on. Models load once.
+scores (audit.memorization.scoring.score_rows), as the config turns each on. Models load once.
 Output: one JSON line {wall_s, samples, ok, per-part seconds}. The corpus steps (dedup, flags,
 tests) are not part of it: they are per corpus, not per sample.
 """
@@ -30,7 +30,7 @@ def run(inp: Path, config) -> dict:
 
     from audit.embeddings.embedder_specs import plan_embedders
     from audit.ingest.image_decode import reduced_rgb
-    from audit.memorization.shard import score_rows
+    from audit.memorization.scoring import score_rows
     from audit.memorization.stage import load_model
     from audit.perturbations.feature_stage import image_features
     from audit.ingest.shard_ingest import ingest_shard

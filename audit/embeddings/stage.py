@@ -12,7 +12,7 @@ OUT/_manifest/embed/<model>/<shard>.json (written by the runner, last).
 Failure rows (stage 'embed', file <shard>.embed-<model>.parquet): images that do not decode
 ('UndecodableImage'), 'ReadFailed' for images the tar could not give back, every sample of a
 batch whose model call raised or gave a malformed output ('EmbedFailed'), non-finite vectors
-('NonFiniteEmbedding', audit.embeddings.shard.checked_output).
+('NonFiniteEmbedding', `checked_output`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,27 @@ from audit.embeddings.config import EmbedConfig
 from audit.embeddings.embedder_specs import EmbedderSpec, model_slug, visible_devices
 from audit.embeddings.embedders import Embedded
 from audit.ingest.image_decode import reduced_rgb
-from audit.embeddings.shard import checked_output
 from audit.ingest.shard_stages import ModelPool, Sample, ShardStage, StageRows
 from schemas import EMBEDDINGS
 from schemas.embeddings import with_dim
+
+
+def checked_output(out: Embedded, n_items: int, dim: int) -> Embedded:
+    """`out` if it accounts for each of the batch's items once with `dim`-wide vectors, its
+    non-finite vectors moved to errors; ValueError (a failed batch) when it does not."""
+    vectors = np.asarray(out.vectors)
+    positions = sorted(list(out.index) + [j for j, _, _ in out.errors])
+    if positions != list(range(n_items)) or vectors.shape != (len(out.index), dim):
+        raise ValueError(f"malformed output: {vectors.shape} vectors, {len(out.index)} positions and "
+                         f"{len(out.errors)} errors for a batch of {n_items} (dim {dim})")
+    finite = np.isfinite(vectors).all(axis=1)
+    if finite.all():
+        return out
+    norms = out.norms if out.norms is not None else np.linalg.norm(vectors, axis=1)
+    bad = [(j, "NonFiniteEmbedding", "the model returned NaN or infinite values")
+           for j, ok in zip(out.index, finite) if not ok]
+    return Embedded(vectors[finite], [j for j, ok in zip(out.index, finite) if ok], list(out.errors) + bad,
+                    np.asarray(norms)[finite])
 
 
 def stage_id(model_id: str) -> str:
@@ -87,13 +104,19 @@ class EmbedStage(ShardStage):
         devices = visible_devices(self.cfg.device)
         key = (self.spec.kind, self.spec.model_ids, self.spec.options)
         loaded = [models.get((key, str(d)), lambda d=d: self.spec.load(d)) for d in devices]
-        self.replicas = [next(e for e in group if e.model_id == self.model_id) for group in loaded]
-        first = self.replicas[0]
+        self.use([next(e for e in group if e.model_id == self.model_id) for group in loaded],
+                 on_gpu=devices[0].type == "cuda")
+
+    def use(self, replicas: list, on_gpu: bool = False) -> "EmbedStage":
+        """Run on these loaded replicas of the model (one per device); `setup` calls it, and plain
+        use (audit.embeddings.shard.embed_shard) calls it with models it loaded itself."""
+        self.replicas = replicas
+        first = replicas[0]
         self.modality, self.dim = first.modality, first.dim
-        on_gpu = devices[0].type == "cuda"
         self.needs_image = first.modality == "image" and not on_gpu
         self.needs_bytes = first.modality == "image" and on_gpu
-        self.pool = ThreadPoolExecutor(len(self.replicas)) if len(self.replicas) > 1 else None
+        self.pool = ThreadPoolExecutor(len(replicas)) if len(replicas) > 1 else None
+        return self
 
     def prepare(self, image, row: dict):
         return reduced_rgb(image, self.replicas[0].input_side)

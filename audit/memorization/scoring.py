@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from audit.memorization.diffusion_sampling import denoise, seed_noise
-from audit.memorization.config import ScoreConfig
+from audit.memorization.config import MemorizationConfig, ScoreConfig
+from audit.memorization.diffusion_models import image_pixels
 
 
 def _encode(model, captions: list[str], chunk: int = 256) -> torch.Tensor:
@@ -73,3 +74,10 @@ def score_prompts(model, prompts: list[str], cfg: ScoreConfig) -> np.ndarray:
                        cfg.sampler, first_steps=cfg.first_steps)
         out[start:start + len(chunk)] = d.reshape(len(chunk), len(seeds), -1).mean(1)
     return out
+
+
+def score_rows(model, cfg: MemorizationConfig, captions: list[str], images: list | None) -> list[list[float]]:
+    """Per-step scores of one batch: pair mode scores images with captions, prompt mode captions."""
+    if cfg.mode == "prompt":
+        return score_prompts(model, captions, cfg.score).tolist()
+    return score_pairs(model, image_pixels(images, model.resolution), captions, cfg.score).tolist()

@@ -1,8 +1,9 @@
 """Score one ingested shard for memorization (the stage's configuration, MemorizationConfig, is in
 audit.memorization.config and importable from here).
 
-Input: the shard's ok sample rows (key, caption, image_offset, image_bytes), an opener for the
-tar, a loaded DiffusionModel and a MemorizationConfig. Output: one score row per sample
+`score_shard`, plain use
+(tests, notebooks): the job's stage over a shard's ok sample rows (key, caption, image_offset,
+image_bytes), an opener for the tar, a loaded DiffusionModel and a MemorizationConfig. Output: one score row per sample
 (key, caption, score, step_scores) and one errors row (stage 'memorization') per sample that
 could not be scored: an image that does not decode, every sample of a batch whose model call
 raised, or, in pair mode, 'ReadFailed' for the images the tar could not give back (the opener
@@ -14,58 +15,25 @@ from __future__ import annotations
 
 from typing import Callable
 
-from audit.memorization.diffusion_models import image_pixels
-from audit.ingest.image_decode import ImageRejected, pil_rgb
-from audit.memorization.scoring import score_pairs, score_prompts
+from audit.io.retrying_reads import ReadRetry
+from audit.ingest.sample_validation import IngestLimits
+from audit.ingest.shard_runner import stage_rows
 from audit.memorization.config import MemorizationConfig
-from audit.ingest.sample_store import image_batches, prefetch
-
-
-def score_rows(model, cfg: MemorizationConfig, captions: list[str], images: list | None) -> list[list[float]]:
-    """Per-step scores of one batch: pair mode scores images with captions, prompt mode captions."""
-    if cfg.mode == "prompt":
-        return score_prompts(model, captions, cfg.score).tolist()
-    return score_pairs(model, image_pixels(images, model.resolution), captions, cfg.score).tolist()
+from audit.memorization.stage import MemorizationStage
 
 
 def score_shard(shard: str, uri: str, rows: list[dict], model, cfg: MemorizationConfig,
                 opener: Callable, run_id: str) -> tuple[list[dict], list[dict]]:
-    rows = sorted(rows, key=lambda r: r["image_offset"])
-    scores: list[dict] = []
-    errors: list[dict] = []
-
-    def error(r, et, msg):
-        errors.append({"run_id": run_id, "stage": "memorization", "shard": shard, "key": r["key"],
-                       "error_type": et, "message": f"{model.model_id}: {msg}"})
-
-    batches = image_batches(uri, rows, opener, cfg.pairs_per_batch, need_images=cfg.mode == "pair")
-    for chunk, datas, read_error in prefetch(batches):
-        if read_error is not None:
-            for r in chunk:
-                error(r, "ReadFailed", read_error)
-            continue
-        good, images = chunk, None
-        if datas is not None:
-            good, images = [], []
-            for r, data in zip(chunk, datas):
-                try:
-                    images.append(pil_rgb(data, model.resolution))
-                    good.append(r)
-                except ImageRejected as e:  # decoded at ingest, but the bytes may have changed since
-                    error(r, "ImageUnreadable", f"{e.error_type}: {e.message}")
-                except Exception as e:  # anything else about one image is that sample's row too
-                    error(r, "ImageUnreadable", f"{type(e).__name__}: {e}")
-        captions = [r.get("caption") or "" for r in good]
-        try:
-            per_step = score_rows(model, cfg, captions, images) if good else []
-        except Exception as e:  # the model failing on one batch: that batch's samples become rows
-            for r in good:
-                error(r, "MemorizationFailed", f"{type(e).__name__}: {e}")
-            continue
-        for r, cap, steps in zip(good, captions, per_step):
-            scores.append({"key": r["key"], "caption": cap, "score": float(sum(steps) / len(steps)),
-                           "step_scores": [float(v) for v in steps]})
-    if len(scores) + len(errors) != len(rows):
-        raise AssertionError(f"memorization of {shard}: {len(scores)} scores + {len(errors)} errors "
+    """Plain use of the job's stage (audit.memorization.stage.MemorizationStage run by
+    audit.ingest.shard_runner.stage_rows) on a model already loaded; score rows gain the caption."""
+    stage = MemorizationStage(cfg, model.model_id)
+    stage.model = model
+    no_retry = IngestLimits(retry=ReadRetry(attempts=1))  # `opener` retries if the caller wants it to
+    got = stage_rows([stage], shard, uri, rows, run_id, opener, no_retry, cfg.pairs_per_batch)[stage.id]
+    captions = {r["key"]: r.get("caption") or "" for r in rows}
+    scores = [{"key": r["key"], "caption": captions[r["key"]], "score": r["score"], "step_scores": r["step_scores"]}
+              for r in got.rows]
+    if len(scores) + len(got.errors) != len(rows):
+        raise AssertionError(f"memorization of {shard}: {len(scores)} scores + {len(got.errors)} errors "
                              f"!= {len(rows)} samples")
-    return scores, errors
+    return scores, got.errors

@@ -3,7 +3,7 @@
 Input (audit.ingest.shard_stages): in pair mode each sample's image, reduced right after the one decode
 to what the model resizes from (short side kept >= 2x its resolution), with its caption; in
 prompt mode the captions only. The diffusion model loads once per worker (ModelPool) in `setup`.
-Batches of `memorization.pairs_per_batch` are scored together (audit.memorization.shard.score_rows).
+Batches of `memorization.pairs_per_batch` are scored together (audit.memorization.scoring.score_rows).
 Output: OUT/memorization_scores/<model>-<config>/run=<run_id>/<shard>.parquet, marker
 OUT/_manifest/memorization/<model>-<config>/<shard>.json (written by the runner, last): a rerun
 with the same model and score settings skips the shard.
@@ -59,7 +59,7 @@ class MemorizationStage(ShardStage):
         return reduced_rgb(image, self.model.resolution)
 
     def process(self, shard: str, run_id: str, batch: list[Sample]) -> StageRows:
-        from audit.memorization.shard import score_rows  # torch
+        from audit.memorization.scoring import score_rows  # torch
         captions = [s.row.get("caption") or "" for s in batch]  # the runner batches at pairs_per_batch
         images = [s.views[self.id] for s in batch] if self.needs_image else None
         try:

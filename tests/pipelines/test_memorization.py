@@ -12,7 +12,7 @@ import shutil
 import numpy as np
 import pytest
 
-import audit.memorization.shard as memorization_shard
+import audit.memorization.scoring as memorization_scoring
 from audit.memorization.detection_metrics import roc_auc
 from audit.memorization.diffusion_models import DiffusionModel, image_pixels
 from audit.embeddings.embedder_specs import EmbedConfig
@@ -93,7 +93,7 @@ def test_rerun_reuses_scores_and_recalibrates_only_when_settings_change(two_shar
 
 @pytest.mark.beam
 def test_a_failing_model_batch_becomes_errors_rows(two_shards, ckpt, tmp_path, monkeypatch):
-    real = memorization_shard.score_rows
+    real = memorization_scoring.score_rows
     calls = {"n": 0}
 
     def flaky(model, cfg, captions, images):
@@ -102,7 +102,7 @@ def test_a_failing_model_batch_becomes_errors_rows(two_shards, ckpt, tmp_path, m
             raise RuntimeError("CUDA out of memory (simulated)")
         return real(model, cfg, captions, images)
 
-    monkeypatch.setattr(memorization_shard, "score_rows", flaky)
+    monkeypatch.setattr(memorization_scoring, "score_rows", flaky)
     cfg = mem_config(ckpt)
     cfg = dataclasses.replace(cfg, memorization=dataclasses.replace(cfg.memorization, reference_shards=()))
     s = run_ingest(str(two_shards / "00000.tar"), str(tmp_path / "out"), cfg)

@@ -1,12 +1,13 @@
 import numpy as np
 
 from audit.embeddings.embedders import Embedded, Embedder
-from audit.embeddings.shard import embed_shard, prefetch
+from audit.embeddings.shard import embed_shard
+from audit.ingest.sample_store import prefetch
 from audit.ingest.shard_ingest import ingest_shard
 
 
 class CountingEmbedder(Embedder):
-    """A deterministic toy model (mean colour of the bytes), to test the shard loop alone."""
+    """A deterministic toy model (size and mean colour of each decoded image), to test the shard loop alone."""
     modality, dim, model_id = "image", 4, "toy:bytes"
 
     def __init__(self, fail_on_batch: int | None = None):
@@ -16,7 +17,7 @@ class CountingEmbedder(Embedder):
         self.calls += 1
         if self.calls == self.fail_on_batch:
             raise RuntimeError("CUDA error: out of memory")
-        raw = np.array([[len(b), sum(b[:64]) + 1, 1, 1] for b in items], np.float32)
+        raw = np.array([[im.width, im.height, np.asarray(im).mean() + 1, 1] for im in items], np.float32)
         return Embedded.from_raw(raw, list(range(len(items))))
 
 
