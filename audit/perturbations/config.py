@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-SANITIZER_FILE = "exports/perturbation_sanitizer.json"  # written last by the perturbation tests (config and run id in it)
+from audit.io.output_dir import PERTURBATION_EXPORT
+
+SANITIZER_FILE = PERTURBATION_EXPORT  # written last by the perturbation tests (config and run id in it)
 
 
 @dataclass(frozen=True)

@@ -292,7 +292,9 @@ def reference_accuracy(x: np.ndarray, y: np.ndarray, ref_x: np.ndarray, ref_y: n
     """What the data teaches: the small CNN trained on (x, y) (crops and flips, cosine decay)
     and scored on the clean labelled reference. Poisons make it low (the network learns the
     shortcut, not the content); it ranks sanitizers by what matters to training. Context for the
-    sanitizer choice, not a verdict. per_class: accuracy on each reference class."""
+    sanitizer choice, not a verdict. per_class: accuracy on each reference class; details:
+    `epoch_accuracy`, the reference accuracy after each epoch (audit.perturbations.early_stopping
+    turns its peak into a training recommendation)."""
     why = usable(y)
     if why:
         return CheckResult("reference_accuracy", float("nan"), skipped=why)
@@ -300,13 +302,14 @@ def reference_accuracy(x: np.ndarray, y: np.ndarray, ref_x: np.ndarray, ref_y: n
     known = np.isin(ref_y, classes)
     if not known.any():
         return CheckResult("reference_accuracy", float("nan"), skipped="no reference sample has a tested class")
-    fit = small_cnn.train(x, yi, len(classes), epochs=epochs, seed=seed, device=device, augment=True,
-                          flip=x.shape[-1] == 3, cosine=True)
     ry = np.searchsorted(classes, ref_y[known])
+    fit = small_cnn.train(x, yi, len(classes), epochs=epochs, seed=seed, device=device, augment=True,
+                          flip=x.shape[-1] == 3, cosine=True, evaluate=(ref_x[known], ry))
     hit = small_cnn.predict(fit.model, ref_x[known]) == ry
     per_class = {int(c): float(hit[ry == i].mean()) for i, c in enumerate(classes) if (ry == i).any()}
     return CheckResult("reference_accuracy", float(hit.mean()), per_class, None,
-                       {"epochs": epochs, "n_reference": int(known.sum())})
+                       {"epochs": epochs, "n_reference": int(known.sum()),
+                        "epoch_accuracy": [round(a, 4) for a in fit.epoch_accuracy]})
 
 
 def feature_shift(features: dict[str, np.ndarray], y: np.ndarray, ref_features: dict[str, np.ndarray],

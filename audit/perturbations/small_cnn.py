@@ -1,8 +1,9 @@
 """A small CNN and its training loop: the learning-speed test and the accuracy measurements.
 
 Input: float32 images (N, H, W, C) in [0, 1] and int64 labels. Output: a trained model, the
-per-batch training accuracy of every epoch (how fast the data is learned), per-sample losses and
-held-out accuracy. Runs on CUDA when asked and present, on CPU otherwise; deterministic for a
+per-batch training accuracy of every epoch (how fast the data is learned), optionally the accuracy
+on a held-out set after every epoch (its peak: early stopping, audit.perturbations.early_stopping),
+per-sample losses and held-out accuracy. Runs on CUDA when asked and present, on CPU otherwise; deterministic for a
 seed on CPU. Nothing here reads files.
 """
 
@@ -41,15 +42,19 @@ def pick_device(device: str = "auto") -> str:
 class TrainResult:
     model: nn.Module
     batch_accuracy: list[list[float]] = field(default_factory=list)   # per epoch, per batch
+    epoch_accuracy: list[float] = field(default_factory=list)  # on `evaluate`'s set after each epoch (when given)
 
 
 def train(x: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 5, batch: int = 64,
           lr: float = 2e-3, seed: int = 0, device: str = "auto", augment: bool = False,
-          flip: bool = True, cosine: bool = False) -> TrainResult:
+          flip: bool = True, cosine: bool = False,
+          evaluate: tuple[np.ndarray, np.ndarray] | None = None) -> TrainResult:
     """Adam on cross-entropy; `augment` adds 4-pixel-padded random crops and (with `flip`)
     horizontal flips, the papers' CIFAR recipe, for the accuracy measurements (no flips for
     digits). `cosine` anneals the learning rate to 0 over the run (per step): the final model
-    then varies far less with the seed, which the accuracy measurements need."""
+    then varies far less with the seed, which the accuracy measurements need. `evaluate` = (x, y):
+    the accuracy on that set after every epoch (evaluation draws no random numbers, so training
+    is the same with or without it)."""
     dev = pick_device(device)
     torch.manual_seed(seed)
     model = small_cnn(x.shape[-1], n_classes).to(dev)
@@ -77,6 +82,9 @@ def train(x: np.ndarray, y: np.ndarray, n_classes: int, *, epochs: int = 5, batc
                 sched.step()
             accs.append(float((logits.argmax(1) == yb).float().mean()))
         result.batch_accuracy.append(accs)
+        if evaluate is not None:
+            model.eval()
+            result.epoch_accuracy.append(accuracy(model, *evaluate))
     model.eval()
     return result
 

@@ -26,7 +26,7 @@ from audit.io import sql_literals
 from audit.report.finding_pages import decode_or_none, read_training_images
 from audit.io.folder_ownership import claim
 from audit.report.html_pages import write_page
-from audit.io.output_dir import OutputDir
+from audit.io.output_dir import PERTURBATION_EXPORT, OutputDir
 from audit.memorization.replication import read_image_file
 from audit.io.store import scan
 from schemas import PERTURBATION_SAMPLES, TABLES
@@ -153,7 +153,25 @@ def perturbations(data: ReportData) -> str:
         hist = feature_histograms(tested, ref)
     probes = [t for t in tests if t["scope"] == "dataset" and "probe" in t["test"]]
     return sections.perturbations_section(tests, flags[0]["n"] if flags else None, hist,
-                                          probe_accuracy_chart(probes), reference)
+                                          probe_accuracy_chart(probes), reference, training_recommendation(data))
+
+
+def training_recommendation(data: ReportData) -> dict | None:
+    """The perturbation export's early-stopping recommendation (a dict), or None."""
+    path = data.out.root / PERTURBATION_EXPORT
+    try:
+        rec = json.loads(path.read_text()).get("training_recommendation") if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        data.notes.append(f"{PERTURBATION_EXPORT} could not be read")
+        return None
+    if not isinstance(rec, dict):
+        return None
+    numbers = {k: rec.get(k) for k in ("stop_at_epoch", "of_epochs", "reference_accuracy_at_peak",
+                                       "final_reference_accuracy")}
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers.values()):
+        return None
+    curve = [a for a in rec.get("epoch_accuracy") or [] if isinstance(a, (int, float))]
+    return {**numbers, "data": str(rec.get("data", "")), "epoch_accuracy": curve}
 
 
 def replication(data: ReportData, top: int) -> str:

@@ -120,7 +120,7 @@ def _verdict(v) -> str:
 
 
 def perturbations_section(tests: list[dict], n_flagged: int | None, histograms: str | None,
-                          probe_chart: str | None, reference: list[str]) -> str:
+                          probe_chart: str | None, reference: list[str], stop: dict | None = None) -> str:
     if not tests and not histograms:
         return section("perturbations", "Perturbations (unlearnable data)",
                        nothing("no perturbation features or tests (perturbations.features / .tests off, "
@@ -147,6 +147,17 @@ def perturbations_section(tests: list[dict], n_flagged: int | None, histograms: 
             ["data", "test", "class", "statistic", "threshold"],
             [[text(t["data"]), text(t["test"]), cut(t.get("label"), 80), num(t.get("statistic")), num(t.get("threshold"))]
              for t in failing_classes[:50]])
+    if stop:  # exports/perturbation_sanitizer.json's training_recommendation (audit.perturbations.early_stopping)
+        curve = stop.get("epoch_accuracy") or []
+        body += ("<h3>Training recommendation: early stopping</h3><p>The data failed against the reference. "
+                 "Trained on it, the small CNN's accuracy on the clean reference peaks at the epoch below; stopping "
+                 "there is a defence against poisons that take hold late (the peak, not the final accuracy, is "
+                 "what such data teaches). From exports/perturbation_sanitizer.json (training_recommendation: "
+                 "for the data the clean job writes).</p>" + table(
+                     ["data", "stop at epoch", "reference accuracy at the peak", "at the last epoch", "curve"],
+                     [[text(stop.get("data")), f"{num(stop.get('stop_at_epoch'), '{}')} of {num(stop.get('of_epochs'), '{}')}",
+                       num(stop.get("reference_accuracy_at_peak")), num(stop.get("final_reference_accuracy")),
+                       text(" ".join(f"{a:.2f}" for a in curve))]]))
     body += "<h3>Probe accuracies vs thresholds</h3>" + (probe_chart or nothing("no probe test rows"))
     body += ("<h3>Per-sample feature histograms (tested vs reference shards)</h3>"
              + (histograms or nothing("no perturbation_samples rows")))

@@ -4,6 +4,7 @@ verdicts, sanitizer trial) on real MNIST digits against a clean MNIST reference.
 import numpy as np
 import pytest
 
+from audit.perturbations import early_stopping
 from audit.perturbations.perturbation_audit import ImageSet, PerturbationConfig, Trial, audit, center_crop, choose, teaches
 from audit.perturbations.probes import CheckResult, reference_accuracy
 from audit.perturbations.verdicts import (Verdict, calibrate, default_thresholds, feature_cuts, feature_outliers,
@@ -82,6 +83,11 @@ def test_audit_finds_class_wise_noise_and_passes_clean_data():
     # the re-test ran every test again, against thresholds from the reference sanitized the same way
     assert set(cache) >= {"original", bad.trials[0].sanitizer}
     assert {v.result.test for v in bad.trials[0].verdicts} == {v.result.test for v in bad.verdicts}
+    # early stopping: the recommendation is for the data the clean job writes (the chosen sanitizer's)
+    rec = early_stopping.for_outcome(bad)
+    assert rec["data"] == f"sanitized:{bad.chosen.sanitizer}" and rec["of_epochs"] == len(rec["epoch_accuracy"]) == 8
+    assert rec["reference_accuracy_at_peak"] == max(rec["epoch_accuracy"]) >= rec["final_reference_accuracy"]
+    assert rec["epoch_accuracy"][rec["stop_at_epoch"] - 1] == rec["reference_accuracy_at_peak"]
 
 
 def _trial(name: str, n_failed: int, acc: float | None) -> Trial:
@@ -112,3 +118,6 @@ def test_reference_accuracy_is_what_the_data_teaches_about_the_reference():
     assert good.statistic > 0.8 and shuffled.statistic < 0.3, (good.statistic, shuffled.statistic)
     assert set(good.per_class) == set(range(10)) and good.details["n_reference"] == 600
     assert judge([good], {})[0].verdict == "pass"  # context, never a verdict
+    # the curve's last point is the statistic: evaluated after each epoch on the same reference
+    assert len(good.details["epoch_accuracy"]) == good.details["epochs"]
+    assert good.details["epoch_accuracy"][-1] == pytest.approx(good.statistic, abs=1e-4)

@@ -200,3 +200,23 @@ def test_a_run_over_the_failure_threshold_still_writes_the_report(broken_dir, tm
     page = (tmp_path / "reports" / "index.html").read_text(encoding="utf-8")
     assert "<td>status</td><td>failed</td>" in section_html(page, "summary")
     assert "CorruptImage" in section_html(page, "errors")
+
+
+def test_the_early_stopping_recommendation_is_shown_escaped_and_a_broken_export_is_left_out(audited, tmp_path):
+    import json
+    from audit.io.output_dir import PERTURBATION_EXPORT
+    out, _ = audited
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    export = copy / PERTURBATION_EXPORT
+    record = json.loads(export.read_text())
+    rec = {"data": XSS_CAPTION, "stop_at_epoch": 3, "of_epochs": 8, "reference_accuracy_at_peak": 0.71,
+           "final_reference_accuracy": 0.42, "epoch_accuracy": [0.5, 0.6, 0.71, 0.6, 0.5, 0.45, 0.43, 0.42]}
+    export.write_text(json.dumps({**record, "training_recommendation": rec}))
+    body = section_html(Path(write_report(copy, tmp_path / "r1")).read_text(encoding="utf-8"), "perturbations")
+    assert "early stopping" in body and "3 of 8" in body and "0.71" in body and "0.42" in body
+    assert html.escape(XSS_CAPTION, quote=True) in body and "<script" not in body.lower()
+    for broken in ("{not json", json.dumps({**record, "training_recommendation": {**rec, "stop_at_epoch": "<b>"}})):
+        export.write_text(broken)
+        body = section_html(Path(write_report(copy, tmp_path / "r2")).read_text(encoding="utf-8"), "perturbations")
+        assert "early stopping" not in body and "<b>" not in body
