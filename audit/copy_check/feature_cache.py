@@ -272,6 +272,34 @@ def _current(path) -> bool:
         return False
 
 
+class SplitFeatures:
+    """Two caches over one verifier row space: rows < `n_first` are `first`'s rows, the others
+    `second`'s (row - n_first); e.g. contamination's training rows (its own folder, read only)
+    and eval rows (the folder the command writes)."""
+
+    def __init__(self, first: FeatureCache, second: FeatureCache, n_first: int):
+        self.first, self.second, self.n_first = first, second, n_first
+
+    def _side(self, row: int) -> tuple[FeatureCache, int]:
+        return (self.first, row) if row < self.n_first else (self.second, row - self.n_first)
+
+    def get(self, row: int) -> Prepared | None:
+        cache, r = self._side(row)
+        return cache.get(r)
+
+    def put(self, row: int, p: Prepared) -> None:
+        cache, r = self._side(row)
+        cache.put(r, p)
+
+    def close(self) -> None:
+        self.first.close()
+        self.second.close()
+
+    def abort(self) -> None:
+        self.first.abort()
+        self.second.abort()
+
+
 def feature_cache(out: OutputDir, cfg, keys: Sequence[tuple[str, str]], hashes: Sequence,
                   run_id: str) -> FeatureCache | None:
     """The job's cache for one dedup run's row space, or None when `cfg.near_feature_cache`

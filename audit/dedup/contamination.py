@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 
 from audit.dedup.copy_detection import CopyDetection, NearEdges, copy_edges, knn_candidates
+from audit.copy_check.feature_cache import FeatureCache, SplitFeatures
 from audit.copy_check.verification import CopyRule, PairVerifier
 from audit.ingest.stored_images import stored_image_fetcher
 from audit.dedup.corpus import Corpus
@@ -31,13 +32,23 @@ from audit.dedup.vector_index import Edges, IndexConfig, iter_cross_edges
 
 
 def contamination_verifier(train_out, train: Corpus, eval_out, eval_: Corpus, opener: Callable,
-                           rule: CopyRule = CopyRule()) -> PairVerifier:
+                           rule: CopyRule = CopyRule(), cache_run_id: str | None = None) -> PairVerifier:
     """A PairVerifier over the check's row space (module doc): images read back from each
-    set's own output folder (`*_out`: OutputDir) through `opener(uri)`."""
+    set's own output folder (`*_out`: OutputDir) through `opener(uri)`. With `cache_run_id`,
+    prepared images come from the feature caches (audit.copy_check.feature_cache) of both
+    folders when there (the training folder's is only read: the command writes nothing there),
+    and the eval images prepared here are added to the eval folder's under that run id (commit
+    with `saving_features`)."""
     n_train = len(train)
-    from_train = stored_image_fetcher(train_out, list(zip(train.shard, train.key)), opener)
-    from_eval = stored_image_fetcher(eval_out, list(zip(eval_.shard, eval_.key)), opener)
-    return PairVerifier(lambda row: from_train(row) if row < n_train else from_eval(row - n_train), rule)
+    train_keys, eval_keys = list(zip(train.shard, train.key)), list(zip(eval_.shard, eval_.key))
+    from_train = stored_image_fetcher(train_out, train_keys, opener)
+    from_eval = stored_image_fetcher(eval_out, eval_keys, opener)
+    features = None
+    if cache_run_id is not None:
+        features = SplitFeatures(FeatureCache(train_out, train_keys, train.byte_hash, cache_run_id, write=False),
+                                 FeatureCache(eval_out, eval_keys, eval_.byte_hash, cache_run_id), n_train)
+    return PairVerifier(lambda row: from_train(row) if row < n_train else from_eval(row - n_train), rule,
+                        features=features)
 
 
 def find_contamination(train: Corpus, eval_: Corpus, threshold: float, run_id: str, train_ref: str,

@@ -54,7 +54,8 @@ def add_parsers(sub) -> None:
 
 
 def cmd_contamination(args) -> int:
-    from audit.dedup.contamination import contamination_verifier, find_contamination  # OpenCV (the copy check)
+    from audit.copy_check.feature_cache import saving_features  # OpenCV (the copy check)
+    from audit.dedup.contamination import contamination_verifier, find_contamination
     train = OutputDir(require_existing(args.train, "audit"))
     ev = OutputDir(require_existing(args.eval, "audit", adopt=True))  # the table goes into it
     dedup = with_overrides(load_config(args.config), "dedup", near_threshold=args.threshold).dedup
@@ -63,10 +64,12 @@ def cmd_contamination(args) -> int:
     try:
         run_id = new_run_id()
         train_corpus, eval_corpus = load_corpus(train), load_corpus(ev)
-        verifier = (contamination_verifier(train, train_corpus, ev, eval_corpus, open_uri, det.rule)
+        verifier = (contamination_verifier(train, train_corpus, ev, eval_corpus, open_uri, det.rule,
+                                           run_id if dedup.near_feature_cache else None)
                     if dedup.near_verify else None)
-        rows = find_contamination(train_corpus, eval_corpus, dedup.near_threshold, run_id, str(train.root),
-                                  dedup.index, det, verifier)
+        with saving_features(verifier):
+            rows = find_contamination(train_corpus, eval_corpus, dedup.near_threshold, run_id, str(train.root),
+                                      dedup.index, det, verifier)
         ev.write_run_table(CONTAMINATION, run_id, rows)
         store.refresh_views(ev, TABLES)
     finally:
@@ -77,7 +80,8 @@ def cmd_contamination(args) -> int:
           f"({len(rows) / max(n_eval, 1):.1%}; exact {kinds['exact']}, near {kinds['near']})")
     if verifier is not None:
         print(f"copy check: {verifier.checked} pairs checked, {verifier.rejected} vetoed, "
-              f"{verifier.added} candidates under the threshold added")
+              f"{verifier.added} candidates under the threshold added; {verifier.prepared} images prepared, "
+              f"{verifier.cache_hits} from the feature cache")
     print(f'table: shardguard sql --out {shlex.quote(str(ev.root))} "SELECT * FROM contamination"')
     return 0
 

@@ -168,3 +168,14 @@ def test_contamination_finds_the_copies_dedup_finds(shards, global_run, tmp_path
     for s, k, kind, ts, tk, sim in found:  # each copy's best match is its source, at the SSCD cosine
         assert kind == "near" and s == COPIES_IN[tk] and k[:-1] == tk
         assert np.isclose(sim, float(vec[(ts, tk)] @ vec[(s, k)]), atol=1e-4)
+    # a second run reads the eval images it prepared from the eval folder's feature cache (the
+    # training folder is only read: nothing is written there) and finds the same copies
+    first_hits = int(said.split(" images prepared, ")[1].split()[0])
+    assert main(["contamination", "--train", str(tmp_path / "train"), "--eval", str(tmp_path / "eval")]) == 0
+    again = capsys.readouterr().out
+    assert int(again.split(" images prepared, ")[1].split()[0]) > first_hits
+    assert not (tmp_path / "train" / "features").exists()
+    second = sorted(query(tmp_path / "eval", "SELECT eval_shard, eval_key, kind, train_shard, train_key, similarity "
+                                             "FROM contamination WHERE run_id = (SELECT max(run_id) FROM contamination)")[1])
+    assert [r[:5] for r in second] == sorted(r[:5] for r in found)
+    assert np.allclose([r[5] for r in second], [r[5] for r in sorted(found)])
