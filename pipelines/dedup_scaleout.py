@@ -21,7 +21,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from audit.dedup.copy_detection import NearEdges, copy_edges, knn_candidates
+from audit.copy_check.feature_cache import feature_cache, saving_features
 from audit.copy_check.verification import PairVerifier
+from audit.ingest.sample_store import byte_hashes
 from audit.ingest.stored_images import stored_image_fetcher
 from audit.dedup.corpus import load_corpus, model_dirs, shard_vectors
 from audit.dedup.duplicate_clusters import VECTOR_KINDS, DedupConfig, find_duplicates
@@ -30,6 +32,7 @@ from audit.io.output_dir import OutputDir
 from audit.dedup.partitioned import assign, group_summary, n_centroids_for, train_centroids
 from audit.dedup.vector_index import Edges
 from pipelines.dedup import count_decisions, dedup_counters
+from pipelines.progress import counter
 from pipelines.shard_uris import open_uri
 from schemas import DUPLICATES
 
@@ -73,6 +76,7 @@ class AssignShardFn(beam.DoFn):
 
     def process(self, shard: str):
         out = OutputDir(self.out_root)
+        hashes = None
         for mdir in model_dirs(out):
             if mdir.name not in self.plans:
                 continue
@@ -80,29 +84,32 @@ class AssignShardFn(beam.DoFn):
             _, _, keys, x = shard_vectors(out, mdir, shard)
             if not keys:
                 continue
+            if hashes is None:  # the bytes' hash keys the copy check's feature cache
+                hashes = byte_hashes(out, shard)
             groups = assign(x, centroids, self.top)
             for row, key in enumerate(keys):
-                for c in groups[row]:
-                    yield (mdir.name, int(c)), ((str(shard), key), x[row], groups[row])  # a sample is (shard, key)
+                for c in groups[row]:  # a sample is (shard, key)
+                    yield (mdir.name, int(c)), ((str(shard), key), x[row], groups[row], hashes.get(key))
 
 
 class GroupEdgesFn(beam.DoFn):
-    def __init__(self, plans: dict[str, tuple[str, np.ndarray]], cfg: DedupConfig, out_root: str = ""):
+    def __init__(self, plans: dict[str, tuple[str, np.ndarray]], cfg: DedupConfig, out_root: str = "",
+                 run_id: str = ""):
         self.kinds = {name: kind for name, (kind, _) in plans.items()}
-        self.cfg, self.out_root = cfg, out_root
+        self.cfg, self.out_root, self.run_id = cfg, out_root, run_id
+        self.counts = {k: counter(f"dedup_{k}") for k in ("near_checked", "near_rejected", "near_prepared",
+                                                          "near_cache_hits")}
 
-    def checker(self, kind: str, members: list):
+    def verifier(self, kind: str, members: list, part: str) -> PairVerifier | None:
         """The near pairs' geometric check over this group's members (images read back from
-        their tars), or None."""
+        their tars; prepared images from and into the feature cache, this group's own file), or None."""
         if kind != "near" or not self.cfg.near_verify or not self.out_root:
             return None
+        out = OutputDir(self.out_root)
         keys = [tuple(m[0]) for m in members]
-        verifier = PairVerifier(stored_image_fetcher(OutputDir(self.out_root), keys, open_uri),
-                                self.cfg.copy_detection().rule)
-        det = self.cfg.copy_detection()
-        x = np.stack([m[1] for m in members])  # the group's candidates: the same rule as the global mode
-        return lambda blocks: copy_edges(
-            NearEdges(blocks, [knn_candidates(x, x, det, self.cfg.index, self_search=True)]), det, verifier)
+        features = feature_cache(out, self.cfg, keys, [m[3] for m in members], self.run_id, part) if self.run_id else None
+        return PairVerifier(stored_image_fetcher(out, keys, open_uri), self.cfg.copy_detection().rule,
+                            features=features)
 
     def process(self, element):
         """-> (model dir, ([sample id of each node the summary names], summary over those nodes))"""
@@ -111,8 +118,19 @@ class GroupEdgesFn(beam.DoFn):
         if len(members) < 2:
             return
         kind = self.kinds[model_dir]
-        s = group_summary(np.stack([m[1] for m in members]), np.stack([m[2] for m in members]), group,
-                          self.cfg.threshold(kind), self.cfg.index, self.checker(kind, members))
+        verifier = self.verifier(kind, members, f"{model_dir}-g{group}")
+        checker = None
+        if verifier is not None:
+            det = self.cfg.copy_detection()
+            x = np.stack([m[1] for m in members])  # the group's candidates: the same rule as the global mode
+            checker = lambda blocks: copy_edges(  # noqa: E731
+                NearEdges(blocks, [knn_candidates(x, x, det, self.cfg.index, self_search=True)]), det, verifier)
+        with saving_features(verifier):
+            s = group_summary(np.stack([m[1] for m in members]), np.stack([m[2] for m in members]), group,
+                              self.cfg.threshold(kind), self.cfg.index, checker)
+        if verifier is not None:
+            for k in ("checked", "rejected", "prepared", "cache_hits"):
+                self.counts[f"near_{k}"].inc(getattr(verifier, k))
         used = np.unique(np.concatenate([s.link_i, s.link_j, s.near_i, s.near_j]))
         if len(used) == 0:
             return
@@ -188,7 +206,8 @@ class PartitionedDedup(beam.PTransform):
         summaries = (pbegin | "Shards" >> beam.Create(self.shards)
                      | "AssignToCentroids" >> beam.ParDo(AssignShardFn(self.out_root, self.plans, self.cfg.top_centroids))
                      | "GroupByCentroid" >> beam.GroupByKey()
-                     | "ExactSearchInGroup" >> beam.ParDo(GroupEdgesFn(self.plans, self.cfg, self.out_root)))
+                     | "ExactSearchInGroup" >> beam.ParDo(GroupEdgesFn(self.plans, self.cfg, self.out_root,
+                                                                       self.run_id)))
         return (pbegin | "One" >> beam.Create([None])
                 | "Cluster" >> beam.ParDo(FinalizeFn(self.out_root, self.run_id, self.cfg, self.plans),
                                           summaries=beam.pvalue.AsIter(summaries)))

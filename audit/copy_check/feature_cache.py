@@ -2,7 +2,7 @@
 incremental run does not decode and re-describe the accepted samples it checks again.
 
 Layout: OUT/features/copy_check/run=<run_id>.parquet, one file per dedup run that checked
-pairs, written atomically (audit.io.atomic_files) and recorded in OUT/_files like every table
+pairs (partitioned dedup: run=<run_id>-<model>-g<group>.parquet, one per group that did), written atomically (audit.io.atomic_files) and recorded in OUT/_files like every table
 file (audit.io.output_dir): a file without a record, or whose size no longer matches it, is
 never read. A row per sample prepared in that run: shard, key, byte_hash (the sample's bytes
 as ingested: a re-ingested sample with other bytes misses), a CRC32 over the row's encoded
@@ -153,8 +153,9 @@ class FeatureCache:
     """Prepared images of one row space (module doc). `write=False`: read only."""
 
     def __init__(self, out: OutputDir, keys: Sequence[tuple[str, str]], hashes: Sequence, run_id: str,
-                 write: bool = True):
+                 write: bool = True, part: str = ""):
         self.out, self.keys, self.hashes, self.run_id, self.write = out, keys, hashes, run_id, write
+        self.part = part  # several writers in one run (partitioned dedup's groups): run=<id>-<part>.parquet
         self.folder = out.root / FOLDER
         self._index: dict[tuple[str, str], tuple[int, int, int, str | None]] | None = None
         self._files: list[pq.ParquetFile] = []
@@ -231,7 +232,7 @@ class FeatureCache:
             self._flush()
 
     def path(self):
-        return self.folder / f"run={self.run_id}.parquet"
+        return self.folder / (f"run={self.run_id}-{self.part}.parquet" if self.part else f"run={self.run_id}.parquet")
 
     def _flush(self) -> None:
         if not self._rows:
@@ -301,10 +302,10 @@ class SplitFeatures:
 
 
 def feature_cache(out: OutputDir, cfg, keys: Sequence[tuple[str, str]], hashes: Sequence,
-                  run_id: str) -> FeatureCache | None:
+                  run_id: str, part: str = "") -> FeatureCache | None:
     """The job's cache for one dedup run's row space, or None when `cfg.near_feature_cache`
     (a DedupConfig) is off."""
-    return FeatureCache(out, keys, hashes, run_id) if getattr(cfg, "near_feature_cache", True) else None
+    return FeatureCache(out, keys, hashes, run_id, part=part) if getattr(cfg, "near_feature_cache", True) else None
 
 
 @contextlib.contextmanager

@@ -44,6 +44,15 @@ def ok_rows(out, shard: str) -> list[dict]:
     return [r for r in t.to_pylist() if r["status"] == "ok"]
 
 
+def byte_hashes(out, shard: str) -> dict[str, str]:
+    """key -> byte_hash of the shard's ok samples (what keys the copy check's feature cache)."""
+    files = out.shard_files("samples", shard)
+    if not files:
+        return {}
+    t = pq.read_table(files[-1], columns=["key", "status", "byte_hash"]).to_pydict()
+    return {k: h for k, st, h in zip(t["key"], t["status"], t["byte_hash"]) if st == "ok"}
+
+
 def read_images(f: io.BufferedIOBase, rows: list[dict]) -> list[bytes]:
     """Image bytes by (image_offset, image_bytes); rows should be sorted by offset."""
     out = []

@@ -28,6 +28,7 @@ from audit.io.store import query
 from pipelines.cli import main
 from pipelines.config import JobConfig
 from pipelines.dedup_scaleout import PartitionedDedup
+from pipelines.progress import counter_values
 from pipelines.job import run_ingest
 from tests.demo_images import demo_images, jpeg
 from tests.job_outputs import write_tar
@@ -125,6 +126,35 @@ def test_partitioned_mode_gives_the_global_clusters(shards, global_run):
         _ = p | PartitionedDedup(str(out), "partitioned", cfg, ["a0", "a1", "b0", "b1"])
     write_decisions(OutputDir(out), "partitioned")  # what the job does after its corpus steps
     assert clusters(decisions(out, "partitioned")) == g
+    # the groups read the global run's feature cache: a cached check is the same check
+    assert near_counts(out, "partitioned-2", cfg)["near_cache_hits"] > 0
+
+
+def near_counts(out, run_id: str, cfg: DedupConfig) -> dict[str, int]:
+    """Runs partitioned dedup (run id `run_id`) on `out`: the near check's counters, after
+    checking that it gives the folder's global clusters."""
+    p = beam.Pipeline()
+    _ = p | PartitionedDedup(str(out), run_id, cfg, ["a0", "a1", "b0", "b1"])
+    result = p.run()
+    result.wait_until_finish()
+    write_decisions(OutputDir(out), run_id)
+    return {k.removeprefix("dedup_"): v for k, v in counter_values(result).items() if k.startswith("dedup_near_")}
+
+
+def test_partitioned_groups_keep_their_prepared_images_for_the_next_run(global_run, tmp_path):
+    out, g, _ = global_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "features")  # no cache: every group prepares its images and stores them
+    cfg = DedupConfig(mode="partitioned", n_centroids=6)
+    first = near_counts(copy, "p1", cfg)
+    assert first["near_prepared"] > 0  # (a sample in two groups may be read from the group that ran first)
+    files = sorted((copy / "features" / "copy_check").glob("run=p1-*-g*.parquet"))  # one file per group
+    assert len(files) > 1 and all(OutputDir(copy).is_recorded(f) for f in files)
+    assert clusters(decisions(copy, "p1")) == g
+    second = near_counts(copy, "p2", cfg)
+    assert second["near_prepared"] == 0 and second["near_cache_hits"] == first["near_prepared"] + first["near_cache_hits"]
+    assert second["near_checked"] == first["near_checked"] and clusters(decisions(copy, "p2")) == g
 
 
 def test_incremental_mode_gives_the_global_clusters(shards, global_run, tmp_path):
