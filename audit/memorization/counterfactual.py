@@ -9,7 +9,8 @@ prompt embedding, `FineTune` settings. Both arms of one comparison see the same 
 training rows (one seeded permutation, the left-out rows skipped), the same timesteps and the
 same noise, so the difference between them is the left-out data.
 Output: `denoising_loss` (mean epsilon MSE over fixed (timestep, noise) draws);
-`compare` -> {base, without_topk, without_random} losses on the query.
+`compare` -> {base, without_topk, without_random, without_random_2} losses on the query
+(two random arms: their gap is the noise floor).
 Failure: ValueError when leaving the rows out empties the training set.
 """
 
@@ -76,12 +77,16 @@ def fine_tune(model, x0: torch.Tensor, emb: torch.Tensor, leave_out, cfg: FineTu
 
 def compare(model, x0: torch.Tensor, emb: torch.Tensor, topk_rows, query_x0: torch.Tensor,
             query_emb: torch.Tensor, cfg: FineTune = FineTune()) -> dict:
-    """The query's loss before fine-tuning, after fine-tuning without its top-k rows, and after
-    fine-tuning without k random other rows (seeded by cfg.seed)."""
+    """The query's loss before fine-tuning (`base`), after fine-tuning without its top-k rows
+    (`without_topk`), and after fine-tuning without k random other rows, twice with different
+    rows (`without_random`, `without_random_2`; seeded by cfg.seed): the gap between the two
+    random arms is the noise floor of the top-k-minus-random difference."""
     topk_rows = sorted(set(int(i) for i in topk_rows))
     others = np.setdiff1d(np.arange(len(x0)), topk_rows)
-    random_rows = np.random.default_rng(cfg.seed + 1).choice(others, min(len(topk_rows), len(others)), replace=False)
+    k = min(len(topk_rows), len(others))
+    randoms = [np.random.default_rng(cfg.seed + j).choice(others, k, replace=False).tolist() for j in (1, 2)]
     loss = lambda unet: denoising_loss(model, unet, query_x0, query_emb, cfg.eval_draws, cfg.seed)  # noqa: E731
     return {"base": loss(model.unet),
             "without_topk": loss(fine_tune(model, x0, emb, topk_rows, cfg)),
-            "without_random": loss(fine_tune(model, x0, emb, random_rows.tolist(), cfg))}
+            "without_random": loss(fine_tune(model, x0, emb, randoms[0], cfg)),
+            "without_random_2": loss(fine_tune(model, x0, emb, randoms[1], cfg))}

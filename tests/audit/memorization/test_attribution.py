@@ -90,24 +90,33 @@ def planted_audit(demo_sample, tmp_path_factory):
 
 @pytest.mark.beam
 def test_the_tiny_models_planted_prompt_is_attributed_to_its_training_image(planted_audit, tmp_path):
-    """The tiny demo model memorized its planted pairs: images it generates from a planted caption
-    have that pair's training image among their top-10 SSCD neighbours far more often than chance
-    (10 of 250 images: 4%), and nearer than images from other captions."""
+    """The tiny demo model memorized its planted pairs: most images it generates from the planted
+    caption whose pair lies in shard 00000 have that pair's training image as their top-1 SSCD
+    neighbour among the shard's ~250 (chance: 0.4% each). Sampled as `tiny_diffusion.generate`
+    does (guidance 1.0, seeds 0, 1, 2); benchmarks/attribution.py measures all 10 planted pairs."""
     import sys
+
+    from PIL import Image
+
+    from audit.memorization.config import SamplerConfig
+    from audit.memorization.diffusion_models import DiffusionModel
+    from audit.memorization.diffusion_sampling import generate
     sys.path.insert(0, str(REPO / "infra" / "demo"))
     import tiny_diffusion
     planted = json.loads((REPO / "infra" / "demo" / "tiny_diffusion" / "planted.json").read_text())["planted"]
     target = next(p for p in planted if p["shard"] == "00000")
-    model = tiny_diffusion.assemble(tmp_path / "model")
-    tiny_diffusion.generate(model, tmp_path / "gen", per_prompt=3, others=4, seed=0)
-    items = [g for g in read_generated(str(tmp_path / "gen")) if g.prompt in (target["caption"],)
-             or g.name.startswith("other")]
+    model = DiffusionModel.load(tiny_diffusion.assemble(tmp_path / "model"))
+    images = generate(model, [target["caption"]] * 3, [0, 1, 2], SamplerConfig(guidance_scale=1.0))
+    (tmp_path / "gen").mkdir()
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(tmp_path / "gen" / f"planted-{i}.png")
+        (tmp_path / "gen" / f"planted-{i}.txt").write_text(target["caption"])
     index = image_index(OutputDir(planted_audit), "sscd")
-    rows = attribute(items, index, sscd_embedder(index.model_id), k=10)
-    hits = {r["query"] for r in rows if r.get("rank") and (r["shard"], r["key"]) == (target["shard"], target["key"])}
-    mine = [g.name for g in items if g.prompt == target["caption"]]
-    assert len(mine) == 3 and len(hits & set(mine)) >= 2, (hits, mine)
-    assert not hits - set(mine)  # no image from another caption is attributed to the planted pair
+    assert len(index.keys) > 200  # the shard's accepted images (one of its 250 is rejected at ingest)
+    rows = attribute(read_generated(str(tmp_path / "gen")), index, sscd_embedder(index.model_id), k=10)
+    top1 = [(r["shard"], r["key"]) for r in rows if r.get("rank") == 1]
+    assert len(top1) == 3 and all(r["prompt"] == target["caption"] for r in rows)
+    assert top1.count((target["shard"], target["key"])) >= 2, top1
 
 
 def _hostile_generated(gen, n_copies=2):
