@@ -1,6 +1,7 @@
 """Data attribution with self-supervised features, measured on the tiny demo model, as a table.
 
-    .venv/bin/python benchmarks/attribution.py          # ~5 min on 2 CPU cores (first run: + audit, generation)
+    .venv/bin/python benchmarks/attribution.py   # 2 CPU cores: ~1 min per counterfactual query idle, up to 6 shared;
+                                                 # the first run adds the audit (~2 min) and generation (~9 min)
 
 Setup (cached under .cache/attribution-bench/, reused by later runs): the audit of the demo
 model's training shards 00000-00002 (ingest + SSCD vectors, `shardguard run`'s job), the tiny

@@ -11,6 +11,8 @@ decode is a row with `error` set and no similarity; it counts in no statistic. I
 decoded under ingest's guards (audit.ingest.image_decode via the SSCD embedder: bomb, format, geometry
 and decode-memory checks from the header), and a file over `ImageLimits.max_bytes` is not read
 at all: both are rows with `error` set, never a crash or a huge allocation.
+Shared with attribution (audit.memorization.attribution): `read_generated`, `image_index` (the
+audit's stored image vectors of one model family, SSCD or CLIP) and `embed_chunks`.
 """
 
 from __future__ import annotations

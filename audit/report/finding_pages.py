@@ -98,7 +98,7 @@ def replication_pairs_table(rows: list[dict], generated: dict, images: dict, siz
                   "training sample"], body)
 
 
-ATTRIBUTION_STYLE = ".attr{display:inline-block;margin:0 6px 6px 0;text-align:center;font-size:12px}"
+ATTRIBUTION_STYLE = ".attr{display:inline-block;vertical-align:top;margin:0 6px 6px 0;text-align:center;font-size:12px}"
 
 
 def attribution_page(out: OutputDir, rows: list[dict], generated: dict, opener: Callable, model: str,
