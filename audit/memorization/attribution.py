@@ -1,11 +1,12 @@
 """Data attribution of generated images with self-supervised features: which training images
 explain a model output?
 
-The minimalist baseline of the attribution literature (feature similarity in a self-supervised
-backbone, as in Wang et al., "Evaluating Data Attribution for Text-to-Image Models", ICCV 2023,
-against which costly gradient and retraining ensembles are compared): rank the training images
-by the cosine between their features (SSCD, or CLIP's image tower) and the query's. The training side is the vectors the audit already stored
-(OUT/vectors, audit.dedup.corpus); only the queries are embedded, with the same model id.
+The minimalist baseline of data attribution (feature similarity in a self-supervised backbone,
+as in Wang et al., "Evaluating Data Attribution for Text-to-Image Models", ICCV 2023; the
+issue's source papers find it explains a model output about as well as costly ensembles): rank
+the training images by the cosine between their features (SSCD, or CLIP's image tower) and the
+query's. The training side is the vectors the audit already stored (OUT/vectors,
+audit.dedup.corpus); only the queries are embedded, with the same model id.
 
 Input: generated images (audit.memorization.replication.read_generated: a folder with optional
 same-name .txt prompts, a tar, or a glob of tars), the training set's `TrainIndex`

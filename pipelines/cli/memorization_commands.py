@@ -189,5 +189,6 @@ def cmd_attribution(args) -> int:
     if failed:
         print(f"{failed} generated images could not be attributed (rows with error set)")
     print(f"report: {page}")
-    print(f'table:  shardguard sql --out {out.root} "SELECT query, rank, shard, key, score FROM attribution ORDER BY query, rank"')
+    print(f'table:  shardguard sql --out {out.root} '
+          '"SELECT query, rank, shard, key, score FROM attribution ORDER BY query, rank"')
     return 0
