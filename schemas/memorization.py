@@ -1,10 +1,11 @@
-"""Memorization (Wen et al., ICLR 2024) and replication (Somepalli et al., CVPR 2023) tables.
+"""Memorization (Wen et al., ICLR 2024), replication (Somepalli et al., CVPR 2023) and attribution tables.
 
 Files: memorization_scores is per shard, OUT/memorization_scores/<model-slug>-<config>/run=<run_id>/<shard>.parquet
 (the raw scores, reused by later runs with the same model and settings). memorization and
 memorization_runs are corpus-level, OUT/<table>/run=<run_id>/run.parquet: the view shows the
 latest run, `<table>_history` every run. replication and replication_summary are written by
-`shardguard replication`, one file per check (latest check in the view).
+`shardguard replication`, one file per check (latest check in the view); attribution by
+`shardguard attribution`, one file per run (latest run in the view, `attribution_history` all).
 """
 
 import pyarrow as pa
@@ -88,5 +89,20 @@ REPLICATION_SUMMARY = table(
     column("p95_similarity", pa.float64(), "95th percentile of top-1 similarity."),
     column("generated_from", pa.string(), "--generated as given."),
     column("against", pa.string(), "--against (the training set's audit output)."),
+    latest_only=True,
+)
+
+ATTRIBUTION = table(
+    "attribution", "Per generated image (query), its k most similar training images in a self-supervised "
+    "feature space (shardguard attribution): the training data that best explains the output.", 1,
+    column("run_id", pa.string(), "Attribution run id.", False),
+    column("query", pa.string(), "Generated image: file path under --generated, or '<tar name>/<key>' in tars.", False),
+    column("prompt", pa.string(), "Prompt that produced it, when known (a same-name .txt, or the sample's .txt in a tar)."),
+    column("rank", pa.int32(), "1 = the most similar training image; null on an error row."),
+    column("shard", pa.string(), "Shard of the training image."),
+    column("key", pa.string(), "Key of the training image in its shard."),
+    column("score", pa.float32(), "Cosine similarity of the query's and the training image's features (stored vectors)."),
+    column("model", pa.string(), "Image model id of the features (the one the audit embedded the training set with)."),
+    column("error", pa.string(), "Why the query could not be attributed (one row per such query, rank null)."),
     latest_only=True,
 )

@@ -11,6 +11,8 @@ decode is a row with `error` set and no similarity; it counts in no statistic. I
 decoded under ingest's guards (audit.ingest.image_decode via the SSCD embedder: bomb, format, geometry
 and decode-memory checks from the header), and a file over `ImageLimits.max_bytes` is not read
 at all: both are rows with `error` set, never a crash or a huge allocation.
+Shared with attribution (audit.memorization.attribution): `read_generated`, `image_index` (the
+audit's stored image vectors of one model family, SSCD or CLIP) and `embed_chunks`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from audit.dedup.corpus import model_dirs, shard_vectors
 from audit.ingest.image_decode import ImageLimits
@@ -92,20 +95,42 @@ class TrainIndex:
     vectors: np.ndarray
 
 
-def sscd_index(out: OutputDir) -> TrainIndex:
-    """The training set's SSCD vectors (every shard of the first SSCD model in OUT)."""
-    dirs = [d for d in model_dirs(out) if d.name.startswith("sscd")]
-    if not dirs:
-        raise FileNotFoundError(f"{out.root} has no SSCD embeddings: run `shardguard run` with SSCD on first")
-    shards = sorted({p.stem for p in dirs[0].glob("run=*/*.parquet")})
+def image_models(out: OutputDir) -> dict[str, object]:
+    """Image embedding models whose vectors OUT holds: model id -> its embeddings folder."""
+    found = {}
+    for d in model_dirs(out):
+        files = sorted(d.glob("run=*/*.parquet"))
+        if files:
+            t = pq.read_table(files[0], columns=["model", "modality"]).slice(0, 1).to_pylist()
+            if t and t[0]["modality"] == "image":
+                found[t[0]["model"]] = d
+    return found
+
+
+def image_index(out: OutputDir, family: str = "sscd") -> TrainIndex:
+    """The training set's stored image vectors (every shard) of the first model whose id starts
+    with `family` ('sscd', 'clip'). Failure: FileNotFoundError naming the image models OUT has."""
+    models = image_models(out)
+    ids = sorted(m for m in models if m.startswith(family))
+    if not ids:
+        has = ", ".join(sorted(models)) or "none"
+        raise FileNotFoundError(f"{out.root} has no {family.upper()} image embeddings (it has: {has}): "
+                                f"run `shardguard run` with {family.upper()} on first")
+    d = models[ids[0]]
+    shards = sorted({p.stem for p in d.glob("run=*/*.parquet")})
     model, sh, keys, vecs = "", [], [], []
     for shard in shards:
-        m, _, k, v = shard_vectors(out, dirs[0], shard)
+        m, _, k, v = shard_vectors(out, d, shard)
         model = model or m
         sh += [shard] * len(k)
         keys += k
         vecs.append(v)
     return TrainIndex(model, sh, keys, np.concatenate(vecs) if vecs else np.zeros((0, 512), np.float32))
+
+
+def sscd_index(out: OutputDir) -> TrainIndex:
+    """The training set's SSCD vectors (every shard of the first SSCD model in OUT)."""
+    return image_index(out, "sscd")
 
 
 def sscd_embedder(model_id: str, torchscript: str | None = None):
@@ -138,10 +163,10 @@ def train_vs_train(index: TrainIndex, n: int, seed: int = 0) -> np.ndarray:
     return sims
 
 
-def match_generated(items: list[Generated], index: TrainIndex, embedder, threshold: float,
-                    batch: int = 64) -> list[dict]:
-    """One row per generated image (see schemas.memorization.REPLICATION, without run_id)."""
-    rows = []
+def embed_chunks(items: list[Generated], embedder, batch: int = 64):
+    """Yield (chunk, vectors, errors) per `batch` items: vectors maps a position in the chunk to
+    its float32 vector, errors a position to why the embedder rejected it (items that were
+    never read, `data is None`, are in neither: their own `error` says why)."""
     for start in range(0, len(items), batch):
         chunk = items[start:start + batch]
         ok = [i for i, g in enumerate(chunk) if g.data is not None]
@@ -152,6 +177,14 @@ def match_generated(items: list[Generated], index: TrainIndex, embedder, thresho
                 vec_of[ok[j]] = emb.vectors[pos]
             for j, et, msg in emb.errors:
                 err_of[ok[j]] = f"{et}: {msg}"
+        yield chunk, vec_of, err_of
+
+
+def match_generated(items: list[Generated], index: TrainIndex, embedder, threshold: float,
+                    batch: int = 64) -> list[dict]:
+    """One row per generated image (see schemas.memorization.REPLICATION, without run_id)."""
+    rows = []
+    for chunk, vec_of, err_of in embed_chunks(items, embedder, batch):
         have = sorted(vec_of)
         found = top1(np.stack([vec_of[i] for i in have]), index.vectors) if have else ([], [])
         best = {i: (int(b), float(s)) for i, b, s in zip(have, *found)}

@@ -1,4 +1,4 @@
-"""HTML pages for memorization and replication findings (OUT/reports/*.html).
+"""HTML pages for memorization, replication and attribution findings (OUT/reports/*.html).
 
 Input: the rows just written to the memorization or replication tables, the output folder
 (training images are read back from their tars by offset, audit.ingest.sample_store.StoredImages) and
@@ -96,3 +96,39 @@ def replication_pairs_table(rows: list[dict], generated: dict, images: dict, siz
             for r in rows]
     return table(["generated", "nearest training image", "similarity", "generated id", "prompt",
                   "training sample"], body)
+
+
+ATTRIBUTION_STYLE = ".attr{display:inline-block;vertical-align:top;margin:0 6px 6px 0;text-align:center;font-size:12px}"
+
+
+def attribution_page(out: OutputDir, rows: list[dict], generated: dict, opener: Callable, model: str,
+                     limit: int = 100, size: int = 96) -> str:
+    """One line per query (up to `limit`, in name order): the generated image, its prompt, and its
+    top-k training images with their scores; error rows say why. `generated` maps a query's name
+    to its bytes (only the shown ones are decoded)."""
+    queries: dict[str, list[dict]] = {}
+    for r in rows:
+        queries.setdefault(r["query"], []).append(r)
+    shown = sorted(queries)[:limit]
+    matched = [r for q in shown for r in queries[q] if r.get("rank") is not None]
+    try:
+        images, note = read_training_images(out, sorted({(r["shard"], r["key"]) for r in matched}), opener), ""
+    except OSError as e:  # the table holds the attribution; the page says why its images are missing
+        images, note = {}, f"<p class='muted'>Training images could not be read: {text(e)}</p>"
+    body = []
+    for q in shown:
+        ranked = sorted((r for r in queries[q] if r.get("rank") is not None), key=lambda r: r["rank"])
+        err = next((r["error"] for r in queries[q] if r.get("error")), None)
+        cells = "".join(f"<div class='attr'>{image_tag(images.get((r['shard'], r['key'])), size)}<br>"
+                        f"#{r['rank']} {r['score']:.3f}<br><span class='mono'>{text(r['shard'])}/{text(r['key'])}"
+                        f"</span></div>" for r in ranked)
+        body.append([image_tag(decode_or_none(generated.get(q)), size), text(q), text(queries[q][0].get("prompt")),
+                     cells or f"<span class='muted'>error: {text(err)}</span>"])
+    k = max((r["rank"] for r in matched), default=0)
+    head = (f"<p>Each generated image beside the {k} training images most similar to it in the feature space "
+            f"of <span class='mono'>{text(model)}</span> (cosine of the audit's stored vectors): the "
+            f"self-supervised-feature baseline of data attribution. {len(queries)} queries"
+            f"{f', the first {limit} shown' if len(queries) > limit else ''}.</p>{note}")
+    return write_page(out.root / "reports" / "attribution.html", "Attribution of generated images",
+                      head + table(["generated", "query", "prompt", f"top-{k} training images (rank, score, sample)"],
+                                   body), ATTRIBUTION_STYLE)

@@ -8,6 +8,7 @@
   shardguard clean  --from OUT --to CLEAN_DIR [--caption-strategy rc] [Beam flags ...]
   shardguard prompts --diffusion-model PATH --prompts FILE [--reference FILE] [--fpr 0.01]
   shardguard replication --generated PATH_OR_SHARDS --against OUT [--threshold 0.5]
+  shardguard attribution --generated PATH_OR_SHARDS --against OUT [--top-k 10] [--model sscd|clip]
   shardguard report --out DIR [--to DIR] [--top N]
 
 Exit codes: 0 success (also when stdout's reader closed early, `| head`); 1 error (a step failed,

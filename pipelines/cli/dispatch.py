@@ -51,6 +51,7 @@ COMMANDS = {  # command -> handler(args, beam_args)
     "clean": corpus_commands.cmd_clean,
     "prompts": lambda args, _: memorization_commands.cmd_prompts(args),
     "replication": lambda args, _: memorization_commands.cmd_replication(args),
+    "attribution": lambda args, _: memorization_commands.cmd_attribution(args),
     "report": lambda args, _: output_commands.cmd_report(args),
     "status": lambda args, _: status_commands.cmd_status(args),
     "tables": lambda args, _: output_commands.cmd_tables(args),

@@ -21,7 +21,8 @@ def _subparsers():
 
 def test_every_command_help_has_examples():
     subs = _subparsers()
-    assert {"run", "sql", "tables", "status", "clean", "contamination", "prompts", "replication"} <= set(subs)
+    assert {"run", "sql", "tables", "status", "clean", "contamination", "prompts", "replication",
+            "attribution"} <= set(subs)
     for name, sub in subs.items():
         assert "example" in sub.format_help(), f"`shardguard {name} --help` has no examples"
     assert "example" in _parser().format_help()

@@ -64,19 +64,10 @@ def opened(browser, demo_sample, tmp_path_factory):
     return browser
 
 
-def test_report_renders_in_chromium_without_errors(opened, tmp_path, record_property):
+def assert_inert_and_local(driver) -> None:
+    """No script ran or can run (no alert, no script-like element, no on* attribute), the console
+    holds no SEVERE entry, and every request stayed on file:// or data:."""
     from selenium.common.exceptions import NoAlertPresentException
-    from selenium.webdriver.common.by import By
-    driver = opened
-    for sid, _ in SECTIONS:
-        section = driver.find_element(By.ID, sid)
-        assert section.tag_name == "section" and section.find_element(By.TAG_NAME, "h2").is_displayed(), sid
-    images = driver.execute_script(
-        "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight]);")
-    assert len(images) > 10
-    assert all(done and w > 0 and h > 0 for done, w, h in images), [i for i in images if not i[1]][:5]
-    # the hostile caption is text on the page, and nothing of it became active content
-    assert XSS_CAPTION in driver.find_element(By.ID, "duplicates").text
     assert driver.execute_script("return document.querySelectorAll('script, iframe, object, embed').length;") == 0
     handlers = driver.execute_script(
         "return Array.from(document.querySelectorAll('*')).flatMap(e => Array.from(e.attributes))"
@@ -91,6 +82,21 @@ def test_report_renders_in_chromium_without_errors(opened, tmp_path, record_prop
                  if json.loads(e["message"])["message"]["method"] == "Network.requestWillBeSent"]
     assert requested and all(u.startswith(("file:", "data:")) for u in requested), \
         [u for u in requested if not u.startswith(("file:", "data:"))][:5]
+
+
+def test_report_renders_in_chromium_without_errors(opened, tmp_path, record_property):
+    from selenium.webdriver.common.by import By
+    driver = opened
+    for sid, _ in SECTIONS:
+        section = driver.find_element(By.ID, sid)
+        assert section.tag_name == "section" and section.find_element(By.TAG_NAME, "h2").is_displayed(), sid
+    images = driver.execute_script(
+        "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight]);")
+    assert len(images) > 10
+    assert all(done and w > 0 and h > 0 for done, w, h in images), [i for i in images if not i[1]][:5]
+    # the hostile caption is text on the page, and nothing of it became active content
+    assert XSS_CAPTION in driver.find_element(By.ID, "duplicates").text
+    assert_inert_and_local(driver)
     height = driver.execute_script("return document.documentElement.scrollHeight;")
     driver.set_window_size(1280, min(height + 100, MAX_SCREENSHOT_HEIGHT))
     shot = tmp_path / "report.png"
@@ -101,3 +107,38 @@ def test_report_renders_in_chromium_without_errors(opened, tmp_path, record_prop
     if artifacts:
         Path(artifacts).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(artifacts) / "report_browser.png")
+
+
+def test_attribution_page_renders_in_chromium_without_errors(browser, demo_sample, tmp_path_factory, tmp_path):
+    """`shardguard attribution` against the report fixture's audit (a copy: the fixture stays as
+    the report tests expect it), with hostile prompts and file names: every query and its top-k
+    training images load, the hostile strings are text, nothing is active or remote."""
+    import io
+
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    from pipelines.cli import main
+    from tests.demo_images import demo_images
+    out, _ = audited_output(tmp_path_factory)
+    against = tmp_path / "audit"
+    shutil.copytree(out, against)
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    hostile_name = '"><img src=x onerror=alert(3)>'
+    for i, (_, data, _, _) in enumerate(demo_images(3)):
+        Image.open(io.BytesIO(data)).convert("RGB").resize((64, 64)).save(gen / f"{hostile_name}{i}.png")
+        (gen / f"{hostile_name}{i}.txt").write_text(XSS_CAPTION)
+    (gen / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    assert main(["attribution", "--generated", str(gen), "--against", str(against), "--top-k", "4"]) == 0
+    browser.get((against / "reports" / "attribution.html").as_uri())
+    images = browser.execute_script(
+        "return Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight]);")
+    assert len(images) == 3 * (1 + 4)  # each query and its 4 training images; the broken one has none
+    assert all(done and w > 0 and h > 0 for done, w, h in images), images
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert XSS_CAPTION in body and f"{hostile_name}0.png" in body and "broken.png" in body
+    assert_inert_and_local(browser)
+    shot = tmp_path / "attribution.png"
+    assert browser.save_screenshot(str(shot))
+    print(f"attribution page screenshot: {shot}")
