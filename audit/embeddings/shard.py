@@ -68,7 +68,12 @@ def embed_shard(shard: str, uri: str, rows: list[dict], replicas: list[list[Embe
     cfg = EmbedConfig(batch_size=batch_size)
     stages = [EmbedStage(None, e.model_id, cfg).use([group[m] for group in replicas], _on_gpu(e))
               for m, e in enumerate(replicas[0])]
-    got = stage_rows(stages, shard, uri, rows, run_id, opener, IngestLimits(retry=retry), batch_size, on_retry)
+    try:
+        got = stage_rows(stages, shard, uri, rows, run_id, opener, IngestLimits(retry=retry), batch_size, on_retry)
+    finally:
+        for st in stages:  # the replicas' thread pool (two or more devices) ends with the call
+            if st.pool is not None:
+                st.pool.shutdown()
     results = {}
     for st in stages:
         res = results[st.model_id] = ModelResult(st.model_id, st.modality, st.dim)
